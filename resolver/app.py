@@ -1,0 +1,266 @@
+"""The composition root: configuration, snapshot, listeners, signals, systemd, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from resolver import sdnotify
+from resolver.cache import Cache
+from resolver.config import Config, load_config
+from resolver.engine import ClientAcl, Counters, Engine
+from resolver.errors import SourceError
+from resolver.observability import MetricsServer, QueryLog, configure_logging, get_logger
+from resolver.server import TcpConnection, TcpServerState, UdpListener, bind_tcp, bind_udp
+from resolver.snapshot import BuildResult, build_snapshot
+from resolver.upstream import Forwarder, Sink
+from resolver import wire
+from resolver.engine import Outcome
+
+GRACE_SECONDS = 2.0
+RESTART_ONLY = ("listen", "upstreams", "cache", "upstream_timeout", "query_timeout", "metrics")
+
+
+def source_error_fields(exc: SourceError) -> dict[str, Any]:
+    return {"file": exc.source, "line": exc.line, "column": exc.column, "error": exc.message}
+
+
+class App:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.log = get_logger()
+        self.counters = Counters()
+        self.reloads = 0
+        self.reload_failures = 0
+        self._stop = asyncio.Event()
+        self._reloading = False
+        self._reload_again = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self.engine: Engine | None = None
+        self.forwarder: Forwarder | None = None
+        self.tcp_state: TcpServerState | None = None
+        self.query_log: QueryLog | None = None
+        self.metrics: MetricsServer | None = None
+
+    # --- start-up ------------------------------------------------------------
+
+    async def run(self) -> int:
+        config = self.config
+        try:
+            result = build_snapshot(config)
+        except SourceError as exc:
+            self.log.error("policy_load_failed", **source_error_fields(exc))
+            return 1
+        for warning in result.warnings:
+            self.log.warning("list_lines_skipped", detail=warning)
+        if not config.upstreams:
+            self.log.warning("no_upstreams", detail="nothing can be forwarded: every allowed name gets SERVFAIL")
+
+        engine = self.engine = Engine(
+            result.snapshot, Cache(config.cache), ClientAcl(config.allow_clients), self.counters
+        )
+        self._set_query_log(config.query_log)
+        forwarder = self.forwarder = Forwarder(
+            config.upstreams,
+            engine.answer_from_upstream,
+            config.upstream_timeout,
+            config.query_timeout,
+            on_failure=self._on_upstream_failure,
+            on_answer=self._on_forwarded,
+        )
+        await forwarder.start()
+        loop = asyncio.get_running_loop()
+        self.tcp_state = TcpServerState(engine, forwarder, config.tcp_idle_timeout, config.tcp_max_connections)
+        try:
+            for endpoint in config.listen:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: UdpListener(engine, forwarder), sock=bind_udp(endpoint)
+                )
+                self._udp.append(transport)
+                state = self.tcp_state
+                self._tcp.append(await loop.create_server(lambda: TcpConnection(state), sock=bind_tcp(endpoint)))
+            if config.metrics is not None:
+                self.metrics = MetricsServer(self.stats)
+                await self.metrics.start(config.metrics.host, config.metrics.port)
+        except OSError as exc:
+            self.log.error("listen_failed", error=str(exc))
+            self._close()
+            return 1
+
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        self.log.info(
+            "started",
+            config=config.source,
+            listen=[str(e) for e in config.listen],
+            upstreams=[str(e) for e in config.upstreams],
+            policies=[r.as_dict() for r in result.reports],
+            names=result.snapshot.policy.names(),
+            query_log=config.query_log,
+            metrics=str(config.metrics) if config.metrics else None,
+        )
+        sdnotify.ready(f"serving {result.snapshot.policy.names()} blocked names")
+        await self._stop.wait()
+        return await self._shutdown()
+
+    def _set_query_log(self, mode: str) -> None:
+        assert self.engine is not None
+        engine = self.engine
+        if self.query_log is not None:
+            self.query_log.stop()
+            self.query_log = None
+        if mode != "off":
+            self.query_log = QueryLog(mode, lambda: engine.snapshot.policy)
+            self.query_log.start()
+        engine.query_log = self.query_log
+        engine.log_all = mode == "all"
+
+    # --- callbacks from the forwarder ---------------------------------------
+
+    def _on_upstream_failure(self, upstream: str, reason: str) -> None:
+        self.counters.upstream_failures += 1
+        self.log.warning("upstream_failed", upstream=upstream, reason=reason)
+
+    def _on_forwarded(
+        self, query: wire.Query, sink: Sink, addr: object, rcode: int, upstream: str, latency: float
+    ) -> None:
+        if upstream:
+            self.counters.forwarded += 1
+        else:
+            self.counters.servfail += 1
+        log = self.query_log
+        if log is not None and (log.log_all or not upstream):
+            client = addr[0] if isinstance(addr, tuple) else getattr(sink, "client", "")
+            outcome = Outcome.FORWARDED if upstream else Outcome.SERVFAIL
+            log.record(client, query, outcome, None, rcode, upstream, latency)
+
+    # --- reload ----------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: rebuild the snapshot off the hot path; repeated signals coalesce."""
+        if self._reloading:
+            self._reload_again = True
+            return
+        self._reloading = True
+        self._spawn(self._reload)
+
+    async def _reload(self) -> None:
+        sdnotify.reloading()
+        try:
+            while True:
+                self._reload_again = False
+                await self._reload_once()
+                if not self._reload_again:
+                    break
+        finally:
+            self._reloading = False
+            sdnotify.ready()
+
+    async def _reload_once(self) -> None:
+        assert self.engine is not None
+        started = time.monotonic()
+        try:
+            config = load_config(self.config_path) if self.config_path else self.config
+            result: BuildResult = await asyncio.to_thread(build_snapshot, config)
+        except SourceError as exc:
+            self.reload_failures += 1
+            self.log.error("policy_reload_failed", kept="previous policy", **source_error_fields(exc))
+            return
+        before = self.engine.snapshot.policy.names()
+        self.engine.snapshot = result.snapshot  # the atomic swap
+        self.engine.acl = ClientAcl(config.allow_clients)
+        changed = [k for k in RESTART_ONLY if getattr(config, k) != getattr(self.config, k)]
+        if config.query_log != self.config.query_log:
+            self._set_query_log(config.query_log)
+        self.config = config
+        self.reloads += 1
+        for warning in result.warnings:
+            self.log.warning("list_lines_skipped", detail=warning)
+        self.log.info(
+            "policy_reloaded",
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            names=result.snapshot.policy.names(),
+            names_before=before,
+            policies=[r.as_dict() for r in result.reports],
+        )
+        if changed:
+            self.log.warning("restart_required", keys=changed, detail="these settings apply at the next start")
+
+    # --- shutdown --------------------------------------------------------------
+
+    def _spawn(self, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.ensure_future(factory())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _close(self) -> None:
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            server.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    async def _shutdown(self) -> int:
+        sdnotify.stopping()
+        self.log.info("stopping")
+        self._close()
+        deadline = time.monotonic() + GRACE_SECONDS
+        while self.forwarder is not None and self.forwarder.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.tcp_state is not None:
+            for conn in list(self.tcp_state.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+        if self.forwarder is not None:
+            self.forwarder.close()
+        if self.query_log is not None:
+            self.query_log.stop()
+        for task in self._tasks:
+            task.cancel()
+        self.log.info("stopped")
+        return 0
+
+    # --- numbers for /metrics ---------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        assert self.engine is not None and self.forwarder is not None
+        c = self.counters
+        f = self.forwarder.stats
+        return {
+            "outcomes": {o.name.lower(): v for o, v in c.by_outcome().items()},
+            "refused_clients": c.refused_clients,
+            "responses_ignored": c.responses_ignored,
+            "upstream_sent": f.sent,
+            "upstream_timeouts": f.timeouts,
+            "upstream_unexpected": f.unexpected,
+            "reloads": self.reloads,
+            "reload_failures": self.reload_failures,
+            "policy_names": self.engine.snapshot.policy.names(),
+            "cache_entries": len(self.engine.cache),
+            "inflight": self.forwarder.busy,
+            "tcp_connections": len(self.tcp_state.connections) if self.tcp_state else 0,
+        }
+
+
+def run_server(config: Config, config_path: Path | None) -> int:
+    configure_logging(config.log_level)
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(App(config, config_path).run())

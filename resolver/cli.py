@@ -1,0 +1,102 @@
+"""The `sinkhole` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from resolver import __version__
+from resolver.config import Config, default_config, load_config
+from resolver.errors import SourceError
+
+
+def _config(args: argparse.Namespace) -> tuple[Config, Path | None]:
+    if args.config:
+        path = Path(args.config)
+        return load_config(path), path.resolve()
+    return default_config(), None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from resolver.app import run_server
+
+    try:
+        config, path = _config(args)
+    except SourceError as exc:
+        print(f"sinkhole: {exc}", file=sys.stderr)
+        return 2
+    return run_server(config, path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from resolver.snapshot import build_snapshot
+
+    errors: list[SourceError] = []
+    warnings: list[str] = []
+    summary: dict[str, object] = {}
+    try:
+        config, _ = _config(args)
+        result = build_snapshot(config)
+    except SourceError as exc:
+        errors.append(exc)
+    else:
+        warnings = result.warnings
+        summary = {
+            "config": config.source,
+            "policies": [r.as_dict() for r in result.reports],
+            "names": result.snapshot.policy.names(),
+        }
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": not errors,
+                    "errors": [
+                        {"file": e.source, "line": e.line, "column": e.column, "message": e.message}
+                        for e in errors
+                    ],
+                    "warnings": warnings,
+                    **summary,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for e in errors:
+            print(f"{e.source}:{e.line}:{e.column}: error: {e.message}")
+        for w in warnings:
+            print(f"warning: {w}")
+        if not errors:
+            policies = summary.get("policies", [])
+            count = len(policies) if isinstance(policies, list) else 0
+            print(f"ok: {summary['config']}: {count} policies, {summary['names']} names")
+    return 1 if errors else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sinkhole", description="A DNS sinkhole resolver: blocked names get a warning page."
+    )
+    parser.add_argument("--version", action="version", version=f"sinkhole {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the resolver")
+    serve.add_argument("--config", "-c", help="configuration file (default: built-in, loopback port 5353)")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="validate the configuration and every policy, then exit")
+    check.add_argument("--config", "-c", help="configuration file (default: built-in)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The per-query decision, bytes in and bytes out (sans I/O).
+
+The fast path is one flat function: client check, parse, policy, cache. Only a
+cache miss leaves it, as a Query for the forwarder. Policy runs before the cache,
+so the cache only ever holds upstream answers and a reload needs no flush.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from resolver import wire
+from resolver.cache import Answer, Cache
+from resolver.errors import FormError, NotImplementedQuery
+from resolver.policy import Action, CompiledPolicy, PolicyInfo, Verdict
+
+MAX_TCP = 65535
+
+
+class Outcome(enum.IntEnum):
+    """How a query was answered: drives metrics labels and query-log fields."""
+
+    BLOCKED = 1
+    CACHED = 2
+    FORWARDED = 3
+    REFUSED = 4
+    FORMERR = 5
+    NOTIMP = 6
+    SERVFAIL = 7
+    DROPPED = 8
+
+
+@dataclass(slots=True)
+class Counters:
+    """Plain integer counters (one per Outcome, by its lower-case name), read by /metrics."""
+
+    blocked: int = 0
+    cached: int = 0
+    forwarded: int = 0
+    refused: int = 0
+    formerr: int = 0
+    notimp: int = 0
+    servfail: int = 0
+    dropped: int = 0
+    refused_clients: int = 0
+    responses_ignored: int = 0
+    upstream_failures: int = 0
+
+    def by_outcome(self) -> dict[Outcome, int]:
+        return {o: getattr(self, o.name.lower()) for o in Outcome}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a reload replaces, built off the hot path and swapped as one reference."""
+
+    policy: CompiledPolicy
+    policies: tuple[PolicyInfo, ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+class QueryLog(Protocol):
+    def record(
+        self,
+        client: str,
+        query: wire.Query,
+        outcome: Outcome,
+        verdict: Verdict | None,
+        rcode: int,
+    ) -> None: ...
+
+
+class ClientAcl:
+    """Which client addresses are served; decisions are memoised per address string."""
+
+    def __init__(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        self.networks = tuple(networks)
+        self._seen: dict[str, bool] = {}
+
+    def allows(self, host: str) -> bool:
+        seen = self._seen.get(host)
+        if seen is None:
+            seen = self._decide(host)
+            if len(self._seen) >= 65536:
+                self._seen.clear()
+            self._seen[host] = seen
+        return seen
+
+    def _decide(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.networks if net.version == address.version)
+
+
+def udp_limit(query: wire.Query) -> int:
+    """How large an answer over UDP may be: the client's EDNS size, at most ours."""
+    return min(query.udp_size, wire.EDNS_UDP_SIZE) if query.edns else wire.MAX_UDP_NO_EDNS
+
+
+class Engine:
+    """Decides every query. ``snapshot`` is replaced whole on reload."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        cache: Cache,
+        acl: ClientAcl,
+        counters: Counters | None = None,
+        query_log: QueryLog | None = None,
+        log_all: bool = False,
+    ) -> None:
+        self.snapshot = snapshot
+        self.cache = cache
+        self.acl = acl
+        self.counters = counters or Counters()
+        self.query_log = query_log
+        self.log_all = log_all
+
+    def handle(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
+        """Answer ``data`` from ``client``: reply bytes, a Query to forward, or None to drop."""
+        counters = self.counters
+        if len(data) > 2 and data[2] & 0x80:
+            counters.responses_ignored += 1  # a response, not a query: never answer it
+            return None
+        if not self.acl.allows(client):
+            counters.refused_clients += 1
+            counters.refused += 1
+            return self._error(data, wire.REFUSED)
+        try:
+            query = wire.parse_query(data)
+        except wire.BadVersion as exc:
+            counters.formerr += 1
+            return wire.build_reply(exc.query, wire.BADVERS)
+        except FormError:
+            counters.formerr += 1
+            return wire.build_error_reply(data, wire.FORMERR)
+        except NotImplementedQuery as exc:
+            counters.notimp += 1
+            return wire.build_error_reply(data, wire.NOTIMP, exc.query)
+        if query.qtype == wire.TYPE_AXFR or query.qtype == wire.TYPE_IXFR:
+            counters.refused += 1
+            return wire.build_reply(query, wire.REFUSED)
+
+        limit = MAX_TCP if tcp else udp_limit(query)
+        verdict = self.snapshot.policy.match(query.qname)
+        if verdict is not None and verdict.action is not Action.ALLOW:
+            if self.query_log is not None:
+                self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
+            if verdict.action is Action.DROP:
+                counters.dropped += 1
+                return None
+            counters.blocked += 1
+            reply = verdict.render(query)
+            return reply if len(reply) <= limit else wire.build_truncated(reply)
+
+        answer = self.cache.get(query.cache_key, now)
+        if answer is not None:
+            counters.cached += 1
+            if self.log_all and self.query_log is not None:
+                self.query_log.record(client, query, Outcome.CACHED, verdict, answer.rcode)
+            reply = answer.render(query, now)
+            return reply if len(reply) <= limit else wire.build_truncated(reply)
+        return query
+
+    def answer_from_upstream(self, query: wire.Query, reply: wire.Reply, now: int) -> Answer:
+        """Cache (when allowed) and return the servable form of an upstream reply."""
+        return self.cache.answer(query.cache_key, reply, now)
+
+    @staticmethod
+    def _error(data: bytes, rcode: int) -> bytes | None:
+        try:
+            query = wire.parse_query(data)
+        except (FormError, NotImplementedQuery):
+            query = None
+        return wire.build_error_reply(data, rcode, query)

@@ -1,0 +1,193 @@
+"""Logs (structlog, one JSON object per line on stdout), the query log and the metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+from dnslib import QTYPE, RCODE
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from resolver import wire
+from resolver.engine import Outcome
+from resolver.policy import CompiledPolicy, Verdict
+
+FLUSH_INTERVAL = 0.25
+MAX_BUFFERED = 50_000  # query-log records held between flushes; beyond that they are counted, not kept
+
+
+def configure_logging(level: str = "info") -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger() -> Any:
+    return structlog.get_logger("sinkhole").bind()
+
+
+def qtype_name(qtype: int) -> str:
+    return str(QTYPE.get(qtype, f"TYPE{qtype}"))
+
+
+def rcode_name(rcode: int) -> str:
+    return str(RCODE.get(rcode, f"RCODE{rcode}"))
+
+
+class QueryLog:
+    """The query log, kept off the hot path: records are tuples, written in batches.
+
+    ``mode`` is "blocked" (policy answers only) or "all".
+    """
+
+    def __init__(self, mode: str, policy: Callable[[], CompiledPolicy]) -> None:
+        self.mode = mode
+        self.log_all = mode == "all"
+        self._policy = policy
+        self._records: list[tuple[Any, ...]] = []
+        self.dropped = 0
+        self._log = get_logger()
+        self._task: asyncio.Task[None] | None = None
+
+    def record(
+        self,
+        client: str,
+        query: wire.Query,
+        outcome: Outcome,
+        verdict: Verdict | None,
+        rcode: int,
+        upstream: str = "",
+        latency: float = 0.0,
+    ) -> None:
+        if len(self._records) >= MAX_BUFFERED:
+            self.dropped += 1
+            return
+        self._records.append((time.time(), client, query, outcome, verdict, rcode, upstream, latency))
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.flush()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.flush()
+
+    def flush(self) -> None:
+        records, self._records = self._records, []
+        policy = self._policy()
+        log = self._log
+        for ts, client, query, outcome, verdict, rcode, upstream, latency in records:
+            fields: dict[str, Any] = {
+                "client": client,
+                "qname": query.text_name(),
+                "qtype": qtype_name(query.qtype),
+                "outcome": outcome.name.lower(),
+            }
+            if verdict is not None:
+                _, rule = policy.locate(query.qname)
+                fields["action"] = verdict.action.label
+                fields["policy"] = verdict.policy_id
+                fields["rule"] = wire.name_to_text(rule) if rule else ""
+            fields["rcode"] = rcode_name(rcode)
+            if upstream:
+                fields["upstream"] = upstream
+            if outcome is not Outcome.BLOCKED:
+                fields["latency_ms"] = round(latency * 1000, 3)
+            fields["query_time"] = ts
+            log.info("query", **fields)
+        if self.dropped:
+            log.warning("query_log_overflow", dropped=self.dropped)
+            self.dropped = 0
+
+
+class StatsCollector(Collector):
+    """Reads the plain counters at scrape time, so counting costs nothing per query."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._read()
+        queries = CounterMetricFamily(
+            "sinkhole_queries", "Queries answered, by outcome", labels=["outcome"]
+        )
+        for outcome, value in s["outcomes"].items():
+            queries.add_metric([outcome], value)
+        yield queries
+        for name, doc, value in (
+            ("sinkhole_refused_clients", "Queries refused because the client is not allowed", s["refused_clients"]),
+            ("sinkhole_responses_ignored", "Packets with QR=1 received on a listener", s["responses_ignored"]),
+            ("sinkhole_upstream_queries", "Queries sent to upstreams", s["upstream_sent"]),
+            ("sinkhole_upstream_timeouts", "Upstream tries that timed out", s["upstream_timeouts"]),
+            ("sinkhole_upstream_unexpected_replies", "Upstream packets that matched no query", s["upstream_unexpected"]),
+            ("sinkhole_reloads", "Successful policy reloads", s["reloads"]),
+            ("sinkhole_reload_failures", "Failed policy reloads (old policy kept)", s["reload_failures"]),
+        ):
+            counter = CounterMetricFamily(name, doc)
+            counter.add_metric([], value)
+            yield counter
+        for name, doc, value in (
+            ("sinkhole_policy_names", "Names in the compiled policy", s["policy_names"]),
+            ("sinkhole_cache_entries", "Answers in the cache", s["cache_entries"]),
+            ("sinkhole_upstream_inflight", "Questions waiting for an upstream", s["inflight"]),
+            ("sinkhole_tcp_connections", "Open client TCP connections", s["tcp_connections"]),
+        ):
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], value)
+            yield gauge
+
+
+class MetricsServer:
+    """GET /metrics in the Prometheus text format, on an asyncio socket (no thread)."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StatsCollector(read))
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+            if path.split(b"?")[0] == b"/metrics":
+                body = generate_latest(self.registry)
+                status = b"200 OK"
+                ctype = b"text/plain; version=0.0.4; charset=utf-8"
+            else:
+                body, status, ctype = b"not found\n", b"404 Not Found", b"text/plain"
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype
+                + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+            )
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()

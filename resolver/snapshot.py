@@ -1,0 +1,103 @@
+"""Build the policy snapshot from the configuration: read every policy and list, compile.
+
+Pure apart from reading files, so it runs off the event loop; any error leaves
+the caller's current snapshot in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from resolver.config import Config
+from resolver.engine import Snapshot
+from resolver.errors import PolicyError
+from resolver.lists import READERS, ListReport
+from resolver.names import to_wire
+from resolver.policy import Action, CompiledPolicy, Scope, Verdict
+from resolver.policy_yaml import PolicyFile, load_policy
+
+
+@dataclass
+class PolicyReport:
+    id: str
+    source: str
+    sha256: str
+    entries: int = 0
+    lists: list[ListReport] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "file": self.source,
+            "sha256": self.sha256,
+            "entries": self.entries,
+            "list_names": sum(r.names for r in self.lists),
+            "list_bad_lines": sum(r.bad for r in self.lists),
+        }
+
+
+@dataclass
+class BuildResult:
+    snapshot: Snapshot
+    reports: list[PolicyReport]
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        for report in self.reports:
+            for lst in report.lists:
+                if lst.bad:
+                    shown = "; ".join(f"line {n}: {msg}" for n, msg in lst.examples)
+                    out.append(f"{lst.path}: {lst.bad} lines skipped ({shown})")
+        return out
+
+
+def load_policies(config: Config) -> list[PolicyFile]:
+    """Every policy file the configuration names, checked; ids must be unique."""
+    files = config.policy_files()
+    policies = []
+    seen: dict[str, str] = {}
+    for path in files:
+        policy = load_policy(path)
+        if policy.info.id in seen:
+            raise PolicyError(
+                f"policy id {policy.info.id!r} is already used by {seen[policy.info.id]}; "
+                "every policy needs its own id",
+                str(path),
+            )
+        seen[policy.info.id] = str(path)
+        policies.append(policy)
+    return policies
+
+
+def build_snapshot(config: Config) -> BuildResult:
+    policies = load_policies(config)
+    reports = [PolicyReport(p.info.id, p.info.source, p.sha256) for p in policies]
+
+    def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
+        for order, (policy, report) in enumerate(zip(policies, reports, strict=True)):
+            verdicts: dict[tuple[Action, str], Verdict] = {}
+
+            def verdict(action: Action, reference: str, _order: int = order, _p: PolicyFile = policy) -> Verdict:
+                key = (action, reference)
+                found = verdicts.get(key)
+                if found is None:
+                    found = verdicts[key] = Verdict(_p.info, action, config.answers, _order, reference)
+                return found
+
+            for entry in policy.entries:
+                report.entries += 1
+                yield to_wire(entry.name), entry.scope, verdict(entry.action, entry.reference)
+            shared = verdict(policy.action, "")
+            for ref in policy.lists:
+                lst = ListReport(str(ref.path))
+                report.lists.append(lst)
+                for name in READERS[ref.format](ref.path, lst):
+                    yield name, Scope.SUBTREE, shared
+
+    compiled = CompiledPolicy.build(entries())
+    snapshot = Snapshot(
+        compiled, tuple(p.info for p in policies), tuple(p.info.source for p in policies)
+    )
+    return BuildResult(snapshot, reports)

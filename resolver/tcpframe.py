@@ -1,0 +1,39 @@
+"""DNS over TCP framing (RFC 1035 4.2.2, RFC 7766): a 2-octet length before each message."""
+
+from __future__ import annotations
+
+import struct
+
+_LEN = struct.Struct("!H")
+
+
+def frame(message: bytes) -> bytes:
+    return _LEN.pack(len(message)) + message
+
+
+class Framer:
+    """Splits a byte stream into messages; holds at most one partial message."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer + data if self._buffer else data
+        messages = []
+        pos = 0
+        end = len(buffer)
+        while end - pos >= 2:
+            size = (buffer[pos] << 8) | buffer[pos + 1]
+            if end - pos - 2 < size:
+                break
+            messages.append(buffer[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+        self._buffer = buffer[pos:]
+        return messages
+
+    @property
+    def pending(self) -> int:
+        """Octets of an incomplete message waiting for more data."""
+        return len(self._buffer)
