@@ -1,0 +1,123 @@
+"""`sinkhole check`: exit 0 on good files, exit 1 with file:line:col: error: lines on bad ones."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from support.procs import REPO
+
+pytestmark = pytest.mark.blackbox
+
+ERROR_LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): error: (?P<message>.+)$")
+
+GOOD_POLICY = """\
+id: good
+authority: Test Court
+block:
+  - good.example
+"""
+
+
+def check(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "resolver", "check", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def errors(result: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
+    out = []
+    for line in result.stdout.splitlines():
+        found = ERROR_LINE.match(line)
+        if found:
+            out.append(found.groupdict())
+    return out
+
+
+def write_setup(tmp_path: Path, policy: str, **config: object) -> Path:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.yaml").write_text(policy)
+    settings: dict[str, object] = {
+        "listen": ["127.0.0.1:5300"],
+        "upstreams": ["127.0.0.1:5301"],
+        "policies": ["policies/*.yaml"],
+    }
+    settings.update(config)
+    path = tmp_path / "sinkhole.yaml"
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return path
+
+
+def test_bundled_policies_pass() -> None:
+    result = check()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ok: ")
+    assert errors(result) == []
+
+
+def test_a_good_config_passes(tmp_path: Path) -> None:
+    result = check("--config", str(write_setup(tmp_path, GOOD_POLICY)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 policies, 1 names" in result.stdout
+
+
+def test_a_url_entry_is_an_error(tmp_path: Path) -> None:
+    policy = GOOD_POLICY + "  - twitter.com/uriminzok\n"
+    result = check("--config", str(write_setup(tmp_path, policy)))
+    assert result.returncode == 1, result.stdout + result.stderr
+    [error] = errors(result)
+    assert error["file"] == str(tmp_path / "policies" / "p.yaml")
+    assert error["line"] == "5"
+    assert error["col"] == "5"
+    assert "DNS can only block whole names" in error["message"]
+    assert "'twitter.com'" in error["message"]
+
+
+def test_an_unquoted_wildcard_says_to_quote_it(tmp_path: Path) -> None:
+    policy = GOOD_POLICY + "  - *.example.com\n"
+    result = check("--config", str(write_setup(tmp_path, policy)))
+    assert result.returncode == 1, result.stdout + result.stderr
+    [error] = errors(result)
+    assert error["file"] == str(tmp_path / "policies" / "p.yaml")
+    assert error["line"] == "5"
+    assert "quote" in error["message"].lower(), error["message"]
+
+
+def test_an_unknown_config_key_is_named(tmp_path: Path) -> None:
+    config = write_setup(tmp_path, GOOD_POLICY, upstream_timout=1.0)
+    result = check("--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    [error] = errors(result)
+    assert error["file"] == str(config)
+    assert error["line"] == "7"
+    assert "'upstream_timout'" in error["message"]
+
+
+@pytest.mark.parametrize("address", ["localhost:53", "127.0.0.1:99999", "[::1", "1.2.3:53"])
+def test_a_bad_listen_address_is_an_error(tmp_path: Path, address: str) -> None:
+    config = write_setup(tmp_path, GOOD_POLICY, listen=[address])
+    result = check("--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    [error] = errors(result)
+    assert error["file"] == str(config)
+    assert error["line"] == "2"
+    assert "listen" in error["message"]
+    assert address in error["message"]
+
+
+def test_json_output(tmp_path: Path) -> None:
+    policy = GOOD_POLICY + "  - https://example.org/page\n"
+    result = check("--config", str(write_setup(tmp_path, policy)), "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert report["errors"][0]["line"] == 5

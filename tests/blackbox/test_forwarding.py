@@ -1,0 +1,143 @@
+"""Forwarding: upstream answers passed on with our header, minimal sections, TCP retry, failures."""
+
+from __future__ import annotations
+
+import time
+
+import dns.flags
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import pytest
+from support.procs import FakeUpstream, Sinkhole, SinkholeFactory, dead_port
+
+from blackbox.dnsclient import addresses, ask, ede, make, send, unique, v4, v6
+from blackbox.standard import UPSTREAM_IPV4, UPSTREAM_IPV6, UPSTREAM_TTL
+
+pytestmark = pytest.mark.blackbox
+
+EDE_NO_REACHABLE_AUTHORITY = 22
+
+
+@pytest.mark.parametrize("edns", [False, True], ids=["plain", "edns"])
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_positive_answer_comes_from_upstream(
+    standard: Sinkhole, fake_upstream: FakeUpstream, edns: bool, tcp: bool
+) -> None:
+    name = unique()
+    q = make(name, "A", edns=edns, qid=0x1234)
+    r = send(v4(standard), q, tcp=tcp)
+    assert r.id == 0x1234
+    assert r.rcode() == dns.rcode.NOERROR
+    assert addresses(r) == [UPSTREAM_IPV4]
+    assert r.answer[0].ttl == UPSTREAM_TTL
+    assert r.flags & dns.flags.QR
+    assert r.flags & dns.flags.RA
+    assert r.flags & dns.flags.RD
+    assert not r.flags & dns.flags.AA, "a forwarder must not claim authority"
+    # The upstream sent NS and glue; a positive answer leaves them out.
+    assert r.authority == []
+    assert r.additional == []
+    assert r.edns == (0 if edns else -1)
+    assert fake_upstream.count(name, "A") == 1
+
+
+def test_aaaa_over_ipv6(standard: Sinkhole, fake_upstream: FakeUpstream) -> None:
+    name = unique()
+    r = ask(v6(standard), name, "AAAA")
+    assert addresses(r) == [UPSTREAM_IPV6]
+    assert fake_upstream.count(name, "AAAA") == 1
+
+
+def test_rd_is_copied_on_forwarded_answers(standard: Sinkhole) -> None:
+    r = ask(v4(standard), unique(), "A", rd=False)
+    assert addresses(r) == [UPSTREAM_IPV4]
+    assert not r.flags & dns.flags.RD
+
+
+def test_the_question_keeps_the_clients_letter_case(standard: Sinkhole) -> None:
+    name = unique("MiXeD")
+    q = make(name, "A")
+    r = send(v4(standard), q)
+    assert r.question[0].name.labels == q.question[0].name.labels
+    assert r.answer[0].name.labels == q.question[0].name.labels
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_nxdomain_keeps_the_soa(standard: Sinkhole, tcp: bool) -> None:
+    r = ask(v4(standard), unique("nx"), "A", tcp=tcp, edns=True)
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    assert r.answer == []
+    assert len(r.authority) == 1
+    assert r.authority[0].rdtype == dns.rdatatype.SOA
+    assert r.authority[0].name == dns.name.from_text("example.")
+    assert not r.flags & dns.flags.AA
+
+
+def test_nodata_keeps_the_soa(standard: Sinkhole) -> None:
+    r = ask(v4(standard), unique("nodata"), "A")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert r.answer == []
+    assert [rrset.rdtype for rrset in r.authority] == [dns.rdatatype.SOA]
+
+
+def test_cname_chain_is_passed_on(standard: Sinkhole) -> None:
+    name = unique("cname")
+    r = ask(v4(standard), name, "A")
+    types = [(rrset.name.to_text(), rrset.rdtype) for rrset in r.answer]
+    assert types == [(name + ".", dns.rdatatype.CNAME), ("target.example.", dns.rdatatype.A)]
+    assert addresses(r) == ["198.51.100.9"]
+
+
+def test_truncated_upstream_reply_is_retried_over_tcp(
+    standard: Sinkhole, fake_upstream: FakeUpstream
+) -> None:
+    name = unique("big")
+    big = [f"198.51.100.{i}" for i in range(1, 41)]
+    r = ask(v4(standard), name, "A", tcp=True)
+    assert r.rcode() == dns.rcode.NOERROR
+    assert sorted(addresses(r)) == sorted(big)
+    assert fake_upstream.count(name, "A", "udp") == 1
+    assert fake_upstream.count(name, "A", "tcp") == 1
+    # 40 records fit in our EDNS limit (1232 octets): a UDP client with EDNS gets them all.
+    r = ask(v4(standard), name, "A", edns=True, payload=4096)
+    assert not r.flags & dns.flags.TC
+    assert sorted(addresses(r)) == sorted(big)
+    # Without EDNS the limit is 512 octets: the client is told to retry over TCP.
+    r = ask(v4(standard), name, "A")
+    assert r.flags & dns.flags.TC
+    assert r.answer == []
+    assert r.question[0].name == dns.name.from_text(name)
+
+
+def test_silent_upstream_gives_servfail_in_bounded_time(standard: Sinkhole) -> None:
+    # The standard configuration: upstream_timeout 0.3 s, query_timeout 1.0 s.
+    started = time.monotonic()
+    r = ask(v4(standard), unique("silent"), "A", edns=True, timeout=3.0)
+    elapsed = time.monotonic() - started
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert elapsed < 1.5, f"SERVFAIL after {elapsed:.2f} s"
+    assert [code for code, _ in ede(r)] == [EDE_NO_REACHABLE_AUTHORITY]
+
+
+def test_upstream_servfail_passes_through(standard: Sinkhole, fake_upstream: FakeUpstream) -> None:
+    name = unique("fail")
+    r = ask(v4(standard), name, "A")
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert r.answer == []
+    assert fake_upstream.count(name, "A") >= 1
+
+
+def test_failover_to_the_second_upstream(
+    sinkhole_factory: SinkholeFactory, fake_upstream: FakeUpstream
+) -> None:
+    dead = f"127.0.0.1:{dead_port()}"
+    server = sinkhole_factory(upstreams=[dead, fake_upstream.endpoint])
+    for _ in range(3):
+        name = unique()
+        started = time.monotonic()
+        r = ask(v4(server), name, "A", timeout=3.0)
+        assert r.rcode() == dns.rcode.NOERROR
+        assert addresses(r) == [UPSTREAM_IPV4]
+        assert time.monotonic() - started < 1.0
+        assert fake_upstream.count(name, "A") == 1
