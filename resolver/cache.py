@@ -19,9 +19,23 @@ COUNTS = struct.Struct("!HHHH")
 class Answer:
     """An upstream reply made ready to serve: ID-less, OPT-less, with decrementing TTLs."""
 
-    __slots__ = ("_body", "_patched_at", "body", "counts", "expires", "flags", "rcode", "stored", "ttls")
+    __slots__ = (
+        "_body",
+        "_patched_at",
+        "body",
+        "counts",
+        "expires",
+        "flags",
+        "key",
+        "rcode",
+        "stored",
+        "ttls",
+    )
 
-    def __init__(self, reply: wire.Reply, now: int, ttl: int, floor: int, ceiling: int) -> None:
+    def __init__(
+        self, reply: wire.Reply, now: int, ttl: int, floor: int, ceiling: int, key: bytes = b""
+    ) -> None:
+        self.key = key
         self.rcode = reply.rcode
         # QR and RA set, AA cleared (a forwarder is not authoritative), AD and rcode kept.
         self.flags = wire.QR | wire.RA | (reply.flags & (wire.AD | 0xF))
@@ -74,6 +88,9 @@ class Cache:
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
         self._entries: OrderedDict[bytes, Answer] = OrderedDict()
+        # Marks a live entry (one not expired) as recently used: for answers served
+        # without a lookup. A live entry is always in the map under its key.
+        self.touch = self._entries.move_to_end
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -93,14 +110,19 @@ class Cache:
         s = self.settings
         cacheable = reply.rcode in (wire.NOERROR, wire.NXDOMAIN) and reply.min_ttl is not None
         ttl = min(max(reply.min_ttl or 0, s.min_ttl), s.max_ttl) if cacheable else 0
-        entry = Answer(reply, now, ttl, s.min_ttl, s.max_ttl)
+        entry = Answer(reply, now, ttl, s.min_ttl, s.max_ttl, key)
         if ttl > 0 and s.max_entries > 0:
             entries = self._entries
+            old = entries.pop(key, None)
+            if old is not None:
+                old.expires = 0
             entries[key] = entry
-            entries.move_to_end(key)
             while len(entries) > s.max_entries:
-                entries.popitem(last=False)
+                entries.popitem(last=False)[1].expires = 0  # evicted: no longer servable
         return entry
 
+
     def clear(self) -> None:
+        for entry in self._entries.values():
+            entry.expires = 0
         self._entries.clear()

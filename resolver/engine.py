@@ -105,8 +105,31 @@ def udp_limit(query: wire.Query) -> int:
     return min(query.udp_size, wire.EDNS_UDP_SIZE) if query.edns else wire.MAX_UDP_NO_EDNS
 
 
+REPLAY_LIMIT = 50_000
+
+
+class _Replay:
+    """A reply already built for exactly these query bytes (everything after the ID).
+
+    Most traffic repeats the same questions, byte for byte. Keyed by the query
+    bytes, a repeat needs no parsing at all: a blocked answer is replayed as is,
+    a cached one is re-rendered at most once a second (its TTLs count down).
+    """
+
+    __slots__ = ("answer", "body", "query", "second", "verdict")
+
+    def __init__(
+        self, body: bytes, query: wire.Query, verdict: Verdict | None, answer: Answer | None, second: int
+    ) -> None:
+        self.body = body
+        self.query = query
+        self.verdict = verdict
+        self.answer = answer
+        self.second = second
+
+
 class Engine:
-    """Decides every query. ``snapshot`` is replaced whole on reload."""
+    """Decides every query. Assigning ``snapshot`` (a reload) replaces the policy at once."""
 
     def __init__(
         self,
@@ -117,15 +140,60 @@ class Engine:
         query_log: QueryLog | None = None,
         log_all: bool = False,
     ) -> None:
-        self.snapshot = snapshot
+        self._snapshot = snapshot
+        self._replay: dict[bytes, _Replay] = {}
         self.cache = cache
         self.acl = acl
         self.counters = counters or Counters()
         self.query_log = query_log
         self.log_all = log_all
 
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @snapshot.setter
+    def snapshot(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._replay = {}  # replies built under the old policy must not be replayed
+
     def handle(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
         """Answer ``data`` from ``client``: reply bytes, a Query to forward, or None to drop."""
+        replay = self._replay.get(data[2:])
+        if replay is not None and self.acl.allows(client):
+            answer = replay.answer
+            if answer is None:
+                self.counters.blocked += 1
+                if self.query_log is not None:
+                    self.query_log.record(client, replay.query, Outcome.BLOCKED, replay.verdict, 0)
+                return data[:2] + replay.body
+            if answer.expires > now:  # an answer the cache evicted is expired at once
+                self.cache.touch(answer.key)
+                if replay.second != now:
+                    self._refresh(replay, answer, now)
+                self.counters.cached += 1
+                if self.log_all and self.query_log is not None:
+                    self.query_log.record(client, replay.query, Outcome.CACHED, None, answer.rcode)
+                return data[:2] + replay.body
+            del self._replay[data[2:]]
+        return self._decide(data, client, now, tcp)
+
+    def _refresh(self, replay: _Replay, answer: Answer, now: int) -> None:
+        """Re-render a replayed cache answer for a new second (its TTLs count down)."""
+        replay.body = answer.render(replay.query, now)[2:]
+        replay.second = now
+
+    def _remember(
+        self, data: bytes, reply: bytes, query: wire.Query, verdict: Verdict | None, answer: Answer | None, now: int
+    ) -> None:
+        if len(reply) > udp_limit(query):
+            return  # only answers that suit both transports
+        if len(self._replay) >= REPLAY_LIMIT:
+            self._replay = {}
+        self._replay[data[2:]] = _Replay(reply[2:], query, verdict, answer, now)
+
+    def _decide(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
+        """The full path: check the client, parse, apply the policy, look in the cache."""
         counters = self.counters
         if len(data) > 2 and data[2] & 0x80:
             counters.responses_ignored += 1  # a response, not a query: never answer it
@@ -150,7 +218,7 @@ class Engine:
             return wire.build_reply(query, wire.REFUSED)
 
         limit = MAX_TCP if tcp else udp_limit(query)
-        verdict = self.snapshot.policy.match(query.qname)
+        verdict = self._snapshot.policy.match(query.qname)
         if verdict is not None and verdict.action is not Action.ALLOW:
             if self.query_log is not None:
                 self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
@@ -159,6 +227,7 @@ class Engine:
                 return None
             counters.blocked += 1
             reply = verdict.render(query)
+            self._remember(data, reply, query, verdict, None, now)
             return reply if len(reply) <= limit else wire.build_truncated(reply)
 
         answer = self.cache.get(query.cache_key, now)
@@ -167,6 +236,7 @@ class Engine:
             if self.log_all and self.query_log is not None:
                 self.query_log.record(client, query, Outcome.CACHED, verdict, answer.rcode)
             reply = answer.render(query, now)
+            self._remember(data, reply, query, None, answer, now)
             return reply if len(reply) <= limit else wire.build_truncated(reply)
         return query
 

@@ -204,8 +204,7 @@ def parse_query(data: bytes) -> Query:
     size = len(data)
     if size < 12:
         raise FormError("shorter than a DNS header")
-    _qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
-    if qdcount != 1:
+    if data[4:6] != b"\x00\x01":
         raise FormError("a query must carry exactly one question")
     # The question name: uncompressed (nothing precedes it that a pointer could use).
     pos = 12
@@ -215,7 +214,7 @@ def parse_query(data: bytes) -> Query:
         n = data[pos]
         if n == 0:
             break
-        if n & 0xC0:
+        if n > 63:
             raise FormError("bad label in the question name")
         pos += n + 1
     name_end = pos + 1
@@ -225,15 +224,27 @@ def parse_query(data: bytes) -> Query:
     if qend > size:
         raise FormError("truncated question")
     qtype = (data[name_end] << 8) | data[name_end + 1]
-    qclass = (data[name_end + 2] << 8) | data[name_end + 3]
 
     edns = False
     do = False
     udp_size = MAX_UDP_NO_EDNS
     version = 0
-    if ancount or nscount or arcount:
+    counts = data[6:12]
+    if counts == b"\x00\x00\x00\x00\x00\x01" and data[qend : qend + 3] == b"\x00\x00\x29":
+        # The usual shape: one question and our own kind of OPT record.
+        if qend + 11 > size:
+            raise FormError("truncated OPT record")
+        rdlen = (data[qend + 9] << 8) | data[qend + 10]
+        if rdlen:
+            _parse_opt(data, qend)  # checks the options are well formed
+        edns = True
+        udp_size = max((data[qend + 3] << 8) | data[qend + 4], MAX_UDP_NO_EDNS)
+        version = data[qend + 6]
+        do = bool(data[qend + 7] & 0x80)
+    elif counts != b"\x00\x00\x00\x00\x00\x00":
+        _ancount, _nscount, arcount = struct.unpack_from("!HHH", data, 6)
         pos = qend
-        for _ in range(ancount + nscount):
+        for _ in range(_ancount + _nscount):
             pos = skip_rr(data, pos)[2]
         for _ in range(arcount):
             pos_name_end = skip_name(data, pos)
@@ -248,18 +259,24 @@ def parse_query(data: bytes) -> Query:
             else:
                 pos = skip_rr(data, pos)[2]
 
+    flags = (data[2] << 8) | data[3]
+    qclass = (data[name_end + 2] << 8) | data[name_end + 3]
     query = Query(
         data[:2], flags, data[12:name_end].lower(), qtype, qclass, data[12:qend], edns, udp_size, do
     )
     if version:
         raise BadVersion(query)
     if flags & OPCODE_MASK:
-        raise NotImplementedQuery("only standard queries are served", query)
+        # Other opcodes (NOTIFY, UPDATE ...) lay out their sections differently:
+        # answer with the header alone rather than echo what we do not read.
+        raise NotImplementedQuery("only standard queries are served")
+    if qclass != CLASS_IN:
+        if qtype == TYPE_OPT or qtype == 0:
+            raise FormError("invalid question type")
+        raise NotImplementedQuery("only class IN is served", query)
     if qtype == TYPE_OPT or qtype == 0:
         raise FormError("invalid question type")
-    if qclass != CLASS_IN:
-        raise NotImplementedQuery("only class IN is served", query)
-    if qtype in (TYPE_MAILA, TYPE_MAILB):
+    if qtype == TYPE_MAILA or qtype == TYPE_MAILB:
         raise NotImplementedQuery("obsolete meta type", query)
     return query
 
@@ -288,8 +305,8 @@ def build_ede(code: int, text: str = "") -> bytes:
 
 
 def reply_flags(query_flags: int, rcode: int) -> int:
-    """Flags of an answer we originate: QR, RA, and RD and CD copied from the query."""
-    return QR | RA | (query_flags & (RD | CD)) | (rcode & 0xF)
+    """Flags of an answer we originate: QR, RA, and the opcode, RD and CD copied from the query."""
+    return QR | RA | (query_flags & (OPCODE_MASK | RD | CD)) | (rcode & 0xF)
 
 
 def build_reply(

@@ -115,7 +115,8 @@ def describe(value: object) -> str:
 def yaml_hint(exc: yaml.MarkedYAMLError) -> str:
     """The YAML parser's complaint, with the fix for traps people fall into."""
     problem = exc.problem or str(exc)
-    if "alias" in problem or (exc.problem_mark and "'*'" in problem):
+    context = exc.context or ""
+    if "alias" in problem or "alias" in context:
         return (
             f"not valid YAML ({problem}): a value starting with '*' is read as a YAML alias; "
             "put it in quotes, e.g. \"*.example.com\""
