@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from resolver import sdnotify
+from resolver import sdnotify, wire
 from resolver.cache import Cache
 from resolver.config import Config, load_config
-from resolver.engine import ClientAcl, Counters, Engine
+from resolver.engine import ClientAcl, Counters, Engine, Outcome
 from resolver.errors import SourceError
 from resolver.observability import MetricsServer, QueryLog, configure_logging, get_logger
 from resolver.server import TcpConnection, TcpServerState, UdpListener, bind_tcp, bind_udp
 from resolver.snapshot import BuildResult, build_snapshot
 from resolver.upstream import Forwarder, Sink
-from resolver import wire
-from resolver.engine import Outcome
 
 GRACE_SECONDS = 2.0
-RESTART_ONLY = ("listen", "upstreams", "cache", "upstream_timeout", "query_timeout", "metrics")
+RESTART_ONLY = (
+    "listen",
+    "upstreams",
+    "cache",
+    "upstream_timeout",
+    "query_timeout",
+    "metrics",
+    "workers",
+)
+STATS_INTERVAL = 1.0
 
 
 def source_error_fields(exc: SourceError) -> dict[str, Any]:
@@ -30,9 +40,19 @@ def source_error_fields(exc: SourceError) -> dict[str, Any]:
 
 
 class App:
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    """One serving process: the whole server, or one worker of a Supervisor.
+
+    As a worker (``link`` is the write end of a pipe to the supervisor) it binds
+    its listeners with SO_REUSEPORT and reports "ready", reload outcomes and its
+    counters over the pipe instead of talking to systemd.
+    """
+
+    def __init__(
+        self, config: Config, config_path: Path | None = None, link: int | None = None
+    ) -> None:
         self.config = config
         self.config_path = config_path
+        self.link = link
         self.log = get_logger()
         self.counters = Counters()
         self.reloads = 0
@@ -53,6 +73,11 @@ class App:
 
     async def run(self) -> int:
         config = self.config
+        loop = asyncio.get_running_loop()
+        # Signals first: a stop asked for during start-up is a clean stop, not a kill.
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
         try:
             result = build_snapshot(config)
         except SourceError as exc:
@@ -61,7 +86,9 @@ class App:
         for warning in result.warnings:
             self.log.warning("list_lines_skipped", detail=warning)
         if not config.upstreams:
-            self.log.warning("no_upstreams", detail="nothing can be forwarded: every allowed name gets SERVFAIL")
+            self.log.warning(
+                "no_upstreams", detail="nothing can be forwarded: every allowed name gets SERVFAIL"
+            )
 
         engine = self.engine = Engine(
             result.snapshot, Cache(config.cache), ClientAcl(config.allow_clients), self.counters
@@ -76,17 +103,21 @@ class App:
             on_answer=self._on_forwarded,
         )
         await forwarder.start()
-        loop = asyncio.get_running_loop()
-        self.tcp_state = TcpServerState(engine, forwarder, config.tcp_idle_timeout, config.tcp_max_connections)
+        reuse = self.link is not None
+        self.tcp_state = TcpServerState(
+            engine, forwarder, config.tcp_idle_timeout, config.tcp_max_connections
+        )
         try:
             for endpoint in config.listen:
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: UdpListener(engine, forwarder), sock=bind_udp(endpoint)
+                    lambda: UdpListener(engine, forwarder), sock=bind_udp(endpoint, reuse)
                 )
                 self._udp.append(transport)
-                state = self.tcp_state
-                self._tcp.append(await loop.create_server(lambda: TcpConnection(state), sock=bind_tcp(endpoint)))
-            if config.metrics is not None:
+                tcp_sock = bind_tcp(endpoint, reuse)
+                self._tcp.append(
+                    await loop.create_server(partial(TcpConnection, self.tcp_state), sock=tcp_sock)
+                )
+            if config.metrics is not None and self.link is None:
                 self.metrics = MetricsServer(self.stats)
                 await self.metrics.start(config.metrics.host, config.metrics.port)
         except OSError as exc:
@@ -94,11 +125,9 @@ class App:
             self._close()
             return 1
 
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
         self.log.info(
             "started",
+            pid=os.getpid(),
             config=config.source,
             listen=[str(e) for e in config.listen],
             upstreams=[str(e) for e in config.upstreams],
@@ -107,7 +136,11 @@ class App:
             query_log=config.query_log,
             metrics=str(config.metrics) if config.metrics else None,
         )
-        sdnotify.ready(f"serving {result.snapshot.policy.names()} blocked names")
+        if self.link is None:
+            sdnotify.ready(f"serving {result.snapshot.policy.names()} blocked names")
+        else:
+            self._report(f"ready {result.snapshot.policy.names()}")
+            self._spawn(self._report_stats)
         await self._stop.wait()
         return await self._shutdown()
 
@@ -146,6 +179,8 @@ class App:
 
     def request_reload(self) -> None:
         """SIGHUP: rebuild the snapshot off the hot path; repeated signals coalesce."""
+        if self.engine is None:
+            return  # still starting: the policy being loaded is read after the signal anyway
         if self._reloading:
             self._reload_again = True
             return
@@ -153,18 +188,38 @@ class App:
         self._spawn(self._reload)
 
     async def _reload(self) -> None:
-        sdnotify.reloading()
+        if self.link is None:
+            sdnotify.reloading()
+        ok = False
         try:
             while True:
                 self._reload_again = False
-                await self._reload_once()
+                ok = await self._reload_once()
                 if not self._reload_again:
                     break
         finally:
             self._reloading = False
-            sdnotify.ready()
+            if self.link is None:
+                sdnotify.ready()
+            else:
+                self._report("reloaded ok" if ok else "reloaded failed")
 
-    async def _reload_once(self) -> None:
+    # --- the pipe to a supervisor --------------------------------------------------
+
+    def _report(self, message: str) -> None:
+        if self.link is None:
+            return
+        try:
+            os.write(self.link, message.encode() + b"\n")
+        except OSError:
+            self._stop.set()  # the supervisor is gone: stop rather than serve unsupervised
+
+    async def _report_stats(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            self._report("stats " + json.dumps(self.stats(), separators=(",", ":")))
+
+    async def _reload_once(self) -> bool:
         assert self.engine is not None
         started = time.monotonic()
         try:
@@ -172,8 +227,10 @@ class App:
             result: BuildResult = await asyncio.to_thread(build_snapshot, config)
         except SourceError as exc:
             self.reload_failures += 1
-            self.log.error("policy_reload_failed", kept="previous policy", **source_error_fields(exc))
-            return
+            self.log.error(
+                "policy_reload_failed", kept="previous policy", **source_error_fields(exc)
+            )
+            return False
         before = self.engine.snapshot.policy.names()
         self.engine.snapshot = result.snapshot  # the atomic swap
         self.engine.acl = ClientAcl(config.allow_clients)
@@ -192,7 +249,10 @@ class App:
             policies=[r.as_dict() for r in result.reports],
         )
         if changed:
-            self.log.warning("restart_required", keys=changed, detail="these settings apply at the next start")
+            self.log.warning(
+                "restart_required", keys=changed, detail="these settings apply at the next start"
+            )
+        return True
 
     # --- shutdown --------------------------------------------------------------
 
@@ -213,7 +273,8 @@ class App:
             self.metrics.close()
 
     async def _shutdown(self) -> int:
-        sdnotify.stopping()
+        if self.link is None:
+            sdnotify.stopping()
         self.log.info("stopping")
         self._close()
         deadline = time.monotonic() + GRACE_SECONDS
@@ -254,13 +315,25 @@ class App:
         }
 
 
-def run_server(config: Config, config_path: Path | None) -> int:
-    configure_logging(config.log_level)
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
-
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(App(config, config_path).run())
+        return None
+    return uvloop.new_event_loop
+
+
+def run_server(
+    config: Config, config_path: Path | None, worker: tuple[int, int] | None = None
+) -> int:
+    """Serve: in this process, or as ``worker`` (id, pipe fd) of a supervisor, or as the
+    supervisor of one worker per core."""
+    if worker is None and config.worker_count() > 1:
+        from resolver.workers import Supervisor
+
+        configure_logging(config.log_level)
+        with asyncio.Runner() as runner:
+            return runner.run(Supervisor(config, config_path).run())
+    configure_logging(config.log_level, worker[0] if worker else None)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(App(config, config_path, worker[1] if worker else None).run())

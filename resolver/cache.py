@@ -121,7 +121,6 @@ class Cache:
                 entries.popitem(last=False)[1].expires = 0  # evicted: no longer servable
         return entry
 
-
     def clear(self) -> None:
         for entry in self._entries.values():
             entry.expires = 0

@@ -27,7 +27,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SourceError as exc:
         print(f"sinkhole: {exc}", file=sys.stderr)
         return 2
-    return run_server(config, path)
+    worker = None
+    if args.worker:
+        slot, _, fd = args.worker.partition(":")
+        worker = (int(slot), int(fd))
+    return run_server(config, path, worker)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -83,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the resolver")
-    serve.add_argument("--config", "-c", help="configuration file (default: built-in, loopback port 5353)")
+    serve.add_argument(
+        "--config", "-c", help="configuration file (default: built-in, loopback port 5353)"
+    )
+    serve.add_argument("--worker", help=argparse.SUPPRESS)  # SLOT:FD, set by the supervisor
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate the configuration and every policy, then exit")

@@ -50,7 +50,7 @@ class Config:
             (ipaddress.IPv4Address("192.0.2.80"),), (ipaddress.IPv6Address("2001:db8::80"),), 60
         )
     )
-    cache: CacheSettings = CacheSettings()
+    cache: CacheSettings = field(default_factory=CacheSettings)
     query_log: str = "blocked"
     allow_clients: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_ALLOW)
     upstream_timeout: float = 1.0
@@ -59,6 +59,15 @@ class Config:
     tcp_max_connections: int = 512
     metrics: Endpoint | None = None
     log_level: str = "info"
+    workers: int = 0  # 0: one per CPU core this process may run on
+
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
 
     def policy_files(self) -> list[Path]:
         """The policy files the ``policies`` globs name, in order, each once."""
@@ -91,6 +100,7 @@ KNOWN_KEYS = frozenset(
         "tcp_max_connections",
         "metrics",
         "log_level",
+        "workers",
     }
 )
 
@@ -165,7 +175,9 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             try:
                 out.append(parse_endpoint(text, default_port))
             except ValueError as exc:
-                doc.fail(item, f"{key}: {text!r} is not an address like 127.0.0.1:53 or [::1]:53 ({exc})")
+                doc.fail(
+                    item, f"{key}: {text!r} is not an address like 127.0.0.1:53 or [::1]:53 ({exc})"
+                )
         return tuple(out)
 
     if "listen" in keys:
@@ -208,7 +220,9 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             seconds = doc.number(keys[key][1], key, 0.001)
             values[key] = seconds
     if "tcp_max_connections" in keys:
-        values["tcp_max_connections"] = doc.integer(keys["tcp_max_connections"][1], "tcp_max_connections", 1)
+        values["tcp_max_connections"] = doc.integer(
+            keys["tcp_max_connections"][1], "tcp_max_connections", 1
+        )
     if "metrics" in keys:
         _, node = keys["metrics"]
         if doc.value(node) in (None, False):
@@ -219,6 +233,15 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
                 values["metrics"] = parse_endpoint(text, 9153)
             except ValueError as exc:
                 doc.fail(node, f"metrics: {text!r} is not an address like 127.0.0.1:9153 ({exc})")
+    if "workers" in keys:
+        _, node = keys["workers"]
+        value = doc.value(node)
+        if value == "auto":
+            values["workers"] = 0
+        else:
+            values["workers"] = doc.integer(
+                node, "workers (a number, or auto for one per core)", 1, 256
+            )
     if "log_level" in keys:
         _, node = keys["log_level"]
         level = doc.string(node, "log_level").lower()
@@ -258,8 +281,12 @@ def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:
         if "max_entries" in keys
         else base.max_entries
     )
-    min_ttl = doc.integer(keys["min_ttl"][1], "cache.min_ttl", 0) if "min_ttl" in keys else base.min_ttl
-    max_ttl = doc.integer(keys["max_ttl"][1], "cache.max_ttl", 0) if "max_ttl" in keys else base.max_ttl
+    min_ttl = (
+        doc.integer(keys["min_ttl"][1], "cache.min_ttl", 0) if "min_ttl" in keys else base.min_ttl
+    )
+    max_ttl = (
+        doc.integer(keys["max_ttl"][1], "cache.max_ttl", 0) if "max_ttl" in keys else base.max_ttl
+    )
     if min_ttl > max_ttl:
         doc.fail(node, f"cache.min_ttl ({min_ttl}) is larger than cache.max_ttl ({max_ttl})")
     return CacheSettings(max_entries, min_ttl, max_ttl)

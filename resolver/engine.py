@@ -119,7 +119,12 @@ class _Replay:
     __slots__ = ("answer", "body", "query", "second", "verdict")
 
     def __init__(
-        self, body: bytes, query: wire.Query, verdict: Verdict | None, answer: Answer | None, second: int
+        self,
+        body: bytes,
+        query: wire.Query,
+        verdict: Verdict | None,
+        answer: Answer | None,
+        second: int,
     ) -> None:
         self.body = body
         self.query = query
@@ -184,7 +189,13 @@ class Engine:
         replay.second = now
 
     def _remember(
-        self, data: bytes, reply: bytes, query: wire.Query, verdict: Verdict | None, answer: Answer | None, now: int
+        self,
+        data: bytes,
+        reply: bytes,
+        query: wire.Query,
+        verdict: Verdict | None,
+        answer: Answer | None,
+        now: int,
     ) -> None:
         if len(reply) > udp_limit(query):
             return  # only answers that suit both transports
@@ -212,7 +223,8 @@ class Engine:
             return wire.build_error_reply(data, wire.FORMERR)
         except NotImplementedQuery as exc:
             counters.notimp += 1
-            return wire.build_error_reply(data, wire.NOTIMP, exc.query)
+            notimp_query = exc.query if isinstance(exc.query, wire.Query) else None
+            return wire.build_error_reply(data, wire.NOTIMP, notimp_query)
         if query.qtype == wire.TYPE_AXFR or query.qtype == wire.TYPE_IXFR:
             counters.refused += 1
             return wire.build_reply(query, wire.REFUSED)

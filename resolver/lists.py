@@ -17,8 +17,20 @@ from resolver.names import normalise
 _PLAIN = re.compile(rb"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+[a-z0-9_-]{1,63}$")
 _HOSTS_SINKS = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1", "0", "::0"})
 _HOSTS_SKIP = frozenset(
-    {"localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost", "ip6-loopback",
-     "ip6-localnet", "ip6-mcastprefix", "ip6-allnodes", "ip6-allrouters", "ip6-allhosts", "0.0.0.0"}
+    {
+        "localhost",
+        "localhost.localdomain",
+        "local",
+        "broadcasthost",
+        "ip6-localhost",
+        "ip6-loopback",
+        "ip6-localnet",
+        "ip6-mcastprefix",
+        "ip6-allnodes",
+        "ip6-allrouters",
+        "ip6-allhosts",
+        "0.0.0.0",
+    }
 )
 MAX_REPORTED = 5
 
@@ -56,7 +68,9 @@ def _checked(raw: bytes, line_no: int, report: ListReport) -> bytes | None:
     if _PLAIN.match(name):
         return _wire(name)
     try:
-        text = normalise(raw.decode("utf-8").lstrip("*.") if raw.startswith(b"*.") else raw.decode("utf-8"))
+        text = normalise(
+            raw.decode("utf-8").lstrip("*.") if raw.startswith(b"*.") else raw.decode("utf-8")
+        )
     except (ValueError, UnicodeDecodeError) as exc:
         report.reject(line_no, str(exc) if isinstance(exc, ValueError) else "not UTF-8 text")
         return None

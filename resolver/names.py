@@ -12,12 +12,17 @@ import idna
 
 from resolver.policy import Scope
 
-_ASCII_NAME = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+_ASCII_NAME = re.compile(
+    r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$"
+)
 
 
 def to_wire(name: str) -> bytes:
     """Wire form of a checked, lower-case ASCII name (no trailing dot)."""
-    return b"".join(bytes((len(label),)) + label.encode("ascii") for label in name.split(".")) + b"\x00"
+    return (
+        b"".join(bytes((len(label),)) + label.encode("ascii") for label in name.split("."))
+        + b"\x00"
+    )
 
 
 def normalise(text: str) -> str:
@@ -69,5 +74,7 @@ def parse_entry(text: str) -> tuple[str, Scope]:
     if text.startswith("*."):
         return normalise(text[2:]), Scope.BELOW
     if "*" in text:
-        raise ValueError(f"{text!r}: a wildcard may only stand alone at the start, as in '*.example.com'")
+        raise ValueError(
+            f"{text!r}: a wildcard may only stand alone at the start, as in '*.example.com'"
+        )
     return normalise(text), Scope.SUBTREE

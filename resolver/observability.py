@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import structlog
@@ -20,12 +20,25 @@ from resolver.engine import Outcome
 from resolver.policy import CompiledPolicy, Verdict
 
 FLUSH_INTERVAL = 0.25
-MAX_BUFFERED = 50_000  # query-log records held between flushes; beyond that they are counted, not kept
+MAX_BUFFERED = (
+    50_000  # query-log records held between flushes; beyond that they are counted, not kept
+)
 
 
-def configure_logging(level: str = "info") -> None:
+def configure_logging(level: str = "info", worker: int | None = None) -> None:
+    """JSON lines on stdout, each written whole (workers share the stream)."""
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    except AttributeError:
+        pass
+
+    def add_worker(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event["worker"] = worker
+        return event
+
     structlog.configure(
         processors=[
+            *([add_worker] if worker is not None else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -77,7 +90,9 @@ class QueryLog:
         if len(self._records) >= MAX_BUFFERED:
             self.dropped += 1
             return
-        self._records.append((time.time(), client, query, outcome, verdict, rcode, upstream, latency))
+        self._records.append(
+            (time.time(), client, query, outcome, verdict, rcode, upstream, latency)
+        )
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -135,13 +150,29 @@ class StatsCollector(Collector):
             queries.add_metric([outcome], value)
         yield queries
         for name, doc, value in (
-            ("sinkhole_refused_clients", "Queries refused because the client is not allowed", s["refused_clients"]),
-            ("sinkhole_responses_ignored", "Packets with QR=1 received on a listener", s["responses_ignored"]),
+            (
+                "sinkhole_refused_clients",
+                "Queries refused because the client is not allowed",
+                s["refused_clients"],
+            ),
+            (
+                "sinkhole_responses_ignored",
+                "Packets with QR=1 received on a listener",
+                s["responses_ignored"],
+            ),
             ("sinkhole_upstream_queries", "Queries sent to upstreams", s["upstream_sent"]),
             ("sinkhole_upstream_timeouts", "Upstream tries that timed out", s["upstream_timeouts"]),
-            ("sinkhole_upstream_unexpected_replies", "Upstream packets that matched no query", s["upstream_unexpected"]),
+            (
+                "sinkhole_upstream_unexpected_replies",
+                "Upstream packets that matched no query",
+                s["upstream_unexpected"],
+            ),
             ("sinkhole_reloads", "Successful policy reloads", s["reloads"]),
-            ("sinkhole_reload_failures", "Failed policy reloads (old policy kept)", s["reload_failures"]),
+            (
+                "sinkhole_reload_failures",
+                "Failed policy reloads (old policy kept)",
+                s["reload_failures"],
+            ),
         ):
             counter = CounterMetricFamily(name, doc)
             counter.add_metric([], value)
@@ -179,8 +210,14 @@ class MetricsServer:
             else:
                 body, status, ctype = b"not found\n", b"404 Not Found", b"text/plain"
             writer.write(
-                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype
-                + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Type: "
+                + ctype
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
             )
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):

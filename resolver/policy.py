@@ -44,7 +44,11 @@ class Scope(enum.IntEnum):
     BELOW = 3  # only names under it ("*.name")
 
 
-EDE_CODES = {"blocked": wire.EDE_BLOCKED, "censored": wire.EDE_CENSORED, "filtered": wire.EDE_FILTERED}
+EDE_CODES = {
+    "blocked": wire.EDE_BLOCKED,
+    "censored": wire.EDE_CENSORED,
+    "filtered": wire.EDE_FILTERED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +246,8 @@ class CompiledPolicy:
             for suffix in suffixes(qname):
                 hit = self.table.get(suffix)
                 if hit is verdict or (
-                    isinstance(hit, _Split) and verdict is (hit.here if suffix == qname else hit.below)
+                    isinstance(hit, _Split)
+                    and verdict is (hit.here if suffix == qname else hit.below)
                 ):
                     return verdict, suffix
         return verdict, b""

@@ -77,7 +77,9 @@ def load_policy(path: Path) -> PolicyFile:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError(f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", source) from None
+        raise PolicyError(
+            f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", source
+        ) from None
     return parse_policy(text, source, path.parent, hashlib.sha256(raw).hexdigest())
 
 
@@ -174,7 +176,9 @@ def _lists(doc: Doc, node: yaml.Node, base_dir: Path) -> list[ListRef]:
         file_text = doc.string(fields["file"][1], "file")
         fmt = doc.string(fields["format"][1], "format").lower() if "format" in fields else "domains"
         if fmt not in LIST_FORMATS:
-            doc.fail(fields["format"][1], f"format must be one of {', '.join(LIST_FORMATS)}, not {fmt!r}")
+            doc.fail(
+                fields["format"][1], f"format must be one of {', '.join(LIST_FORMATS)}, not {fmt!r}"
+            )
         path = Path(file_text)
         if not path.is_absolute():
             path = base_dir / path

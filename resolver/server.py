@@ -1,4 +1,4 @@
-"""The client-facing listeners: UDP and TCP (RFC 7766), IPv4 and IPv6. Transports only move bytes."""
+"""Client-facing listeners: UDP and TCP (RFC 7766), IPv4 and IPv6. Transports only move bytes."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class UdpListener(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         result = self.engine.handle(data, addr[0], int(time.monotonic()), False)
         if type(result) is bytes:
             self.transport.sendto(result, addr)  # type: ignore[union-attr]
@@ -44,7 +44,9 @@ class UdpListener(asyncio.DatagramProtocol):
 class TcpServerState:
     """What all TCP connections of one process share: limits and the open set."""
 
-    def __init__(self, engine: Engine, forwarder: Forwarder, idle_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self, engine: Engine, forwarder: Forwarder, idle_timeout: float, max_connections: int
+    ) -> None:
         self.engine = engine
         self.forwarder = forwarder
         self.idle_timeout = idle_timeout

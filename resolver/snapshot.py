@@ -14,7 +14,7 @@ from resolver.engine import Snapshot
 from resolver.errors import PolicyError
 from resolver.lists import READERS, ListReport
 from resolver.names import to_wire
-from resolver.policy import Action, CompiledPolicy, Scope, Verdict
+from resolver.policy import Action, Answers, CompiledPolicy, Scope, Verdict
 from resolver.policy_yaml import PolicyFile, load_policy
 
 
@@ -77,27 +77,35 @@ def build_snapshot(config: Config) -> BuildResult:
 
     def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
         for order, (policy, report) in enumerate(zip(policies, reports, strict=True)):
-            verdicts: dict[tuple[Action, str], Verdict] = {}
-
-            def verdict(action: Action, reference: str, _order: int = order, _p: PolicyFile = policy) -> Verdict:
-                key = (action, reference)
-                found = verdicts.get(key)
-                if found is None:
-                    found = verdicts[key] = Verdict(_p.info, action, config.answers, _order, reference)
-                return found
-
-            for entry in policy.entries:
-                report.entries += 1
-                yield to_wire(entry.name), entry.scope, verdict(entry.action, entry.reference)
-            shared = verdict(policy.action, "")
-            for ref in policy.lists:
-                lst = ListReport(str(ref.path))
-                report.lists.append(lst)
-                for name in READERS[ref.format](ref.path, lst):
-                    yield name, Scope.SUBTREE, shared
+            yield from _policy_entries(policy, order, report, config.answers)
 
     compiled = CompiledPolicy.build(entries())
     snapshot = Snapshot(
         compiled, tuple(p.info for p in policies), tuple(p.info.source for p in policies)
     )
     return BuildResult(snapshot, reports)
+
+
+def _policy_entries(
+    policy: PolicyFile, order: int, report: PolicyReport, answers: Answers
+) -> Iterator[tuple[bytes, Scope, Verdict]]:
+    """One policy's entries and list names, each with its (shared) verdict."""
+    verdicts: dict[tuple[Action, str], Verdict] = {}
+
+    def verdict(action: Action, reference: str) -> Verdict:
+        found = verdicts.get((action, reference))
+        if found is None:
+            found = verdicts[action, reference] = Verdict(
+                policy.info, action, answers, order, reference
+            )
+        return found
+
+    for entry in policy.entries:
+        report.entries += 1
+        yield to_wire(entry.name), entry.scope, verdict(entry.action, entry.reference)
+    shared = verdict(policy.action, "")
+    for ref in policy.lists:
+        listed = ListReport(str(ref.path))
+        report.lists.append(listed)
+        for name in READERS[ref.format](ref.path, listed):
+            yield name, Scope.SUBTREE, shared

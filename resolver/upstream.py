@@ -50,9 +50,22 @@ class Upstream:
 class Pending:
     """One question in flight, with everyone waiting for its answer."""
 
-    __slots__ = ("deadline", "key", "order", "qid", "query", "sock", "started", "timer", "tries", "waiters")
+    __slots__ = (
+        "deadline",
+        "key",
+        "order",
+        "qid",
+        "query",
+        "sock",
+        "started",
+        "timer",
+        "tries",
+        "waiters",
+    )
 
-    def __init__(self, key: bytes, query: wire.Query, order: list[Upstream], started: float, deadline: float) -> None:
+    def __init__(
+        self, key: bytes, query: wire.Query, order: list[Upstream], started: float, deadline: float
+    ) -> None:
         self.key = key
         self.query = query
         self.order = order
@@ -208,7 +221,9 @@ class Forwarder:
         if sock.uses >= SOCKET_USES and not sock.retired:
             self._replace(upstream, sock)
         assert self._loop is not None
-        pending.timer = self._loop.call_later(min(self.try_timeout, remaining), self._timeout, pending)
+        pending.timer = self._loop.call_later(
+            min(self.try_timeout, remaining), self._timeout, pending
+        )
 
     def _timeout(self, pending: Pending) -> None:
         self.stats.timeouts += 1
@@ -275,7 +290,9 @@ class Forwarder:
         self.stats.tcp_retries += 1
         remaining = pending.deadline - time.monotonic()
         try:
-            reply = await asyncio.wait_for(self._query_tcp(pending.query, upstream), max(remaining, 0.001))
+            reply = await asyncio.wait_for(
+                self._query_tcp(pending.query, upstream), max(remaining, 0.001)
+            )
         except (OSError, TimeoutError, FormError, asyncio.IncompleteReadError):
             self._note_failure(upstream, "tcp")
             self._try(pending, time.monotonic())

@@ -168,7 +168,7 @@ def _parse_opt(data: bytes, pos: int) -> tuple[int, int, int]:
     """Parse an OPT RR at ``pos``; return (udp size, ttl field, end offset)."""
     if pos + 11 > len(data) or data[pos] != 0:
         raise FormError("OPT record must be owned by the root name")
-    rtype, udp_size, ttl, rdlen = RR_FIXED.unpack_from(data, pos + 1)
+    _type, udp_size, ttl, rdlen = RR_FIXED.unpack_from(data, pos + 1)
     end = pos + 11 + rdlen
     if end > len(data):
         raise FormError("OPT record runs past the end of the packet")
@@ -276,7 +276,7 @@ def parse_query(data: bytes) -> Query:
         raise NotImplementedQuery("only class IN is served", query)
     if qtype == TYPE_OPT or qtype == 0:
         raise FormError("invalid question type")
-    if qtype == TYPE_MAILA or qtype == TYPE_MAILB:
+    if qtype in (TYPE_MAILA, TYPE_MAILB):
         raise NotImplementedQuery("obsolete meta type", query)
     return query
 
@@ -481,9 +481,7 @@ def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
         nscount = 0
     if negative:
         min_ttl = negative_ttl
-    return Reply(
-        flags, rcode, ancount, nscount, data[12:end], ttls, min_ttl, negative
-    )
+    return Reply(flags, rcode, ancount, nscount, data[12:end], ttls, min_ttl, negative)
 
 
 def reply_qid(data: bytes) -> int:

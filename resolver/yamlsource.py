@@ -92,7 +92,10 @@ class Doc:
         return float(value)
 
     def reject_unknown(
-        self, keys: dict[str, tuple[yaml.Node, yaml.Node]], known: set[str] | frozenset[str], what: str
+        self,
+        keys: dict[str, tuple[yaml.Node, yaml.Node]],
+        known: set[str] | frozenset[str],
+        what: str,
     ) -> None:
         for key, (key_node, _) in keys.items():
             if key not in known:
@@ -119,7 +122,7 @@ def yaml_hint(exc: yaml.MarkedYAMLError) -> str:
     if "alias" in problem or "alias" in context:
         return (
             f"not valid YAML ({problem}): a value starting with '*' is read as a YAML alias; "
-            "put it in quotes, e.g. \"*.example.com\""
+            'put it in quotes, e.g. "*.example.com"'
         )
     if "found character '\\t'" in problem:
         return f"not valid YAML ({problem}): indent with spaces, not tabs"

@@ -229,6 +229,7 @@ def standard_settings(upstreams: Iterable[str]) -> dict[str, Any]:
         "query_timeout": 1.0,
         "tcp_idle_timeout": 5.0,
         "query_log": "blocked",
+        "workers": 1,
     }
 
 

@@ -1,0 +1,78 @@
+"""``workers: N``: N serving processes on SO_REUSEPORT sockets under one supervisor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+from support.procs import Sinkhole, SinkholeFactory, wait_until
+
+from blackbox.dnsclient import addresses, ask, v4
+
+pytestmark = pytest.mark.blackbox
+
+POLICY = "id: p\nblock:\n  - first.example\n"
+WARNING = "192.0.2.80"
+ASKS = 40  # fresh source port each: the chance all land on one of two workers is 2**-39
+
+
+def workers_that_answered(server: Sinkhole, name: str, start: int) -> set[int]:
+    """Workers whose query log shows ``name`` blocked at or after log line ``start``."""
+    seen = set()
+    with server._cond:
+        lines = list(server.lines[start:])
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "query" and record.get("qname") == name:
+            seen.add(record["worker"])
+    return seen
+
+
+def blocked_everywhere(server: Sinkhole, name: str) -> set[int]:
+    """Ask for ``name`` from many source ports; the workers that answered (query log is
+    written in batches, so wait for it)."""
+    start = server.mark()
+    for _ in range(ASKS):
+        assert addresses(ask(v4(server), name)) == [WARNING]
+    wait_until(lambda: workers_that_answered(server, name, start) == {0, 1} or None, 5.0)
+    return workers_that_answered(server, name, start)
+
+
+@pytest.fixture
+def two_workers(sinkhole_factory: SinkholeFactory) -> Sinkhole:
+    server = sinkhole_factory({"p.yaml": POLICY}, workers=2)
+    server.wait_event("workers_ready", 10.0)
+    return server
+
+
+def test_every_worker_serves(two_workers: Sinkhole) -> None:
+    assert blocked_everywhere(two_workers, "first.example") == {0, 1}
+    started = two_workers.events("started")
+    assert sorted(e["worker"] for e in started) == [0, 1]
+    assert len({e["pid"] for e in started}) == 2
+
+
+def test_one_sighup_reloads_every_worker(two_workers: Sinkhole) -> None:
+    two_workers.write_policy("p.yaml", POLICY + "  - second.example\n")
+    mark = two_workers.mark()
+    two_workers.send_signal(signal.SIGHUP)
+    done = two_workers.wait_event("workers_reloaded", 10.0, mark)
+    assert done["ok"] is True
+    assert len([e for e in two_workers.events("policy_reloaded")]) == 2
+    assert blocked_everywhere(two_workers, "second.example") == {0, 1}
+
+
+def test_a_worker_that_dies_is_restarted(two_workers: Sinkhole) -> None:
+    victim = next(e for e in two_workers.events("started") if e["worker"] == 0)
+    mark = two_workers.mark()
+    os.kill(victim["pid"], signal.SIGKILL)
+    exited = two_workers.wait_event("worker_exited", 5.0, mark)
+    assert exited["worker"] == 0 and exited["exit_code"] == -signal.SIGKILL
+    restarted = two_workers.wait_event("started", 10.0, mark)
+    assert restarted["worker"] == 0 and restarted["pid"] != victim["pid"]
+    assert blocked_everywhere(two_workers, "first.example") == {0, 1}
