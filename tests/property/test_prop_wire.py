@@ -1,0 +1,175 @@
+"""Properties of the wire codec: malformed input fails only in the ways it may; dnspython agrees."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from resolver import wire
+from resolver.cache import Cache, CacheSettings
+from resolver.engine import ClientAcl, Engine, Snapshot
+from resolver.errors import FormError, NotImplementedQuery
+from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+
+HEADER = struct.Struct("!HHHHHH")
+
+# --- inputs -------------------------------------------------------------------------
+
+labels = st.binary(min_size=1, max_size=63)
+names = st.lists(labels, min_size=0, max_size=6).filter(
+    lambda ls: sum(len(label) + 1 for label in ls) + 1 <= 255
+)
+qtypes = st.integers(1, 65535).filter(
+    lambda t: t not in (wire.TYPE_OPT, wire.TYPE_MAILA, wire.TYPE_MAILB)
+)
+
+
+@st.composite
+def dnspython_queries(draw: st.DrawFn) -> tuple[dns.message.Message, dns.name.Name, int]:
+    name = dns.name.Name([*draw(names), b""])
+    qtype = draw(qtypes)
+    message = dns.message.make_query(name, qtype)
+    message.id = draw(st.integers(0, 0xFFFF))
+    message.flags = draw(st.sampled_from([0, dns.flags.RD, dns.flags.RD | dns.flags.CD]))
+    if draw(st.booleans()):
+        options = []
+        if draw(st.booleans()):
+            options.append(dns.edns.GenericOption(10, draw(st.binary(min_size=8, max_size=40))))
+        message.use_edns(
+            0,
+            dns.flags.DO if draw(st.booleans()) else 0,
+            draw(st.integers(0, 65535)),
+            options=options,
+        )
+    return message, name, qtype
+
+
+def _packet(qid: int, flags: int, counts: tuple[int, int, int, int], tail: bytes) -> bytes:
+    return HEADER.pack(qid, flags, *counts) + tail
+
+
+header_then_junk = st.builds(
+    _packet,
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.tuples(st.just(1), st.integers(0, 2), st.integers(0, 2), st.integers(0, 3)),
+    st.binary(max_size=300),
+)
+
+
+@st.composite
+def mutated_queries(draw: st.DrawFn) -> bytes:
+    """A valid query (often with EDNS) with a few bytes changed, cut off or inserted."""
+    message, _, _ = draw(dnspython_queries())
+    data = bytearray(message.to_wire())
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["set", "cut", "insert"]))
+        pos = draw(st.integers(0, len(data)))
+        if kind == "set" and pos < len(data):
+            data[pos] = draw(st.integers(0, 255))
+        elif kind == "cut":
+            del data[pos:]
+        else:
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=4))
+    return bytes(data)
+
+
+any_packet = st.one_of(st.binary(max_size=600), header_then_junk, mutated_queries())
+
+
+# --- properties -----------------------------------------------------------------------
+
+
+@given(any_packet)
+def test_parse_query_raises_only_its_own_errors(data: bytes) -> None:
+    try:
+        query = wire.parse_query(data)
+    except (FormError, NotImplementedQuery) as exc:
+        if isinstance(exc, wire.BadVersion):
+            assert isinstance(exc.query, wire.Query)
+        elif isinstance(exc, NotImplementedQuery):
+            assert exc.query is None or isinstance(exc.query, wire.Query)
+        return
+    assert query.question == data[12 : 12 + len(query.question)]
+    assert len(query.qname) <= wire.MAX_NAME
+    assert query.qname == query.question[:-4].lower()
+
+
+@given(any_packet)
+def test_parse_reply_raises_only_form_error(data: bytes) -> None:
+    question = data[12:40] if len(data) > 40 else b"\x00\x00\x01\x00\x01"
+    qid = (data[0] << 8) | data[1] if len(data) >= 2 else 0
+    try:
+        reply = wire.parse_reply(data, qid, question)
+    except FormError:
+        return
+    for offset, ttl in reply.ttls:
+        assert struct.unpack_from("!I", reply.body, offset)[0] == ttl
+
+
+@given(dnspython_queries())
+def test_dnspython_queries_parse_to_the_same_question(
+    case: tuple[dns.message.Message, dns.name.Name, int],
+) -> None:
+    message, name, qtype = case
+    data = message.to_wire()
+    query = wire.parse_query(data)
+    assert query.qname == name.canonicalize().to_wire()
+    assert query.question == name.to_wire() + struct.pack("!HH", qtype, 1)
+    assert query.qtype == qtype
+    assert query.qclass == wire.CLASS_IN
+    assert query.qid == struct.pack("!H", message.id)
+    assert query.edns == (message.edns >= 0)
+    if message.edns >= 0:
+        assert query.do == bool(message.ednsflags & dns.flags.DO)
+        assert query.udp_size == max(message.payload, 512)
+    else:
+        assert not query.do
+        assert query.udp_size == 512
+
+
+@given(dnspython_queries(), st.sampled_from([0, 1, 2, 3, 4, 5, 16]))
+def test_dnspython_reads_our_replies(
+    case: tuple[dns.message.Message, dns.name.Name, int], rcode: int
+) -> None:
+    message, _, _ = case
+    query = wire.parse_query(message.to_wire())
+    assume(query.edns or rcode < 16)
+    reply = dns.message.from_wire(wire.build_reply(query, rcode))
+    assert message.is_response(reply)
+    assert reply.id == message.id
+    assert reply.question == message.question
+    assert reply.rcode() == rcode
+    assert (reply.edns >= 0) == query.edns
+
+
+ENGINE_ANSWERS = Answers((ipaddress.IPv4Address("192.0.2.80"),), (), 60)
+
+
+def _engine() -> Engine:
+    info = PolicyInfo(id="p", source="p.yaml")
+    entries = [
+        (b"\x00", Scope.BELOW, Verdict(info, Action.NXDOMAIN, ENGINE_ANSWERS, 0)),  # every name
+    ]
+    acl = ClientAcl([ipaddress.ip_network("127.0.0.0/8")])
+    return Engine(Snapshot(CompiledPolicy.build(entries)), Cache(CacheSettings()), acl)
+
+
+@given(any_packet, st.sampled_from(["127.0.0.1", "192.0.2.1"]), st.booleans())
+def test_engine_never_raises_and_answers_are_readable(data: bytes, client: str, tcp: bool) -> None:
+    result = _engine().handle(data, client, 1000, tcp)
+    if isinstance(result, bytes):
+        assert len(result) >= 12
+        assert result[:2] == data[:2]
+        assert result[2] & 0x80  # QR
+        dns.message.from_wire(result)
+    else:
+        assert result is None or isinstance(result, wire.Query)

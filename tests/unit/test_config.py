@@ -1,0 +1,358 @@
+"""The configuration file: every key, the defaults, and errors that name the file and line."""
+
+from __future__ import annotations
+
+import ipaddress
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from resolver.cache import CacheSettings
+from resolver.config import (
+    Config,
+    Endpoint,
+    load_config,
+    parse_config,
+    parse_endpoint,
+    resolv_conf_upstreams,
+)
+from resolver.errors import ConfigError
+
+SOURCE = "/etc/sinkhole/sinkhole.yaml"
+BASE = Path("/etc/sinkhole")
+MINIMAL = "upstreams: ['127.0.0.1:5399']\n"
+
+
+def parse(text: str) -> Config:
+    return parse_config(textwrap.dedent(text), SOURCE, BASE)
+
+
+def error(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    err = info.value
+    assert err.source == SOURCE
+    assert str(err).startswith(f"{SOURCE}:{err.line}")
+    return err
+
+
+FULL = """\
+listen:
+  - 127.0.0.1:5353
+  - "[::1]:5353"
+upstreams:
+  - 127.0.0.1:5300
+  - "[::1]"
+policies:
+  - policies/*.yaml
+  - /srv/extra.yaml
+warning_page:
+  ipv4: [192.0.2.10, 192.0.2.11]
+  ipv6: ["2001:db8::10"]
+  ttl: 120
+cache:
+  max_entries: 5000
+  min_ttl: 10
+  max_ttl: 3600
+query_log: all
+allow_clients:
+  - 10.0.0.0/8
+  - 192.0.2.1
+  - "2001:db8::/32"
+upstream_timeout: 0.5
+query_timeout: 3
+tcp_idle_timeout: 15.5
+tcp_max_connections: 64
+metrics: 127.0.0.1:9200
+log_level: DEBUG
+"""
+
+
+def test_every_key_is_parsed() -> None:
+    config = parse(FULL)
+    assert config.source == SOURCE
+    assert config.base_dir == BASE
+    assert config.listen == (Endpoint("127.0.0.1", 5353), Endpoint("::1", 5353))
+    assert config.upstreams == (Endpoint("127.0.0.1", 5300), Endpoint("::1", 53))
+    assert config.policies == ("policies/*.yaml", "/srv/extra.yaml")
+    assert config.answers.ipv4 == (
+        ipaddress.IPv4Address("192.0.2.10"),
+        ipaddress.IPv4Address("192.0.2.11"),
+    )
+    assert config.answers.ipv6 == (ipaddress.IPv6Address("2001:db8::10"),)
+    assert config.answers.ttl == 120
+    assert config.cache == CacheSettings(5000, 10, 3600)
+    assert config.query_log == "all"
+    assert config.allow_clients == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.0.2.1/32"),
+        ipaddress.ip_network("2001:db8::/32"),
+    )
+    assert config.upstream_timeout == 0.5
+    assert config.query_timeout == 3.0
+    assert config.tcp_idle_timeout == 15.5
+    assert config.tcp_max_connections == 64
+    assert config.metrics == Endpoint("127.0.0.1", 9200)
+    assert config.log_level == "debug"
+
+
+def test_defaults() -> None:
+    config = parse(MINIMAL)
+    default = Config()
+    assert config.upstreams == (Endpoint("127.0.0.1", 5399),)
+    assert config.listen == (Endpoint("127.0.0.1", 5353), Endpoint("::1", 5353))
+    assert config.policies == ("policies/*.yaml",)
+    assert config.answers == default.answers
+    assert str(config.answers.ipv4[0]) == "192.0.2.80"
+    assert config.answers.ttl == 60
+    assert config.cache == CacheSettings()
+    assert config.query_log == "blocked"
+    assert config.allow_clients == default.allow_clients
+    assert ipaddress.ip_address("192.168.1.5") in config.allow_clients[4]
+    assert config.upstream_timeout == 1.0
+    assert config.query_timeout == 4.0
+    assert config.tcp_idle_timeout == 10.0
+    assert config.tcp_max_connections == 512
+    assert config.metrics is None
+    assert config.log_level == "info"
+
+
+def test_empty_file_is_the_default_configuration() -> None:
+    config = parse_config("", SOURCE, BASE)
+    assert config.source == SOURCE
+    assert config.listen == Config().listen
+
+
+def test_missing_upstreams_come_from_resolv_conf() -> None:
+    config = parse("listen: ['127.0.0.1:5353']\n")
+    assert config.upstreams == resolv_conf_upstreams()
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("off", "off"),
+        ("'off'", "off"),
+        ("no", "off"),
+        ("", "off"),
+        ("blocked", "blocked"),
+        ("all", "all"),
+    ],
+)
+def test_query_log_modes(text: str, mode: str) -> None:
+    assert parse(MINIMAL + f"query_log: {text}\n").query_log == mode
+
+
+@pytest.mark.parametrize("text", ["off", "false", ""])
+def test_metrics_off(text: str) -> None:
+    assert parse(MINIMAL + f"metrics: {text}\n").metrics is None
+
+
+def test_metrics_default_port() -> None:
+    assert parse(MINIMAL + "metrics: 127.0.0.1\n").metrics == Endpoint("127.0.0.1", 9153)
+
+
+def test_single_address_may_be_written_without_a_list() -> None:
+    assert parse("upstreams: 127.0.0.1:5300\n").upstreams == (Endpoint("127.0.0.1", 5300),)
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def test_unknown_key_names_the_key_file_and_line() -> None:
+    err = error(MINIMAL + "cache:\n  max_entries: 10\nlisen: ['127.0.0.1']\n")
+    assert err.line == 4
+    assert "'lisen'" in err.message
+    assert "listen" in err.message  # the known keys are listed
+
+
+def test_unknown_nested_key() -> None:
+    err = error(MINIMAL + "cache:\n  max_entires: 10\n")
+    assert err.line == 3
+    assert "'max_entires'" in err.message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("cache:\n  max_entries: lots\n", 3, "cache.max_entries"),
+        ("cache:\n  max_entries: -1\n", 3, "cache.max_entries"),
+        ("cache:\n  min_ttl: 1.5\n", 3, "cache.min_ttl"),
+        ("cache: 5\n", 2, "cache"),
+        ("cache:\n  min_ttl: 100\n  max_ttl: 10\n", 3, "min_ttl"),
+        ("upstream_timeout: fast\n", 2, "upstream_timeout"),
+        ("query_timeout: true\n", 2, "query_timeout"),
+        ("tcp_idle_timeout: 0\n", 2, "tcp_idle_timeout"),
+        ("tcp_max_connections: 0\n", 2, "tcp_max_connections"),
+        ("tcp_max_connections: 2.5\n", 2, "tcp_max_connections"),
+        ("query_log: verbose\n", 2, "query_log"),
+        ("query_log: true\n", 2, "query_log"),
+        ("log_level: chatty\n", 2, "log_level"),
+        ("listen: {a: b}\n", 2, "listen"),
+        ("listen: []\n", 2, "listen"),
+        ("policies: [[a]]\n", 2, "policies"),
+        ("warning_page:\n  ttl: -5\n", 3, "warning_page.ttl"),
+        ("warning_page:\n  colour: red\n", 3, "colour"),
+    ],
+)
+def test_wrong_values(text: str, line: int, words: str) -> None:
+    err = error(MINIMAL + text)
+    assert err.line == line
+    assert words in err.message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("listen", "localhost:53"),
+        ("listen", "127.0.0.1:abc"),
+        ("listen", "127.0.0.1:0"),
+        ("listen", "127.0.0.1:70000"),
+        ("listen", "'[::1'"),
+        ("listen", "'[::1]5353'"),
+        ("upstreams", "8.8.8"),
+        ("upstreams", "'dns.example:53'"),
+        ("metrics", "'nowhere:9153'"),
+    ],
+)
+def test_bad_endpoints_name_the_key_and_line(key: str, value: str) -> None:
+    text = "log_level: info\n" + f"{key}:\n  - 127.0.0.1:5353\n  - {value}\n"
+    if key == "metrics":
+        text = f"log_level: info\nupstreams: ['127.0.0.1:1']\n\n{key}: {value}\n"
+    err = error(text)
+    assert err.line == 4
+    assert key in err.message
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "not-a-net", "10.0.0.0/8/8"])
+def test_bad_allow_clients(value: str) -> None:
+    err = error(MINIMAL + f"allow_clients:\n  - 10.0.0.0/8\n  - {value}\n")
+    assert err.line == 4
+    assert "allow_clients" in err.message
+    assert value in err.message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ipv4", "192.0.2.300"), ("ipv4", "'2001:db8::1'"), ("ipv6", "192.0.2.1"), ("ipv6", "nope")],
+)
+def test_bad_warning_page_addresses(key: str, value: str) -> None:
+    err = error(MINIMAL + f"warning_page:\n  {key}:\n    - {value}\n")
+    assert err.line == 4
+    assert f"warning_page.{key}" in err.message
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    err = error(MINIMAL + "listen: [127.0.0.1\nlog_level: info\n")
+    assert err.line >= 2
+
+
+def test_duplicate_key() -> None:
+    err = error(MINIMAL + "log_level: info\nlog_level: debug\n")
+    assert err.line == 3
+    assert "twice" in err.message
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    error("- listen\n- upstreams\n")
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "absent.yaml")
+    assert "absent.yaml" in str(info.value)
+
+
+# --- endpoints --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "endpoint"),
+    [
+        ("127.0.0.1", Endpoint("127.0.0.1", 53)),
+        ("127.0.0.1:5353", Endpoint("127.0.0.1", 5353)),
+        ("::1", Endpoint("::1", 53)),
+        ("[::1]", Endpoint("::1", 53)),
+        ("[::1]:5353", Endpoint("::1", 5353)),
+        (" [2001:db8::1]:65535 ", Endpoint("2001:db8::1", 65535)),
+    ],
+)
+def test_parse_endpoint(text: str, endpoint: Endpoint) -> None:
+    assert parse_endpoint(text, 53) == endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "text"),
+    [(Endpoint("127.0.0.1", 53), "127.0.0.1:53"), (Endpoint("::1", 5353), "[::1]:5353")],
+)
+def test_endpoint_str(endpoint: Endpoint, text: str) -> None:
+    assert str(endpoint) == text
+    assert parse_endpoint(text, 1) == endpoint
+
+
+def test_ipv6_listen_forms() -> None:
+    config = parse(MINIMAL + "listen: ['[::1]:5353', '::1', '[::]']\n")
+    assert config.listen == (Endpoint("::1", 5353), Endpoint("::1", 53), Endpoint("::", 53))
+
+
+# --- policy globs -----------------------------------------------------------------
+
+
+def test_policy_globs_are_resolved_relative_to_the_config_file(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "etc"
+    (conf_dir / "policies").mkdir(parents=True)
+    for name in ("b.yaml", "a.yaml", "notes.txt"):
+        (conf_dir / "policies" / name).write_text("id: x\n")
+    (conf_dir / "single.yaml").write_text("id: y\n")
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("id: z\n")
+    conf = conf_dir / "sinkhole.yaml"
+    conf.write_text(
+        MINIMAL
+        + "policies:\n"
+        + "  - policies/*.yaml\n"
+        + "  - single.yaml\n"
+        + "  - policies/a.yaml\n"  # already matched by the glob: listed once
+        + f"  - {outside}\n"
+    )
+    config = load_config(conf)
+    assert config.base_dir == conf_dir.resolve()
+    assert config.policy_files() == [
+        conf_dir.resolve() / "policies" / "a.yaml",
+        conf_dir.resolve() / "policies" / "b.yaml",
+        conf_dir.resolve() / "single.yaml",
+        outside,
+    ]
+
+
+def test_policy_glob_matching_nothing(tmp_path: Path) -> None:
+    config = parse_config(MINIMAL + "policies: ['none/*.yaml']\n", "c.yaml", tmp_path)
+    assert config.policy_files() == []
+
+
+# --- resolv.conf ------------------------------------------------------------------
+
+
+def test_resolv_conf_upstreams(tmp_path: Path) -> None:
+    path = tmp_path / "resolv.conf"
+    path.write_text(
+        "# generated\n"
+        "search example.com\n"
+        "nameserver 192.0.2.53\n"
+        "nameserver   2001:db8::53\n"
+        "nameserver fe80::1%eth0\n"
+        "nameserver not-an-address\n"
+        "nameserver\n"
+        "options edns0 trust-ad\n"
+        "; nameserver 192.0.2.99\n"
+    )
+    assert resolv_conf_upstreams(str(path)) == (
+        Endpoint("192.0.2.53", 53),
+        Endpoint("2001:db8::53", 53),
+        Endpoint("fe80::1", 53),
+    )
+
+
+def test_resolv_conf_missing(tmp_path: Path) -> None:
+    assert resolv_conf_upstreams(str(tmp_path / "absent")) == ()
