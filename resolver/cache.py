@@ -39,27 +39,33 @@ class Answer:
         self.rcode = reply.rcode
         # QR and RA set, AA cleared (a forwarder is not authoritative), AD and rcode kept.
         self.flags = wire.QR | wire.RA | (reply.flags & (wire.AD | 0xF))
-        self.counts = (
-            COUNTS.pack(1, reply.ancount, reply.nscount, 0),
-            COUNTS.pack(1, reply.ancount, reply.nscount, 1),
-        )
+        counts = COUNTS.pack(1, reply.ancount, reply.nscount, 0)
+        self.counts = (counts, counts[:6] + b"\x00\x01")
         self.stored = now
         self.expires = now + ttl
         # Each record keeps its own TTL, clamped into [floor, ceiling].
-        self.ttls = [(offset, min(max(t, floor), ceiling)) for offset, t in reply.ttls]
-        self.body = self._body = self._patch(reply.body, 0) if self.ttls else reply.body
+        ttls = reply.ttls
+        if any(t < floor or t > ceiling for _, t in ttls):
+            ttls = [(offset, min(max(t, floor), ceiling)) for offset, t in ttls]
+            self.body = self._body = self._patch(reply.body, 0, ttls)
+        else:
+            self.body = self._body = reply.body
+        self.ttls = ttls
         self._patched_at = now
 
-    def _patch(self, body: bytes, age: int) -> bytes:
+    @staticmethod
+    def _patch(body: bytes, age: int, ttls: list[tuple[int, int]]) -> bytes:
         buf = bytearray(body)
-        for offset, ttl in self.ttls:
+        for offset, ttl in ttls:
             struct.pack_into("!I", buf, offset, max(ttl - age, 0))
         return bytes(buf)
 
     def render(self, query: wire.Query, now: int) -> bytes:
         """The answer to ``query`` at time ``now`` (whole seconds)."""
         if now != self._patched_at:
-            self._body = self._patch(self.body, now - self.stored) if self.ttls else self.body
+            self._body = (
+                self._patch(self.body, now - self.stored, self.ttls) if self.ttls else self.body
+            )
             self._patched_at = now
         body = self._body
         question = query.question

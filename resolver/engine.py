@@ -11,6 +11,7 @@ import enum
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 from resolver import wire
@@ -105,7 +106,7 @@ def udp_limit(query: wire.Query) -> int:
     return min(query.udp_size, wire.EDNS_UDP_SIZE) if query.edns else wire.MAX_UDP_NO_EDNS
 
 
-REPLAY_LIMIT = 50_000
+REPLAY_LIMIT = 200_000  # repeated questions remembered; the oldest tenth goes when full
 
 
 class _Replay:
@@ -199,9 +200,11 @@ class Engine:
     ) -> None:
         if len(reply) > udp_limit(query):
             return  # only answers that suit both transports
-        if len(self._replay) >= REPLAY_LIMIT:
-            self._replay = {}
-        self._replay[data[2:]] = _Replay(reply[2:], query, verdict, answer, now)
+        replay = self._replay
+        if len(replay) >= REPLAY_LIMIT:
+            for key in list(islice(replay, REPLAY_LIMIT // 10)):
+                del replay[key]
+        replay[data[2:]] = _Replay(reply[2:], query, verdict, answer, now)
 
     def _decide(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
         """The full path: check the client, parse, apply the policy, look in the cache."""

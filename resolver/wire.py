@@ -62,6 +62,7 @@ class Query:
     """
 
     __slots__ = (
+        "_key",
         "do",
         "edns",
         "flags",
@@ -94,12 +95,15 @@ class Query:
         self.edns = edns
         self.udp_size = udp_size
         self.do = do
+        self._key = b""
 
     @property
     def cache_key(self) -> bytes:
         """Name (case-folded), type, class, DO and CD: what must differ between cached answers."""
-        bits = (1 if self.do else 0) | (2 if self.flags & CD else 0)
-        return self.qname + self.question[-4:] + bytes((bits,))
+        if not self._key:
+            bits = (1 if self.do else 0) | (2 if self.flags & CD else 0)
+            self._key = self.qname + self.question[-4:] + bytes((bits,))
+        return self._key
 
     def text_name(self) -> str:
         return name_to_text(self.qname)
@@ -425,13 +429,26 @@ class Reply:
         self.negative = negative
 
 
+def _read_rr(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
+    """One resource record: (type, TTL, offset of its fixed part, next offset)."""
+    pos = skip_name(data, pos)
+    if pos + 10 > size:
+        raise FormError("truncated resource record")
+    rtype, _rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
+    end = pos + 10 + rdlen
+    if end > size:
+        raise FormError("resource record runs past the end of the packet")
+    return rtype, ttl, pos, end
+
+
 def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
     """Read an upstream reply to the query we sent with ``qid`` and ``question``.
 
     Raises FormError if it is malformed or does not answer that query (wrong ID or
     question: a late or spoofed packet).
     """
-    if len(data) < 12:
+    size = len(data)
+    if size < 12:
         raise FormError("shorter than a DNS header")
     rid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     if rid != qid or not flags & QR:
@@ -439,38 +456,40 @@ def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
     if qdcount != 1:
         raise FormError("reply without exactly one question")
     qend = 12 + len(question)
-    if data[12:qend].lower() != question.lower():
+    # The name may differ in letter case only; type and class must be the same.
+    if (
+        data[qend - 4 : qend] != question[-4:]
+        or data[12 : qend - 4].lower() != question[:-4].lower()
+    ):
         raise FormError("reply to another question")
     rcode = flags & 0xF
     pos = qend
     ttls: list[tuple[int, int]] = []
     min_ttl: int | None = None
     for _ in range(ancount):
-        rtype, fixed, pos = skip_rr(data, pos)
-        ttl = U32.unpack_from(data, fixed + 4)[0]
-        ttls.append((fixed + 4 - 12, ttl))
-        min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
+        _type, ttl, fixed, pos = _read_rr(data, pos, size)
+        ttls.append((fixed - 8, ttl))  # the TTL field, counted from the end of the header
+        if min_ttl is None or ttl < min_ttl:
+            min_ttl = ttl
     answer_end = pos
     keep_authority = False
     negative_ttl: int | None = None
     authority_ttls: list[tuple[int, int]] = []
     for _ in range(nscount):
-        start = pos
-        rtype, fixed, pos = skip_rr(data, pos)
-        ttl = U32.unpack_from(data, fixed + 4)[0]
-        authority_ttls.append((fixed + 4 - 12, ttl))
+        rtype, ttl, fixed, pos = _read_rr(data, pos, size)
+        authority_ttls.append((fixed - 8, ttl))
         if rtype in _AUTHORITY_KEEP:
             keep_authority = True
         if rtype == TYPE_SOA:
+            # Two names, then exactly five 32-bit fields.
+            if skip_name(data, skip_name(data, fixed + 10)) + 20 != pos:
+                raise FormError("malformed SOA")
             # RFC 2308: the negative TTL is the lesser of the SOA's TTL and MINIMUM.
-            rdata_end = pos
-            if rdata_end - 4 < start:
-                raise FormError("truncated SOA")
-            minimum = U32.unpack_from(data, rdata_end - 4)[0]
+            minimum = U32.unpack_from(data, pos - 4)[0]
             negative_ttl = min(ttl, minimum)
     authority_end = pos
     for _ in range(arcount):
-        pos = skip_rr(data, pos)[2]
+        pos = _read_rr(data, pos, size)[3]
 
     negative = rcode == NXDOMAIN or (rcode == NOERROR and ancount == 0)
     if keep_authority:
