@@ -14,7 +14,8 @@ from pathlib import Path
 
 from resolver.names import normalise
 
-_PLAIN = re.compile(rb"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+[a-z0-9_-]{1,63}$")
+_LABEL = rb"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_PLAIN = re.compile(rb"^(?:" + _LABEL + rb"\.)+" + _LABEL + rb"$")
 _HOSTS_SINKS = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1", "0", "::0"})
 _HOSTS_SKIP = frozenset(
     {
@@ -65,14 +66,17 @@ def _checked(raw: bytes, line_no: int, report: ListReport) -> bytes | None:
     name = raw.lower().rstrip(b".")
     if name.startswith(b"*."):
         name = name[2:]
-    if _PLAIN.match(name):
+    if len(name) <= 253 and _PLAIN.match(name):
         return _wire(name)
     try:
-        text = normalise(
-            raw.decode("utf-8").lstrip("*.") if raw.startswith(b"*.") else raw.decode("utf-8")
-        )
-    except (ValueError, UnicodeDecodeError) as exc:
-        report.reject(line_no, str(exc) if isinstance(exc, ValueError) else "not UTF-8 text")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        report.reject(line_no, "not UTF-8 text")
+        return None
+    try:
+        text = normalise(text[2:] if text.startswith("*.") else text)
+    except ValueError as exc:
+        report.reject(line_no, str(exc))
         return None
     if "." not in text:
         report.reject(line_no, f"{text!r} is a single label; list entries must be full names")
@@ -101,13 +105,14 @@ def read_hosts(path: Path, report: ListReport) -> Iterator[bytes]:
         if len(fields) < 2:
             report.reject(line_no, "a hosts line needs an address and at least one name")
             continue
+        names = [raw for raw in fields[1:] if raw.decode("latin-1").lower() not in _HOSTS_SKIP]
+        if not names:
+            continue  # the standard header: localhost, broadcasthost, ip6-allnodes ...
         if fields[0].decode("latin-1") not in _HOSTS_SINKS:
             # A line mapping a name to a real address is not a block entry.
             report.reject(line_no, f"address {fields[0].decode('latin-1')!r} is not a sink address")
             continue
-        for raw in fields[1:]:
-            if raw.decode("latin-1").lower() in _HOSTS_SKIP:
-                continue
+        for raw in names:
             name = _checked(raw, line_no, report)
             if name is not None:
                 report.names += 1

@@ -17,10 +17,14 @@ class Framer:
     __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer + data if self._buffer else data
+        if self._buffer:
+            self._buffer += data  # amortised: no quadratic copying for byte-by-byte input
+            buffer: bytes | bytearray = self._buffer
+        else:
+            buffer = data
         messages = []
         pos = 0
         end = len(buffer)
@@ -28,9 +32,12 @@ class Framer:
             size = (buffer[pos] << 8) | buffer[pos + 1]
             if end - pos - 2 < size:
                 break
-            messages.append(buffer[pos + 2 : pos + 2 + size])
+            messages.append(bytes(buffer[pos + 2 : pos + 2 + size]))
             pos += 2 + size
-        self._buffer = buffer[pos:]
+        if buffer is self._buffer:
+            del self._buffer[:pos]
+        elif pos < end:
+            self._buffer = bytearray(buffer[pos:])
         return messages
 
     @property

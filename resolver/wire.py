@@ -438,6 +438,8 @@ def _read_rr(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
     end = pos + 10 + rdlen
     if end > size:
         raise FormError("resource record runs past the end of the packet")
+    if ttl & 0x80000000:
+        ttl = 0  # RFC 2181 8: a TTL with the top bit set is read as zero
     return rtype, ttl, pos, end
 
 

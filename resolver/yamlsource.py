@@ -30,7 +30,7 @@ class Doc:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-            raise error(yaml_hint(exc), source, line, col) from None
+            raise error(yaml_hint(exc, text), source, line, col) from None
         except yaml.YAMLError as exc:
             raise error(f"not valid YAML: {exc}", source, 0, 0) from None
         self.root: yaml.Node | None = root
@@ -115,15 +115,17 @@ def describe(value: object) -> str:
     return repr(value)
 
 
-def yaml_hint(exc: yaml.MarkedYAMLError) -> str:
+def yaml_hint(exc: yaml.MarkedYAMLError, text: str = "") -> str:
     """The YAML parser's complaint, with the fix for traps people fall into."""
     problem = exc.problem or str(exc)
     context = exc.context or ""
+    mark = exc.problem_mark
+    at = text[mark.index] if mark is not None and 0 <= mark.index < len(text) else ""
     if "alias" in problem or "alias" in context:
         return (
             f"not valid YAML ({problem}): a value starting with '*' is read as a YAML alias; "
             'put it in quotes, e.g. "*.example.com"'
         )
-    if "found character '\\t'" in problem:
+    if at == "\t" or "'\\t'" in problem:
         return f"not valid YAML ({problem}): indent with spaces, not tabs"
     return f"not valid YAML: {problem}"
