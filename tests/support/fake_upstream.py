@@ -37,7 +37,9 @@ def answer(data: bytes, tcp: bool) -> bytes | None:
     reply = request.reply()
     reply.header.aa = 1
     soa = RR(
-        request.q.qname if False else "example.", QTYPE.SOA, ttl=60,
+        "example.",
+        QTYPE.SOA,
+        ttl=60,
         rdata=SOA("ns.example.", "hostmaster.example.", (1, 3600, 600, 86400, 30)),
     )
     if first.startswith("silent"):
