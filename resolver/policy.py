@@ -12,6 +12,7 @@ import ipaddress
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from resolver import wire
 
@@ -22,7 +23,9 @@ class Action(enum.IntEnum):
     NODATA = 3
     REFUSE = 4
     DROP = 5
-    ALLOW = 6
+    ALLOW = 6  # an exemption (RPZ: PASSTHRU): forwarded as usual
+    REDIRECT = 7  # to given addresses, or to a name answered as a CNAME
+    TCP_ONLY = 8  # RPZ rpz-tcp-only: over UDP answer TC=1, over TCP forward
 
     @property
     def label(self) -> str:
@@ -51,9 +54,12 @@ EDE_CODES = {
 }
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyInfo:
-    """What a policy says about itself: who ordered the block, on what basis."""
+    """What a policy says about itself: who ordered the block, on what basis, and when."""
 
     id: str
     source: str
@@ -62,6 +68,47 @@ class PolicyInfo:
     legal_basis: str = ""
     reference: str = ""
     ede: int = wire.EDE_BLOCKED
+    contact: str = ""
+    message: str = ""  # shown by the warning page
+    effective_from: datetime | None = None  # timezone-aware; None: always
+    expires: datetime | None = None  # timezone-aware; None: never
+
+    def active(self, now: datetime) -> bool:
+        """Whether the policy is enforced at ``now`` (timezone-aware)."""
+        if self.effective_from is not None and now < self.effective_from:
+            return False
+        return self.expires is None or now < self.expires
+
+
+@dataclass(frozen=True, slots=True)
+class ClientScope:
+    """Which clients an entry applies to: only ``include`` (when given), never ``exclude``."""
+
+    include: tuple[Network, ...] = ()
+    exclude: tuple[Network, ...] = ()
+
+    def applies(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if self.include and not any(
+            address in n for n in self.include if n.version == address.version
+        ):
+            return False
+        return not any(address in n for n in self.exclude if n.version == address.version)
+
+    @property
+    def everyone(self) -> bool:
+        return not self.include and not self.exclude
+
+
+EVERYONE = ClientScope()
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Where the redirect action sends a name: addresses, or another name (a CNAME)."""
+
+    ipv4: tuple[ipaddress.IPv4Address, ...] = ()
+    ipv6: tuple[ipaddress.IPv6Address, ...] = ()
+    cname: str = ""  # presentation form, no trailing dot
 
 
 @dataclass(frozen=True, slots=True)

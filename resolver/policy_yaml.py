@@ -15,7 +15,17 @@ import yaml
 
 from resolver.errors import PolicyError
 from resolver.names import parse_entry
-from resolver.policy import ACTION_LABELS, EDE_CODES, Action, PolicyInfo, Scope
+from resolver.policy import (
+    ACTION_LABELS,
+    EDE_CODES,
+    EVERYONE,
+    Action,
+    Answers,
+    ClientScope,
+    PolicyInfo,
+    Redirect,
+    Scope,
+)
 from resolver.yamlsource import Doc
 
 POLICY_KEYS = frozenset(
@@ -37,24 +47,36 @@ POLICY_KEYS = frozenset(
 ENTRY_KEYS = frozenset({"name", "action", "reason", "reference"})
 LIST_KEYS = frozenset({"file", "format"})
 LIST_FORMATS = ("domains", "hosts")
-BLOCK_ACTIONS = tuple(a for a in ACTION_LABELS if a != "allow")
+BLOCK_ACTIONS = tuple(a for a in ACTION_LABELS if a not in ("allow", "redirect", "tcp-only"))
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    name: str  # normalised presentation form
+    """One entry under block: or allow:, as written (per-entry values override the policy's)."""
+
+    name: str  # normalised presentation form (IDNA, lower case, no trailing dot)
     scope: Scope
     action: Action
     reference: str = ""
     reason: str = ""
     line: int = 0
+    column: int = 0
+    clients: ClientScope | None = None  # None: the policy's scope
+    redirect: Redirect | None = None  # for action redirect; None: the policy's
+    allow_public_suffix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class ListRef:
+    """A third-party list a policy references; every name in it gets the policy's action."""
+
     path: Path
-    format: str
+    format: str  # domains | hosts | adblock | csv
     line: int
+    column: int = 0
+    csv_column: str | int | None = None  # csv: header name or 0-based index
+    delimiter: str = ","
+    encoding: str = "utf-8"
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,10 @@ class PolicyFile:
     sha256: str = ""
     contact: str = ""
     description: str = field(default="", repr=False)
+    clients: ClientScope = EVERYONE  # who the policy applies to
+    redirect: Redirect | None = None  # default target of the redirect action
+    ttl: int | None = None  # TTL of this policy's answers; None: warning_page.ttl
+    warning_page: Answers | None = None  # this policy's own warning page; None: the config's
 
 
 def load_policy(path: Path) -> PolicyFile:
