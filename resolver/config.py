@@ -38,6 +38,29 @@ class Endpoint:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
+ZONE_EXPIRE_ACTIONS = ("keep", "drop")
+
+
+@dataclass(frozen=True, slots=True)
+class TsigKey:
+    name: str  # key name, as the primary knows it
+    algorithm: str  # one of TSIG_ALGORITHMS
+    secret_file: Path  # base64 secret, as in BIND's key statement
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneConfig:
+    """An RPZ zone: its origin and file; with primaries it is kept up to date by zone transfer."""
+
+    name: str  # the origin, lower case, with its trailing dot
+    file: Path
+    primaries: tuple[Endpoint, ...] = ()
+    tsig: TsigKey | None = None
+    on_expire: str = "keep"  # past SOA expire without a refresh: keep enforcing, or drop the zone
+    line: int = 0
+
+
 @dataclass(frozen=True)
 class Config:
     source: str = "<built-in default>"
@@ -60,6 +83,7 @@ class Config:
     metrics: Endpoint | None = None
     log_level: str = "info"
     workers: int = 0  # 0: one per CPU core this process may run on
+    zones: tuple[ZoneConfig, ...] = ()  # RPZ zones, in order (first zone wins)
 
     def worker_count(self) -> int:
         if self.workers:
@@ -101,8 +125,10 @@ KNOWN_KEYS = frozenset(
         "metrics",
         "log_level",
         "workers",
+        "zones",
     }
 )
+ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire"})
 
 
 def parse_endpoint(text: str, default_port: int) -> Endpoint:
@@ -242,6 +268,8 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             values["workers"] = doc.integer(
                 node, "workers (a number, or auto for one per core)", 1, 256
             )
+    if "zones" in keys:
+        values["zones"] = _zones(doc, keys["zones"][1], base_dir)
     if "log_level" in keys:
         _, node = keys["log_level"]
         level = doc.string(node, "log_level").lower()
@@ -290,3 +318,66 @@ def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:
     if min_ttl > max_ttl:
         doc.fail(node, f"cache.min_ttl ({min_ttl}) is larger than cache.max_ttl ({max_ttl})")
     return CacheSettings(max_entries, min_ttl, max_ttl)
+
+
+def _zones(doc: Doc, node: yaml.Node, base_dir: Path) -> tuple[ZoneConfig, ...]:
+    zones = []
+    seen: set[str] = set()
+    for item in doc.sequence(node, "zones", allow_scalar=False):
+        keys = doc.mapping(item, "an entry of zones")
+        doc.reject_unknown(keys, ZONE_KEYS, "an entry of zones")
+        for required in ("name", "file"):
+            if required not in keys:
+                doc.fail(item, f"an entry of zones needs a {required}: key")
+        name = doc.string(keys["name"][1], "zones: name").strip().lower().rstrip(".") + "."
+        if name == "." or " " in name:
+            doc.fail(keys["name"][1], "zones: name must be the zone's origin, like rpz.example.")
+        if name in seen:
+            doc.fail(keys["name"][1], f"zone {name} is listed twice")
+        seen.add(name)
+        file = Path(doc.string(keys["file"][1], "zones: file"))
+        if not file.is_absolute():
+            file = base_dir / file
+        primaries: list[Endpoint] = []
+        if "primaries" in keys:
+            for entry in doc.sequence(keys["primaries"][1], "zones: primaries"):
+                text = doc.string(entry, "zones: primaries")
+                try:
+                    primaries.append(parse_endpoint(text, 53))
+                except ValueError as exc:
+                    doc.fail(
+                        entry,
+                        f"zones: primaries: {text!r} is not an address like 192.0.2.53:53 ({exc})",
+                    )
+        tsig = None
+        if "tsig" in keys:
+            tkeys = doc.mapping(keys["tsig"][1], "zones: tsig")
+            doc.reject_unknown(tkeys, {"name", "algorithm", "secret_file"}, "zones: tsig")
+            for required in ("name", "secret_file"):
+                if required not in tkeys:
+                    doc.fail(keys["tsig"][1], f"zones: tsig needs a {required}: key")
+            algorithm = (
+                doc.string(tkeys["algorithm"][1], "tsig algorithm").lower()
+                if "algorithm" in tkeys
+                else "hmac-sha256"
+            )
+            if algorithm not in TSIG_ALGORITHMS:
+                doc.fail(
+                    tkeys["algorithm"][1],
+                    f"tsig algorithm must be one of {', '.join(TSIG_ALGORITHMS)}",
+                )
+            secret = Path(doc.string(tkeys["secret_file"][1], "tsig secret_file"))
+            if not secret.is_absolute():
+                secret = base_dir / secret
+            tsig = TsigKey(doc.string(tkeys["name"][1], "tsig name"), algorithm, secret)
+        on_expire = "keep"
+        if "on_expire" in keys:
+            on_expire = doc.string(keys["on_expire"][1], "zones: on_expire").lower()
+            if on_expire not in ZONE_EXPIRE_ACTIONS:
+                doc.fail(keys["on_expire"][1], "zones: on_expire must be keep or drop")
+        if not primaries and tsig is not None:
+            doc.fail(keys["tsig"][1], "zones: tsig is only used with primaries")
+        zones.append(
+            ZoneConfig(name, file, tuple(primaries), tsig, on_expire, item.start_mark.line + 1)
+        )
+    return tuple(zones)
