@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ class App:
         self.tcp_state: TcpServerState | None = None
         self.query_log: QueryLog | None = None
         self.metrics: MetricsServer | None = None
+        self._clock: asyncio.TimerHandle | None = None
 
     # --- start-up ------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class App:
             query_log=config.query_log,
             metrics=str(config.metrics) if config.metrics else None,
         )
+        self._arm_clock()
         if self.link is None:
             sdnotify.ready(f"serving {result.snapshot.policy.names()} blocked names")
         else:
@@ -239,6 +242,7 @@ class App:
             self._set_query_log(config.query_log)
         self.config = config
         self.reloads += 1
+        self._arm_clock()
         for warning in result.warnings:
             self.log.warning("list_lines_skipped", detail=warning)
         self.log.info(
@@ -253,6 +257,34 @@ class App:
                 "restart_required", keys=changed, detail="these settings apply at the next start"
             )
         return True
+
+    # --- dated policies ---------------------------------------------------------
+
+    def _arm_clock(self) -> None:
+        """Wake up when the next dated policy comes into force or expires (no reload needed)."""
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+        assert self.engine is not None
+        now = datetime.now(UTC)
+        moment = self.engine.snapshot.policy.next_change(now)
+        if moment is None:
+            return
+        # Wake at least hourly, so a wall-clock step cannot delay the switch for long.
+        delay = min((moment - now).total_seconds(), 3600.0) + 0.001
+        self._clock = asyncio.get_running_loop().call_later(max(delay, 0.0), self._on_clock)
+
+    def _on_clock(self) -> None:
+        assert self.engine is not None
+        for info, active in self.engine.policy_clock(datetime.now(UTC)):
+            self.log.info(
+                "policy_in_force" if active else "policy_expired",
+                policy=info.id,
+                file=info.source,
+                effective_from=info.effective_from.isoformat() if info.effective_from else None,
+                expires=info.expires.isoformat() if info.expires else None,
+            )
+        self._arm_clock()
 
     # --- shutdown --------------------------------------------------------------
 
@@ -290,6 +322,8 @@ class App:
             self.query_log.stop()
         for task in self._tasks:
             task.cancel()
+        if self._clock is not None:
+            self._clock.cancel()
         self.log.info("stopped")
         return 0
 

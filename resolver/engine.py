@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import islice
 from typing import Protocol
 
 from resolver import wire
 from resolver.cache import Answer, Cache
 from resolver.errors import FormError, NotImplementedQuery
-from resolver.policy import Action, CompiledPolicy, PolicyInfo, Verdict
+from resolver.policy import Action, ClientScope, CompiledPolicy, PolicyInfo, Verdict
 
 MAX_TCP = 65535
 
@@ -92,13 +93,21 @@ class ClientAcl:
         return seen
 
     def _decide(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
+        address = client_address(host)
+        if address is None:
             return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
         return any(address in net for net in self.networks if net.version == address.version)
+
+
+def client_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address from the socket layer's text (scope ids and v4-mapped unwrapped)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
 
 
 def udp_limit(query: wire.Query) -> int:
@@ -148,6 +157,7 @@ class Engine:
     ) -> None:
         self._snapshot = snapshot
         self._replay: dict[bytes, _Replay] = {}
+        self._scope_memo: dict[tuple[str, int], bool] = {}
         self.cache = cache
         self.acl = acl
         self.counters = counters or Counters()
@@ -162,6 +172,7 @@ class Engine:
     def snapshot(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self._replay = {}  # replies built under the old policy must not be replayed
+        self._scope_memo = {}  # keyed by id() of the old snapshot's scopes
 
     def handle(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
         """Answer ``data`` from ``client``: reply bytes, a Query to forward, or None to drop."""
@@ -206,6 +217,13 @@ class Engine:
                 del replay[key]
         replay[data[2:]] = _Replay(reply[2:], query, verdict, answer, now)
 
+    def policy_clock(self, now: datetime) -> list[tuple[PolicyInfo, bool]]:
+        """Switch dated policies on or off at ``now``; the policies that changed."""
+        changed = self._snapshot.policy.set_clock(now)
+        if changed:
+            self._replay = {}
+        return changed
+
     def _decide(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
         """The full path: check the client, parse, apply the policy, look in the cache."""
         counters = self.counters
@@ -233,27 +251,52 @@ class Engine:
             return wire.build_reply(query, wire.REFUSED)
 
         limit = MAX_TCP if tcp else udp_limit(query)
-        verdict = self._snapshot.policy.match(query.qname)
+        policy = self._snapshot.policy
+        if policy.dynamic:
+            verdict, _, depends = policy.match_client(query.qname, self._scopes_of(client))
+        else:
+            verdict, depends = policy.match(query.qname), False
         if verdict is not None and verdict.action is not Action.ALLOW:
-            if self.query_log is not None:
-                self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
-            if verdict.action is Action.DROP:
-                counters.dropped += 1
-                return None
-            counters.blocked += 1
-            reply = verdict.render(query)
-            self._remember(data, reply, query, verdict, None, now)
-            return reply if len(reply) <= limit else wire.build_truncated(reply)
+            action = verdict.action
+            if action is not Action.TCP_ONLY or not tcp:  # tcp-only: forwarded over TCP
+                if self.query_log is not None:
+                    self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
+                if action is Action.DROP:
+                    counters.dropped += 1
+                    return None
+                counters.blocked += 1
+                reply = verdict.render(query)
+                if not depends and action is not Action.TCP_ONLY:
+                    self._remember(data, reply, query, verdict, None, now)
+                return reply if len(reply) <= limit else wire.build_truncated(reply)
 
         answer = self.cache.get(query.cache_key, now)
         if answer is not None:
             counters.cached += 1
             if self.log_all and self.query_log is not None:
-                self.query_log.record(client, query, Outcome.CACHED, verdict, answer.rcode)
+                self.query_log.record(client, query, Outcome.CACHED, None, answer.rcode)
             reply = answer.render(query, now)
-            self._remember(data, reply, query, None, answer, now)
+            if not depends:
+                self._remember(data, reply, query, None, answer, now)
             return reply if len(reply) <= limit else wire.build_truncated(reply)
         return query
+
+    def _scopes_of(self, client: str) -> Callable[[ClientScope], bool]:
+        """Whether a client scope includes ``client`` (memoised per client and scope)."""
+        memo = self._scope_memo
+
+        def applies(scope: ClientScope) -> bool:
+            key = (client, id(scope))
+            found = memo.get(key)
+            if found is None:
+                address = client_address(client)
+                found = address is not None and scope.applies(address)
+                if len(memo) >= 65536:
+                    memo.clear()
+                memo[key] = found
+            return found
+
+        return applies
 
     def answer_from_upstream(self, query: wire.Query, reply: wire.Reply, now: int) -> Answer:
         """Cache (when allowed) and return the servable form of an upstream reply."""

@@ -7,14 +7,15 @@ the caller's current snapshot in force.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from resolver.config import Config
 from resolver.engine import Snapshot
 from resolver.errors import PolicyError
 from resolver.lists import READERS, ListReport
 from resolver.names import to_wire
-from resolver.policy import Action, Answers, CompiledPolicy, Scope, Verdict
+from resolver.policy import Action, Answers, ClientScope, CompiledPolicy, Redirect, Scope, Verdict
 from resolver.policy_yaml import PolicyFile, load_policy
 
 
@@ -80,6 +81,7 @@ def build_snapshot(config: Config) -> BuildResult:
             yield from _policy_entries(policy, order, report, config.answers)
 
     compiled = CompiledPolicy.build(entries())
+    compiled.set_clock(datetime.now(UTC))
     snapshot = Snapshot(
         compiled, tuple(p.info for p in policies), tuple(p.info.source for p in policies)
     )
@@ -90,20 +92,33 @@ def _policy_entries(
     policy: PolicyFile, order: int, report: PolicyReport, answers: Answers
 ) -> Iterator[tuple[bytes, Scope, Verdict]]:
     """One policy's entries and list names, each with its (shared) verdict."""
-    verdicts: dict[tuple[Action, str], Verdict] = {}
+    if policy.warning_page is not None:
+        answers = policy.warning_page
+    if policy.ttl is not None:
+        answers = replace(answers, ttl=policy.ttl)
+    verdicts: dict[tuple[Action, str, ClientScope, Redirect | None], Verdict] = {}
 
-    def verdict(action: Action, reference: str) -> Verdict:
-        found = verdicts.get((action, reference))
+    def verdict(
+        action: Action, reference: str, scope: ClientScope, redirect: Redirect | None
+    ) -> Verdict:
+        key = (action, reference, scope, redirect)
+        found = verdicts.get(key)
         if found is None:
-            found = verdicts[action, reference] = Verdict(
-                policy.info, action, answers, order, reference
+            found = verdicts[key] = Verdict(
+                policy.info, action, answers, order, reference, scope, redirect
             )
         return found
 
     for entry in policy.entries:
         report.entries += 1
-        yield to_wire(entry.name), entry.scope, verdict(entry.action, entry.reference)
-    shared = verdict(policy.action, "")
+        scope = entry.clients if entry.clients is not None else policy.clients
+        redirect = entry.redirect if entry.redirect is not None else policy.redirect
+        yield (
+            to_wire(entry.name),
+            entry.scope,
+            verdict(entry.action, entry.reference, scope, redirect),
+        )
+    shared = verdict(policy.action, "", policy.clients, policy.redirect)
     for ref in policy.lists:
         listed = ListReport(str(ref.path))
         report.lists.append(listed)
