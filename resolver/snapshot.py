@@ -26,6 +26,9 @@ class PolicyReport:
     sha256: str
     entries: int = 0
     lists: list[ListReport] = field(default_factory=list)
+    # Wire names read from the lists (shared with the compiled table's keys): what the
+    # control endpoint lists and what a reload compares to count names added and removed.
+    listed: set[bytes] = field(default_factory=set, repr=False)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -42,6 +45,7 @@ class PolicyReport:
 class BuildResult:
     snapshot: Snapshot
     reports: list[PolicyReport]
+    policies: tuple[PolicyFile, ...] = ()  # as parsed, in configuration order
 
     @property
     def warnings(self) -> list[str]:
@@ -85,7 +89,7 @@ def build_snapshot(config: Config) -> BuildResult:
     snapshot = Snapshot(
         compiled, tuple(p.info for p in policies), tuple(p.info.source for p in policies)
     )
-    return BuildResult(snapshot, reports)
+    return BuildResult(snapshot, reports, tuple(policies))
 
 
 def _policy_entries(
@@ -122,5 +126,7 @@ def _policy_entries(
     for ref in policy.lists:
         listed = ListReport(str(ref.path))
         report.lists.append(listed)
+        keep = report.listed.add
         for name in READERS[ref.format](ref.path, listed):
+            keep(name)
             yield name, Scope.SUBTREE, shared
