@@ -81,6 +81,7 @@ class Config:
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 512
     metrics: Endpoint | None = None
+    control: Endpoint | None = None  # the control endpoint (loopback only); off when None
     log_level: str = "info"
     workers: int = 0  # 0: one per CPU core this process may run on
     zones: tuple[ZoneConfig, ...] = ()  # RPZ zones, in order (first zone wins)
@@ -123,6 +124,7 @@ KNOWN_KEYS = frozenset(
         "tcp_idle_timeout",
         "tcp_max_connections",
         "metrics",
+        "control",
         "log_level",
         "workers",
         "zones",
@@ -259,6 +261,8 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
                 values["metrics"] = parse_endpoint(text, 9153)
             except ValueError as exc:
                 doc.fail(node, f"metrics: {text!r} is not an address like 127.0.0.1:9153 ({exc})")
+    if "control" in keys:
+        values["control"] = _control(doc, keys["control"][1])
     if "workers" in keys:
         _, node = keys["workers"]
         value = doc.value(node)
@@ -277,6 +281,24 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             doc.fail(node, f"log_level must be debug, info, warning or error, not {level!r}")
         values["log_level"] = level
     return Config(**values)  # type: ignore[arg-type]
+
+
+def _control(doc: Doc, node: yaml.Node) -> Endpoint | None:
+    """The control endpoint's address: loopback only, since it has no authentication."""
+    if doc.value(node) in (None, False):
+        return None
+    text = doc.string(node, "control")
+    try:
+        endpoint = parse_endpoint(text, 9154)
+    except ValueError as exc:
+        doc.fail(node, f"control: {text!r} is not an address like 127.0.0.1:9154 ({exc})")
+    if not ipaddress.ip_address(endpoint.host).is_loopback:
+        doc.fail(
+            node,
+            f"control: {text!r} is not a loopback address; the control endpoint has no "
+            "authentication, so it only listens on 127.0.0.1 or [::1] (such as 127.0.0.1:9154)",
+        )
+    return endpoint
 
 
 def _warning_page(doc: Doc, node: yaml.Node) -> Answers:
