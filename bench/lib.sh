@@ -1,0 +1,95 @@
+# shellcheck shell=bash
+# Helpers for run.sh (sourced). Expects $SCRATCH, $DATA, $HERE and $PY.
+
+SERVER_CPU=${SERVER_CPU:-1}      # core the system under test is pinned to
+CLIENT_CPU=${CLIENT_CPU:-0}      # core dnsperf and the fake upstream run on
+UPSTREAM_PORT=${UPSTREAM_PORT:-5300}
+WARN_A=192.0.2.80
+WARN_AAAA=2001:db8::80
+ALL_PIDS=""
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+now() { date +%s.%N; }
+
+# bg_start DIR CMD... : start a server in the background, pinned to $SERVER_CPU,
+# output to DIR/server.log, stdin from $BG_STDIN (default /dev/null). Sets SUT_PID.
+# CMD must stay in the foreground: RSS and CPU are read from /proc/$SUT_PID.
+bg_start() {
+  local dir=$1; shift
+  taskset -c "$SERVER_CPU" "$@" <"${BG_STDIN:-/dev/null}" >"$dir/server.log" 2>&1 &
+  SUT_PID=$!
+  ALL_PIDS="$ALL_PIDS $SUT_PID"
+}
+
+# stop_pid PID : TERM, wait up to 5 s, then KILL. Only PIDs this script started.
+stop_pid() {
+  local pid=$1 i
+  [ -n "$pid" ] || return 0
+  kill -CONT "$pid" 2>/dev/null || true   # a stopped process only acts on TERM once resumed
+  kill "$pid" 2>/dev/null || return 0
+  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup_all() {
+  local p
+  for p in $ALL_PIDS; do stop_pid "$p"; done
+  ALL_PIDS=""
+}
+
+# q PORT NAME [TYPE] [tcp] : one query to 127.0.0.1:PORT, prints the first answer
+q() {
+  local extra=""
+  [ "${4:-}" = tcp ] && extra="+tcp"
+  dig +short +tries=1 +time="${Q_TIME:-1}" $extra -p "$1" @127.0.0.1 "$2" "${3:-A}" 2>/dev/null \
+    | grep -v '^;' | head -1
+}
+
+# wait_answer PORT NAME EXPECT TIMEOUT_S T0 : poll until NAME answers EXPECT;
+# prints the seconds since T0, or "timeout" (and returns 1).
+wait_answer() {
+  local port=$1 name=$2 expect=$3 tmo=$4 t0=$5 end
+  end=$(echo "$(now) + $tmo" | bc)
+  while :; do
+    if [ "$(q "$port" "$name")" = "$expect" ]; then
+      echo "$(now) - $t0" | bc | awk '{printf "%.2f", $1}'
+      return 0
+    fi
+    if [ "$(echo "$(now) > $end" | bc)" = 1 ]; then echo timeout; return 1; fi
+    sleep 0.05
+  done
+}
+
+rss_mib() { awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+
+# cpu_ticks PID : CPU clock ticks used by PID (all threads), its reaped children and its
+# live descendants (nsd serves from a child, dnsmasq forks for TCP)
+cpu_ticks() {
+  [ -n "$1" ] || return 0
+  local t c
+  t=$(awk '{print $14+$15+$16+$17}' "/proc/$1/stat" 2>/dev/null) || return 0
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    t=$((t + $(cpu_ticks "$c")))
+  done
+  echo "$t"
+}
+
+# perf PORT FILE DURATION [dnsperf args...] : one dnsperf run pinned to $CLIENT_CPU,
+# bounded by -l DURATION; prints the line of dnsperf_parse.py. The server's CPU is
+# measured on $PERF_PID.
+perf() {
+  local port=$1 file=$2 dur=$3; shift 3
+  local out="$SCRATCH/dnsperf.out" vout="$SCRATCH/dnsperf.v" tf="$SCRATCH/dnsperf.time" c0 c1
+  [ "$dur" -le 30 ] || { log "refusing a dnsperf run longer than 30 s"; return 1; }
+  c0=$(cpu_ticks "${PERF_PID:-}")
+  { TIMEFORMAT='%U %S %R'; time taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" \
+    -d "$file" -l "$dur" -c "${PERF_CLIENTS:-8}" -q "${PERF_OUTSTANDING:-200}" \
+    -t "${PERF_TIMEOUT:-2}" -v "$@" >"$vout" 2>"$out"; } 2>"$tf" || true
+  c1=$(cpu_ticks "${PERF_PID:-}")
+  # -v writes one "> RCODE name type latency" line per response, mixed with the summary
+  grep -v '^> ' "$vout" >>"$out" || true
+  "$PY" "$HERE/dnsperf_parse.py" "$out" "$vout" "${c0:-nan}" "${c1:-nan}" "$(getconf CLK_TCK)" \
+    "$(tail -1 "$tf")"
+  rm -f "$vout"
+}
