@@ -81,15 +81,15 @@ class ClientAcl:
 
     def __init__(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
         self.networks = tuple(networks)
-        self._seen: dict[str, bool] = {}
+        self.seen: dict[str, bool] = {}  # decisions by address text; the engine reads it directly
 
     def allows(self, host: str) -> bool:
-        seen = self._seen.get(host)
+        seen = self.seen.get(host)
         if seen is None:
             seen = self._decide(host)
-            if len(self._seen) >= 65536:
-                self._seen.clear()
-            self._seen[host] = seen
+            if len(self.seen) >= 65536:
+                self.seen.clear()
+            self.seen[host] = seen
         return seen
 
     def _decide(self, host: str) -> bool:
@@ -159,10 +159,23 @@ class Engine:
         self._replay: dict[bytes, _Replay] = {}
         self._scope_memo: dict[tuple[str, int], bool] = {}
         self.cache = cache
-        self.acl = acl
+        self._acl = acl
+        self._acl_seen = acl.seen
         self.counters = counters or Counters()
         self.query_log = query_log
         self.log_all = log_all
+        # NOTIFY requests (opcode 4) go here instead of being answered NOTIMP: (data, client)
+        # -> the answer. Set by the composition root for the zones followed by transfer.
+        self.on_notify: Callable[[bytes, str], bytes | None] | None = None
+
+    @property
+    def acl(self) -> ClientAcl:
+        return self._acl
+
+    @acl.setter
+    def acl(self, acl: ClientAcl) -> None:
+        self._acl = acl
+        self._acl_seen = acl.seen
 
     @property
     def snapshot(self) -> Snapshot:
@@ -177,7 +190,7 @@ class Engine:
     def handle(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
         """Answer ``data`` from ``client``: reply bytes, a Query to forward, or None to drop."""
         replay = self._replay.get(data[2:])
-        if replay is not None and self.acl.allows(client):
+        if replay is not None and (self._acl_seen.get(client) or self.acl.allows(client)):
             answer = replay.answer
             if answer is None:
                 self.counters.blocked += 1
@@ -230,6 +243,8 @@ class Engine:
         if len(data) > 2 and data[2] & 0x80:
             counters.responses_ignored += 1  # a response, not a query: never answer it
             return None
+        if self.on_notify is not None and len(data) > 2 and data[2] & 0x78 == 0x20:  # NOTIFY
+            return self.on_notify(data, client)
         if not self.acl.allows(client):
             counters.refused_clients += 1
             counters.refused += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from time import monotonic
 
 from resolver import wire
 from resolver.config import Endpoint
@@ -20,16 +21,20 @@ class UdpListener(asyncio.DatagramProtocol):
         self.engine = engine
         self.forwarder = forwarder
         self.transport: asyncio.DatagramTransport | None = None
+        # Bound once: the per-packet path below does no attribute chains.
+        self._handle = engine.handle
+        self._submit = forwarder.submit
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._sendto = self.transport.sendto  # type: ignore[union-attr]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        result = self.engine.handle(data, addr[0], int(time.monotonic()), False)
-        if type(result) is bytes:
-            self.transport.sendto(result, addr)  # type: ignore[union-attr]
+        result = self._handle(data, addr[0], int(monotonic()), False)
+        if result.__class__ is bytes:
+            self._sendto(result, addr)
         elif result is not None:
-            self.forwarder.submit(result, self, addr)  # type: ignore[arg-type]
+            self._submit(result, self, addr)  # type: ignore[arg-type]
 
     def deliver(self, query: wire.Query, reply: bytes, addr: object) -> None:
         if len(reply) > udp_limit(query):
