@@ -35,48 +35,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from resolver.snapshot import build_snapshot
+    from resolver.check import render_text, run_check
 
-    errors: list[SourceError] = []
-    warnings: list[str] = []
-    summary: dict[str, object] = {}
-    try:
-        config, _ = _config(args)
-        result = build_snapshot(config)
-    except SourceError as exc:
-        errors.append(exc)
-    else:
-        warnings = result.warnings
-        summary = {
-            "config": config.source,
-            "policies": [r.as_dict() for r in result.reports],
-            "names": result.snapshot.policy.names(),
-        }
+    result = run_check(Path(args.config) if args.config else None)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": not errors,
-                    "errors": [
-                        {"file": e.source, "line": e.line, "column": e.column, "message": e.message}
-                        for e in errors
-                    ],
-                    "warnings": warnings,
-                    **summary,
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(result.as_dict(), indent=2))
     else:
-        for e in errors:
-            print(f"{e.source}:{e.line}:{e.column}: error: {e.message}")
-        for w in warnings:
-            print(f"warning: {w}")
-        if not errors:
-            policies = summary.get("policies", [])
-            count = len(policies) if isinstance(policies, list) else 0
-            print(f"ok: {summary['config']}: {count} policies, {summary['names']} names")
-    return 1 if errors else 0
+        for line in render_text(result):
+            print(line)
+    return 1 if result.errors else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
