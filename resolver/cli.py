@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from resolver import __version__
@@ -46,6 +47,47 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from resolver import explain
+
+    try:
+        config, _ = _config(args)
+        qtype = explain.parse_qtype(args.type)
+        client = explain.parse_client(args.client)
+        now = _moment(args.at)
+        policies, compiled = explain.build(config, now)
+        result = explain.explain(config, policies, compiled, args.name, qtype, client, now)
+    except SourceError as exc:
+        print(f"{exc.source}:{exc.line}:{exc.column}: error: {exc.message}", file=sys.stderr)
+        print(
+            "sinkhole: the policies do not load; `sinkhole check` lists every error",
+            file=sys.stderr,
+        )
+        return 2
+    except ValueError as exc:
+        print(f"sinkhole: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        for line in explain.render_text(result):
+            print(line)
+    return 0 if result.consistent else 1
+
+
+def _moment(text: str | None) -> datetime:
+    """--at: an ISO 8601 date or time (UTC when no offset is given); now when absent."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"--at {text!r} is not a date like 2026-01-31 or 2026-01-31T12:00Z"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sinkhole", description="A DNS sinkhole resolver: blocked names get a warning page."
@@ -64,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", help="configuration file (default: built-in)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_check)
+
+    explain = sub.add_parser(
+        "explain", help="show which entry decides a query, and the answer it gets"
+    )
+    explain.add_argument("name", help="the query name")
+    explain.add_argument("--type", "-t", default="A", help="query type (default: A)")
+    explain.add_argument("--client", help="client address (default: every scope applies)")
+    explain.add_argument("--at", help="explain at this date and time (default: now)")
+    explain.add_argument("--config", "-c", help="configuration file (default: built-in)")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.set_defaults(func=cmd_explain)
     return parser
 
 
