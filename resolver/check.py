@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from resolver.config import Config, default_config, load_config
-from resolver.errors import PolicyError, SourceError
+from resolver.errors import SourceError
 from resolver.lists import ListReport
 from resolver.policy import Scope
 from resolver.policy_yaml import ListRef, PolicyFile, load_policy
@@ -119,25 +119,39 @@ def run_check(config_path: Path | None, now: datetime | None = None) -> CheckRes
     return result
 
 
-def collect_errors(config_path: Path | None) -> list[SourceError]:
-    """Every error that stops these files from loading (for the reload log)."""
-    result = run_check(config_path)
-    return [
-        PolicyError(d.message, d.file, d.line, d.column)
+def reload_errors(
+    config_path: Path | None, config: Config, first: SourceError
+) -> list[SourceError]:
+    """Every error that stops these files from loading, for the log of a failed reload
+    (``first`` is the one the build stopped at). Reads the files again: run it off the loop."""
+    try:
+        if config_path is not None:
+            config = load_config(config_path)
+    except SourceError as exc:
+        return [exc]
+    result = CheckResult(config=config)
+    check_config(config, result, datetime.now(UTC), warnings=False)
+    errors = [
+        SourceError(d.message, d.file, d.line, d.column)
         for d in result.diagnostics
         if d.severity == "error"
     ]
+    return errors or [first]
 
 
-def check_config(config: Config, result: CheckResult, now: datetime) -> None:
+def check_config(config: Config, result: CheckResult, now: datetime, warnings: bool = True) -> None:
+    """Errors and (with ``warnings``) warnings of a loaded configuration's files."""
     policies = _load_policies(config, result)
     result.policies = policies
     listed = _read_lists(policies, result)
-    _check_dates(policies, result, now)
-    Analysis(policies, listed, result).run()
+    if warnings:
+        _check_dates(policies, result, now)
+        Analysis(policies, listed, result).run()
     _check_zones(config, result)
     if not result.errors:
         _build(config, result)
+    if not warnings:
+        result.diagnostics = result.errors
 
 
 def _load_policies(config: Config, result: CheckResult) -> list[PolicyFile]:
