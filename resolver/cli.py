@@ -75,6 +75,45 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if result.consistent else 1
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from resolver import diff
+    from resolver.control import ControlError
+    from resolver.snapshot import build_snapshot
+
+    try:
+        config, _ = _config(args)
+        result = build_snapshot(config)
+    except SourceError as exc:
+        print(f"{exc.source}:{exc.line}:{exc.column}: error: {exc.message}", file=sys.stderr)
+        print(
+            "sinkhole: the new files do not load; `sinkhole check` lists every error",
+            file=sys.stderr,
+        )
+        return 2
+    server = args.server or (f"http://{config.control}" if config.control else "")
+    if not server:
+        print(
+            "sinkhole: no control endpoint to ask: set control: in the configuration "
+            "(such as 127.0.0.1:9154) or pass --server http://127.0.0.1:9154",
+            file=sys.stderr,
+        )
+        return 2
+    if "://" not in server:
+        server = "http://" + server
+    try:
+        found = diff.diff(config, result, server)
+    except ControlError as exc:
+        print(f"sinkhole: {exc}", file=sys.stderr)
+        return 2
+    limit = None if args.all else diff.SHOWN
+    if args.json:
+        print(json.dumps(found.as_dict(limit), indent=2))
+    else:
+        for line in diff.render_text(found, config.source, limit):
+            print(line)
+    return 0 if found.empty else 1
+
+
 def _moment(text: str | None) -> datetime:
     """--at: an ISO 8601 date or time (UTC when no offset is given); now when absent."""
     if text is None:
@@ -117,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", "-c", help="configuration file (default: built-in)")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(func=cmd_explain)
+
+    diff = sub.add_parser(
+        "diff",
+        help="show what a reload would change against the running server "
+        "(exit 0: nothing, 1: changes, 2: trouble)",
+    )
+    diff.add_argument("--config", "-c", help="configuration file (default: built-in)")
+    diff.add_argument(
+        "--server", help="the server's control endpoint (default: control: in the config)"
+    )
+    diff.add_argument("--all", action="store_true", help=f"list every name, not the first {50}")
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
+    diff.set_defaults(func=cmd_diff)
     return parser
 
 

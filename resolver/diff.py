@@ -1,0 +1,273 @@
+"""`sinkhole diff`: what a reload would change, against what the running server enforces.
+
+The running server's entries come from its control endpoint; the new ones are
+built from the files as a reload would build them. Both sides are compiled with
+the server's matcher and every name either side has an entry for is decided twice,
+before and after: the name itself, and a name under it that no entry names. So a
+new exemption shows up as names unblocked, and a policy moved up the list as
+actions changed. Decisions are those for a client every scope includes, with every
+policy in force (client scopes and dates are the same on both sides).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from resolver.config import Config
+from resolver.control import fetch_entries, fetch_policies
+from resolver.names import to_wire
+from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.rules import pattern, wire_text
+from resolver.snapshot import BuildResult
+
+PROBE = b"\x01\xff"  # a label no policy name has: stands for "any other name under it"
+SHOWN = 50
+
+Decision = tuple[Action, str] | None  # (action, policy id)
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str  # as an entry would be written: name, =name (itself only), *.name (under it)
+    before: Decision
+    after: Decision
+
+    @property
+    def kind(self) -> str:
+        was, now = _blocking(self.before), _blocking(self.after)
+        if now and not was:
+            return "blocked"
+        if was and not now:
+            return "unblocked"
+        return "changed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "before": _decision_dict(self.before),
+            "after": _decision_dict(self.after),
+        }
+
+
+@dataclass
+class Diff:
+    server: str
+    loaded_at: str
+    policies_added: list[dict[str, Any]] = field(default_factory=list)
+    policies_removed: list[dict[str, Any]] = field(default_factory=list)
+    policies_changed: list[dict[str, Any]] = field(default_factory=list)
+    policies_moved: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    names_before: int = 0
+    names_after: int = 0
+
+    def of_kind(self, kind: str) -> list[Change]:
+        return [c for c in self.changes if c.kind == kind]
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.changes
+            or self.policies_added
+            or self.policies_removed
+            or self.policies_changed
+            or self.policies_moved
+        )
+
+    def as_dict(self, limit: int | None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "server": self.server,
+            "server_loaded_at": self.loaded_at,
+            "same": self.empty,
+            "policies": {
+                "added": self.policies_added,
+                "removed": self.policies_removed,
+                "changed": self.policies_changed,
+                "moved": self.policies_moved,
+            },
+            "names_before": self.names_before,
+            "names_after": self.names_after,
+        }
+        for kind in ("blocked", "unblocked", "changed"):
+            found = self.of_kind(kind)
+            out[kind] = {
+                "count": len(found),
+                "names": [c.as_dict() for c in (found if limit is None else found[:limit])],
+            }
+        return out
+
+
+def _blocking(decision: Decision) -> bool:
+    return decision is not None and decision[0] is not Action.ALLOW
+
+
+def _decision_dict(decision: Decision) -> dict[str, str] | None:
+    if decision is None:
+        return None
+    return {"action": decision[0].label, "policy": decision[1]}
+
+
+Entry = tuple[bytes, Scope, Action, str]  # wire name, scope, action, policy id
+
+
+def compile_entries(entries: Iterable[Entry], order: dict[str, int]) -> CompiledPolicy:
+    """The server's matcher over bare entries; one verdict per (policy, action)."""
+    verdicts: dict[tuple[str, Action], Verdict] = {}
+    answers = Answers()
+
+    def verdict(policy: str, action: Action) -> Verdict:
+        found = verdicts.get((policy, action))
+        if found is None:
+            info = PolicyInfo(id=policy, source="")
+            found = verdicts[(policy, action)] = Verdict(
+                info, action, answers, order.get(policy, len(order))
+            )
+        return found
+
+    return CompiledPolicy.build(
+        (name, scope, verdict(policy, action)) for name, scope, action, policy in entries
+    )
+
+
+def file_entries(result: BuildResult) -> Iterator[Entry]:
+    """Every entry of a build, in the order the server reads them."""
+    for policy, report in zip(result.policies, result.reports, strict=True):
+        policy_id = policy.info.id
+        for entry in policy.entries:
+            yield to_wire(entry.name), entry.scope, entry.action, policy_id
+        for name in report.listed:
+            yield name, Scope.SUBTREE, policy.action, policy_id
+
+
+def server_entries(base: str) -> Iterator[Entry]:
+    for name, scope, action, policy in fetch_entries(base):
+        yield to_wire(name), scope, action, policy
+
+
+def compare_tables(
+    before: CompiledPolicy, after: CompiledPolicy, names: Iterable[bytes]
+) -> list[Change]:
+    """Every name whose decision differs, for the name itself and for the names under it."""
+
+    def decide(table: CompiledPolicy, qname: bytes) -> Decision:
+        verdict = table.match(qname)
+        return None if verdict is None else (verdict.action, verdict.policy_id)
+
+    out = []
+    for name in names:
+        here = (decide(before, name), decide(after, name))
+        below = (decide(before, PROBE + name), decide(after, PROBE + name))
+        text = wire_text(name)
+        if here == below:
+            if here[0] != here[1]:
+                out.append(Change(text, *here))
+            continue
+        if here[0] != here[1]:
+            out.append(Change(pattern(text, Scope.EXACT), *here))
+        if below[0] != below[1]:
+            out.append(Change(pattern(text, Scope.BELOW), *below))
+    out.sort(key=lambda c: (c.name.lstrip("=*."), c.name))
+    return out
+
+
+def diff(config: Config, result: BuildResult, server: str) -> Diff:
+    """Compare the server at ``server`` (a control endpoint URL) with ``result``."""
+    document = fetch_policies(server)
+    running = document.get("policies", [])
+    out = Diff(server, str(document.get("loaded_at", "")))
+    old = {p["id"]: p for p in running}
+    new = {p.info.id: p for p in result.policies}
+    for policy_id, policy in new.items():
+        item = {"id": policy_id, "file": policy.info.source, "sha256": policy.sha256}
+        if policy_id not in old:
+            out.policies_added.append(item)
+        elif old[policy_id].get("sha256") != policy.sha256:
+            out.policies_changed.append({**item, "sha256_before": old[policy_id].get("sha256")})
+    for policy_id, item in old.items():
+        if policy_id not in new:
+            out.policies_removed.append(
+                {"id": policy_id, "file": item.get("file"), "sha256": item.get("sha256")}
+            )
+    kept_old = [p["id"] for p in running if p["id"] in new]
+    kept_new = [p.info.id for p in result.policies if p.info.id in old]
+    if kept_old != kept_new:
+        out.policies_moved = kept_new
+
+    old_order = {p["id"]: i for i, p in enumerate(running)}
+    new_order = {p.info.id: i for i, p in enumerate(result.policies)}
+    names: set[bytes] = set()
+
+    def collect(entries: Iterable[Entry]) -> Iterator[Entry]:
+        add = names.add
+        for entry in entries:
+            add(entry[0])
+            yield entry
+
+    before = compile_entries(collect(server_entries(server)), old_order)
+    after = compile_entries(collect(file_entries(result)), new_order)
+    out.names_before, out.names_after = before.names(), after.names()
+    out.changes = compare_tables(before, after, names)
+    return out
+
+
+# --- text output ---------------------------------------------------------------------------
+
+
+def _said(decision: Decision) -> str:
+    if decision is None:
+        return "not blocked"
+    action, policy = decision
+    if action is Action.ALLOW:
+        return f"exempted by {policy}"
+    return f"{action.label} by {policy}"
+
+
+def _shown_name(change: Change) -> str:
+    if change.name.startswith(("=", "*.")):
+        return change.name
+    return f"{change.name} (and names under it)"
+
+
+def render_text(result: Diff, config_source: str, limit: int | None) -> Iterator[str]:
+    yield (
+        f"running server {result.server} (loaded {result.loaded_at or '?'}) against {config_source}"
+    )
+    if result.empty:
+        yield "no change: a reload would enforce the same decisions"
+        return
+    counts = (
+        len(result.policies_added),
+        len(result.policies_removed),
+        len(result.policies_changed),
+    )
+    yield f"policies: {counts[0]} added, {counts[1]} removed, {counts[2]} changed"
+    for item in result.policies_added:
+        yield f"  + {item['id']}  {item['file']}  sha256 {item['sha256'][:16]}"
+    for item in result.policies_removed:
+        yield f"  - {item['id']}  {item['file']}"
+    for item in result.policies_changed:
+        before = str(item.get("sha256_before") or "?")[:16]
+        yield f"  ~ {item['id']}  {item['file']}  sha256 {before} -> {item['sha256'][:16]}"
+    if result.policies_moved:
+        yield "  order changed: " + ", ".join(result.policies_moved)
+    blocked, unblocked, changed = (result.of_kind(k) for k in ("blocked", "unblocked", "changed"))
+    yield (
+        f"names: {len(blocked)} newly blocked, {len(unblocked)} unblocked, "
+        f"{len(changed)} changed (names in the table: {result.names_before} -> "
+        f"{result.names_after})"
+    )
+    for title, mark, found in (
+        ("newly blocked", "+", blocked),
+        ("unblocked", "-", unblocked),
+        ("changed", "~", changed),
+    ):
+        if not found:
+            continue
+        yield f"{title} ({len(found)}):"
+        for change in found if limit is None else found[:limit]:
+            yield f"  {mark} {_shown_name(change)}: {_said(change.before)} -> {_said(change.after)}"
+        if limit is not None and len(found) > limit:
+            yield f"  ... and {len(found) - limit} more (--all shows every name)"
