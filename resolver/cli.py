@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from resolver import __version__
 from resolver.config import Config, default_config, load_config
@@ -114,6 +115,81 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0 if found.empty else 1
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from resolver import verify
+    from resolver.config import parse_endpoint
+    from resolver.snapshot import build_snapshot
+
+    try:
+        server = parse_endpoint(args.server, 53)
+    except ValueError as exc:
+        print(
+            f"sinkhole: --server {args.server!r} is not an address like 127.0.0.1:53 ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    if args.qps <= 0 or args.timeout <= 0 or (args.sample is not None and args.sample < 1):
+        print("sinkhole: --qps, --timeout and --sample must be positive", file=sys.stderr)
+        return 2
+    try:
+        config, _ = _config(args)
+        result = build_snapshot(config)
+        client = explain_client(args.client) if args.client else verify.local_address(server)
+    except SourceError as exc:
+        print(f"{exc.source}:{exc.line}:{exc.column}: error: {exc.message}", file=sys.stderr)
+        print(
+            "sinkhole: the policies do not load; `sinkhole check` lists every error",
+            file=sys.stderr,
+        )
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"sinkhole: {exc}", file=sys.stderr)
+        return 2
+    now = datetime.now(UTC)
+    compiled = result.snapshot.policy
+    compiled.set_clock(now)
+    probes, report = verify.plan(
+        config,
+        list(result.policies),
+        [r.listed for r in result.reports],
+        compiled,
+        client,
+        now,
+        args.sample,
+        args.seed,
+    )
+    report.server = str(server)
+    junit = verify.JUnit(Path(args.junit)) if args.junit else None
+    checks = len(probes) * len(verify.TYPES) * len(verify.TRANSPORTS)
+    progress = verify.Progress(checks, args.progress or sys.stderr.isatty())
+    try:
+        asyncio.run(
+            verify.run(
+                server, probes, report, args.qps, args.timeout, junit=junit, progress=progress
+            )
+        )
+    except BaseException:
+        if junit is not None:
+            junit.abandon()
+        raise
+    if junit is not None:
+        junit.close(f"sinkhole verify {server}", report.seconds)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in verify.render_text(report):
+            print(line)
+    return 1 if report.violations else 0
+
+
+def explain_client(text: str) -> Any:
+    from resolver.explain import parse_client
+
+    return parse_client(text)
+
+
 def _moment(text: str | None) -> datetime:
     """--at: an ISO 8601 date or time (UTC when no offset is given); now when absent."""
     if text is None:
@@ -169,6 +245,30 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--all", action="store_true", help=f"list every name, not the first {50}")
     diff.add_argument("--json", action="store_true", help="machine-readable output")
     diff.set_defaults(func=cmd_diff)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check that a resolver (any resolver) enforces the policies: exit 1 on a violation",
+    )
+    verify.add_argument("--server", required=True, help="the resolver to check, HOST:PORT")
+    verify.add_argument(
+        "--config", "-c", help="configuration with the policies (default: built-in)"
+    )
+    verify.add_argument("--sample", type=int, help="check a random sample of N names")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
+    verify.add_argument(
+        "--qps", type=float, default=200.0, help="queries per second (default: 200)"
+    )
+    verify.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds to wait for one answer (default: 2)"
+    )
+    verify.add_argument(
+        "--client", help="the address the server sees us as, for client scopes (default: ours)"
+    )
+    verify.add_argument("--junit", help="write JUnit XML to this file")
+    verify.add_argument("--progress", action="store_true", help="show progress on stderr")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 
