@@ -253,7 +253,7 @@ def explain(
     verdict, deciding, _ = compiled.match_client(qwire, applies)
     result.compiled = verdict
     result.compiled_name = wire.name_to_text(deciding) if deciding else ""
-    result.consistent = _same(result.winner, verdict, result.compiled_name)
+    result.consistent = agrees(result.winner, verdict, result.compiled_name)
 
     if not result.client_allowed or qtype in (wire.TYPE_AXFR, wire.TYPE_IXFR):
         result.answer = {"udp": render(qname, qtype, None, refused=True)}
@@ -288,7 +288,8 @@ def with_list_lines(rules: list[Rule]) -> list[Rule]:
     return out
 
 
-def _same(winner: Rule | None, verdict: Verdict | None, name: str) -> bool:
+def agrees(winner: Rule | None, verdict: Verdict | None, name: str) -> bool:
+    """Whether the scan's winner is the compiled table's verdict, found at ``name``."""
     if winner is None or verdict is None:
         return winner is None and verdict is None
     return (
