@@ -17,11 +17,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resolver import sdnotify
-from resolver.config import Config
+from resolver.config import Config, ZoneConfig, load_config
+from resolver.errors import SourceError
 from resolver.observability import MetricsServer, get_logger
+
+if TYPE_CHECKING:
+    from resolver.secondary import Secondary
 
 STOP_GRACE = 10.0
 RESTART_DELAY = 1.0
@@ -51,12 +55,15 @@ class Supervisor:
         self._reload_failed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.metrics: MetricsServer | None = None
+        self.secondary: Secondary | None = None  # zone transfers: here, once for all workers
+        self._missed_reload: set[int] = set()  # workers that were starting during a reload
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        self._follow_zones(self.config.zones)
         for worker in self.workers:
             await self._start(worker)
         ready = asyncio.ensure_future(self._all_ready.wait())
@@ -75,6 +82,8 @@ class Supervisor:
                 self.log.info("workers_ready", workers=len(self.workers))
                 names = max(w.names for w in self.workers)
                 sdnotify.ready(f"serving {names} blocked names ({len(self.workers)} workers)")
+                if self.secondary is not None:
+                    self.secondary.start()
         await stop
         ready.cancel()
         return await self._shutdown()
@@ -121,6 +130,9 @@ class Supervisor:
         if kind == "ready":
             worker.ready = True
             worker.names = int(rest) if rest.isdigit() else 0
+            if worker.slot in self._missed_reload and worker.process is not None:
+                self._missed_reload.discard(worker.slot)
+                worker.process.send_signal(signal.SIGHUP)  # it may have read the files before
             if all(w.ready for w in self.workers):
                 self._all_ready.set()
         elif kind == "reloaded":
@@ -129,6 +141,9 @@ class Supervisor:
             if not self._reload_waiting:
                 self.log.info("workers_reloaded", ok=not self._reload_failed)
                 sdnotify.ready()
+        elif kind == "notify" and self.secondary is not None:
+            zone, _, client = rest.partition(" ")
+            self.secondary.notify(zone, client)  # checks the client against the primaries
         elif kind == "stats":
             try:
                 worker.stats = json.loads(rest)
@@ -171,8 +186,33 @@ class Supervisor:
         for worker in self.workers:
             if worker.slot in self._reload_waiting and worker.process is not None:
                 worker.process.send_signal(signal.SIGHUP)
+            elif not worker.ready:
+                self._missed_reload.add(worker.slot)
         if not self._reload_waiting:
             sdnotify.ready()
+
+    # --- zones followed by zone transfer (resolver/secondary.py) --------------------------
+
+    def _on_sighup(self) -> None:
+        """SIGHUP: every worker reloads; zone transfers follow a changed ``zones:`` list."""
+        if self.config_path is not None:
+            try:
+                self._follow_zones(load_config(self.config_path).zones)
+            except SourceError:
+                pass  # the workers report the broken configuration and keep the old one
+        self._reload()
+
+    def _follow_zones(self, zones: tuple[ZoneConfig, ...]) -> None:
+        """Transfers happen here, once; a changed copy makes every worker reload."""
+        if self.secondary is not None:
+            self.secondary.reconfigure(zones)
+        elif any(z.primaries for z in zones):
+            from resolver.secondary import Secondary
+
+            self.secondary = Secondary(zones, self._reload, self.log)
+            self.secondary.prepare()  # before the workers read the copies
+            if self._all_ready.is_set():
+                self.secondary.start()
 
     # --- shutdown and numbers -----------------------------------------------------------
 
@@ -181,6 +221,8 @@ class Supervisor:
         sdnotify.stopping()
         if self.metrics is not None:
             self.metrics.close()
+        if self.secondary is not None:
+            self.secondary.close()
         running = [w.process for w in self.workers if w.process and w.process.returncode is None]
         for process in running:
             process.send_signal(signal.SIGTERM)

@@ -1,0 +1,787 @@
+"""Follow RPZ primaries as a secondary: SOA checks, IXFR and AXFR, the local copy, expiry.
+
+For every zone with ``primaries`` the local copy (the zone's ``file``) is kept up to
+date as RFC 1034, 1995 and 1996 describe: a check at start-up (IXFR from the saved
+serial, AXFR without a copy), then on the SOA refresh timer, after a failure on the
+SOA retry timer, and at once on a NOTIFY from a listed primary. A check asks the
+SOA first and transfers only when the primary's serial is newer (RFC 1982); IXFR
+falls back to AXFR when the primary cannot do it or sends a broken one. A transfer
+is applied atomically (temporary file, fsync, rename) and then ``on_change`` makes
+the policy reload; anything broken, unauthenticated or out of order changes
+nothing and is logged. Past the SOA expire time without a successful check the
+zone is kept (and an error is logged periodically) or, with ``on_expire: drop``,
+its copy is moved aside to ``<file>.expired`` so it is no longer enforced.
+
+The copy's modification time records the last successful check (it is touched when
+the primary has nothing new), so expiry survives restarts, as with BIND.
+
+dnspython is blocking: each check runs in a daemon thread, so start-up, shutdown
+and the event loop never wait for a primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO, TypeVar, cast
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+import dns.tsig
+import dns.xfr
+import dns.zone
+
+from resolver.config import Endpoint, ZoneConfig
+from resolver.notify import NotifyGate, read_secret
+
+SOA_TIMEOUT = 2.0  # one SOA query over UDP (two tries)
+XFR_TIMEOUT = 10.0  # the wait for each message of a transfer
+XFR_LIFETIME = 900.0  # a whole transfer
+NO_COPY_RETRY = 10.0  # the retry interval while there is no copy (no SOA to read it from)
+MIN_INTERVAL = 5.0  # SOA refresh and retry are clamped to [MIN_INTERVAL, MAX_INTERVAL]
+MAX_INTERVAL = 28 * 86400.0
+EXPIRED_REMINDER = 600.0  # how often an expired zone is logged again
+HALF = 2**31
+SERIAL_SPACE = 2**32
+
+T = TypeVar("T")
+
+
+# --- serial number arithmetic (RFC 1982, SERIAL_BITS = 32) ---------------------------
+
+
+def serial_gt(a: int, b: int) -> bool:
+    """``a`` is newer than ``b``; undefined pairs (exactly 2**31 apart) are neither."""
+    return (a < b and b - a > HALF) or (a > b and a - b < HALF)
+
+
+def serial_lt(a: int, b: int) -> bool:
+    return serial_gt(b, a)
+
+
+def serial_add(serial: int, n: int) -> int:
+    """``serial + n`` (RFC 1982 3.1: ``n`` in 0 .. 2**31 - 1)."""
+    if not 0 <= n < HALF:
+        raise ValueError("a serial can only be advanced by 0 to 2**31 - 1")
+    return (serial + n) % SERIAL_SPACE
+
+
+# --- timers (pure, with the clock passed in) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """The SOA's refresh, retry and expire, in seconds."""
+
+    refresh: float
+    retry: float
+    expire: float
+
+    @classmethod
+    def of(cls, soa: dns.rdtypes.ANY.SOA.SOA) -> Timers:
+        def clamp(value: int) -> float:
+            return min(max(float(value), MIN_INTERVAL), MAX_INTERVAL)
+
+        return cls(clamp(soa.refresh), clamp(soa.retry), max(float(soa.expire), MIN_INTERVAL))
+
+
+class ZoneClock:
+    """When to check the primary next, and whether the copy has expired.
+
+    ``confirmed`` is when the copy was last known to be current (a transfer, or the
+    primary answering with the same serial); None without a copy.
+    """
+
+    def __init__(
+        self,
+        timers: Timers | None,
+        confirmed: float | None,
+        now: float,
+        reminder: float = EXPIRED_REMINDER,
+    ) -> None:
+        self.timers = timers
+        self.confirmed = confirmed
+        self.next_check = now  # the first check is at once
+        self.failures = 0
+        self.expired = False
+        self.reminded: float | None = None
+        self.reminder = reminder
+
+    def expires_at(self) -> float | None:
+        if self.timers is None or self.confirmed is None:
+            return None
+        return self.confirmed + self.timers.expire
+
+    def check_due(self, now: float) -> bool:
+        return now >= self.next_check
+
+    def succeeded(self, now: float, timers: Timers) -> bool:
+        """A check found the copy current (or made it so). Returns whether it had expired."""
+        was_expired = self.expired
+        self.timers = timers
+        self.confirmed = now
+        self.next_check = now + timers.refresh
+        self.failures = 0
+        self.expired = False
+        self.reminded = None
+        return was_expired
+
+    def failed(self, now: float) -> None:
+        """No primary gave a good answer: try again after the SOA retry interval."""
+        self.failures += 1
+        self.next_check = now + (self.timers.retry if self.timers else NO_COPY_RETRY)
+
+    def poll_expiry(self, now: float) -> str | None:
+        """``"expired"`` the first time the copy is past its expire time, ``"reminder"`` every
+        ``reminder`` seconds after that, else None."""
+        deadline = self.expires_at()
+        if deadline is None or now < deadline:
+            return None
+        if not self.expired:
+            self.expired = True
+            self.reminded = now
+            return "expired"
+        if self.reminded is not None and now - self.reminded >= self.reminder:
+            self.reminded = now
+            return "reminder"
+        return None
+
+    def forget(self) -> None:
+        """The copy is gone (dropped): nothing left to expire; keep checking on retry."""
+        self.confirmed = None
+        self.expired = False
+        self.reminded = None
+
+    def wake_at(self) -> float:
+        """The next moment something is due: a check, the expiry, or an expiry reminder."""
+        moments = [self.next_check]
+        deadline = self.expires_at()
+        if deadline is not None:
+            if not self.expired:
+                moments.append(deadline)
+            elif self.reminded is not None:
+                moments.append(self.reminded + self.reminder)
+        return min(moments)
+
+
+# --- the copy on disk ----------------------------------------------------------------------
+
+
+def write_atomically(path: Path, write: Callable[[TextIO], None]) -> None:
+    """Replace ``path`` with what ``write`` writes, all or nothing: a temporary file in the
+    same directory, flushed and fsynced, renamed over ``path``, then the directory fsynced.
+    On any error ``path`` is unchanged and the temporary file is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class Zone(dns.zone.Zone):
+    """A dnspython zone that remembers whether a transfer replaced it whole (AXFR style)."""
+
+    replaced = False
+
+    def writer(self, replacement: bool = False) -> dns.zone.Transaction:
+        self.replaced = self.replaced or replacement
+        return super().writer(replacement)
+
+
+def soa_of(zone: dns.zone.Zone) -> dns.rdtypes.ANY.SOA.SOA | None:
+    assert zone.origin is not None
+    rdataset = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
+    if not rdataset:
+        return None
+    return cast(dns.rdtypes.ANY.SOA.SOA, rdataset[0])
+
+
+def record_count(zone: dns.zone.Zone) -> int:
+    total = 0
+    for node in zone.nodes.values():
+        for rdataset in node.rdatasets:
+            total += len(rdataset)
+    return total
+
+
+def load_copy(config: ZoneConfig) -> Zone | None:
+    """The saved copy, or None when there is none. Raises on a copy that cannot be read."""
+    if not config.file.exists():
+        return None
+    zone = dns.zone.from_file(
+        str(config.file),
+        origin=config.name,
+        relativize=False,
+        zone_factory=Zone,
+        allow_include=False,
+        check_origin=False,
+    )
+    if soa_of(zone) is None:
+        raise ValueError("the copy has no SOA record at the zone's origin")
+    return cast(Zone, zone)
+
+
+def write_copy(config: ZoneConfig, zone: dns.zone.Zone, primary: Endpoint, kind: str) -> None:
+    soa = soa_of(zone)
+    assert soa is not None
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def write(out: TextIO) -> None:
+        out.write(f"; {config.name} serial {soa.serial}, {kind} from {primary} at {stamp}\n")
+        zone.to_file(out, sorted=True, relativize=False, want_origin=True)
+
+    write_atomically(config.file, write)
+
+
+# --- one check against one primary (blocking, run in a thread) ----------------------------
+
+
+class TransferFailed(Exception):
+    """A check or transfer that changed nothing. ``dirty``: the copy in memory was changed
+    and must be read again from the file."""
+
+    def __init__(self, message: str, dirty: bool = False) -> None:
+        super().__init__(message)
+        self.dirty = dirty
+
+
+@dataclass
+class Checked:
+    """The result of a successful check."""
+
+    zone: Zone  # the copy in memory, current
+    kind: str  # "none" (already current), "ixfr" or "axfr"
+    serial: int
+    records: int = 0
+    seconds: float = 0.0
+    ixfr_error: str = ""  # why an IXFR fell back to AXFR
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, dns.xfr.TransferError):
+        return f"the primary answered {dns.rcode.to_text(exc.rcode)}"
+    if isinstance(exc, dns.tsig.PeerError | dns.tsig.BadSignature | dns.message.UnknownTSIGKey):
+        return f"TSIG rejected: {type(exc).__name__} {exc}".strip()
+    if isinstance(exc, dns.exception.Timeout):
+        return "timed out"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _no_fallback(exc: BaseException) -> bool:
+    """Errors an AXFR would hit as well: the network and authentication."""
+    return isinstance(
+        exc,
+        OSError
+        | dns.exception.Timeout
+        | dns.tsig.PeerError
+        | dns.tsig.BadSignature
+        | dns.tsig.BadTime
+        | dns.message.UnknownTSIGKey
+        | dns.message.BadTSIG,
+    )
+
+
+class Fetcher:
+    """Checks one zone against one primary and brings the copy up to date (blocking)."""
+
+    def __init__(self, config: ZoneConfig, primary: Endpoint) -> None:
+        self.config = config
+        self.primary = primary
+        self.origin = dns.name.from_text(config.name)
+        self.key: dns.tsig.Key | None = None
+
+    def _sign(self, message: dns.message.Message) -> None:
+        if self.key is not None:
+            message.use_tsig({self.key.name: self.key}, self.key.name, algorithm=self.key.algorithm)
+
+    def primary_serial(self) -> int:
+        query = dns.message.make_query(self.origin, dns.rdatatype.SOA)
+        query.flags &= ~dns.flags.RD
+        self._sign(query)
+        host, port = self.primary.host, self.primary.port
+        response = None
+        for attempt in range(2):
+            try:
+                response = dns.query.udp(query, host, SOA_TIMEOUT, port, ignore_unexpected=True)
+                break
+            except dns.exception.Timeout:
+                if attempt:
+                    raise
+        assert response is not None
+        if response.flags & dns.flags.TC:
+            response = dns.query.tcp(query, host, SOA_TIMEOUT * 2, port)
+        if response.rcode() != dns.rcode.NOERROR:
+            raise TransferFailed(f"SOA query answered {dns.rcode.to_text(response.rcode())}")
+        rrset = response.get_rrset(
+            response.answer, self.origin, dns.rdataclass.IN, dns.rdatatype.SOA
+        )
+        if not rrset:
+            raise TransferFailed("the primary's answer to the SOA query has no SOA")
+        if not response.flags & dns.flags.AA:
+            raise TransferFailed("the primary is not authoritative for the zone")
+        return int(cast(dns.rdtypes.ANY.SOA.SOA, rrset[0]).serial)
+
+    def _transfer(self, zone: Zone, serial: int | None) -> None:
+        keyring = {self.key.name: self.key} if self.key else None
+        query, _ = dns.xfr.make_query(
+            zone,
+            serial=serial,
+            keyring=keyring,
+            keyname=self.key.name if self.key else None,
+            keyalgorithm=self.key.algorithm if self.key else dns.tsig.default_algorithm,
+        )
+        dns.query.inbound_xfr(
+            self.primary.host,
+            zone,
+            query,
+            port=self.primary.port,
+            timeout=XFR_TIMEOUT,
+            lifetime=XFR_LIFETIME,
+        )
+
+    def axfr(self) -> Zone:
+        zone = Zone(self.origin, relativize=False)
+        self._transfer(zone, None)
+        if soa_of(zone) is None:
+            raise TransferFailed("the AXFR carried no SOA at the zone's origin")
+        return zone
+
+    def check(self, copy: Zone | None) -> Checked:
+        """Bring ``copy`` (None: there is no copy) up to date from this primary."""
+        started = time.monotonic()
+        try:
+            if self.config.tsig is not None:
+                self.key = read_secret(self.config.tsig)
+            return self._check(copy, started)
+        except TransferFailed:
+            raise
+        except Exception as exc:
+            raise TransferFailed(_describe(exc)) from None
+
+    def _check(self, copy: Zone | None, started: float) -> Checked:
+        soa = soa_of(copy) if copy is not None else None
+        if copy is None or soa is None:
+            return self._done(self.axfr(), "axfr", None, started, False, "")
+        ours = int(soa.serial)
+        theirs = self.primary_serial()
+        if theirs == ours:
+            return Checked(copy, "none", ours)
+        if not serial_gt(theirs, ours):
+            raise TransferFailed(f"the primary's serial {theirs} is not newer than ours ({ours})")
+        ixfr_error = ""
+        copy.replaced = False
+        try:
+            self._transfer(copy, ours)
+            zone, kind, in_place = copy, ("axfr" if copy.replaced else "ixfr"), True
+        except Exception as exc:
+            if copy.replaced or _no_fallback(exc):
+                raise TransferFailed(f"IXFR: {_describe(exc)}", dirty=copy.replaced) from None
+            ixfr_error = _describe(exc)  # the copy in memory is unchanged (rolled back)
+            zone, kind, in_place = self.axfr(), "axfr", False
+        return self._done(zone, kind, ours, started, in_place, ixfr_error)
+
+    def _done(
+        self,
+        zone: Zone,
+        kind: str,
+        ours: int | None,
+        started: float,
+        dirty: bool,
+        ixfr: str,
+    ) -> Checked:
+        """Check the result and write it; ``dirty``: it was applied to the copy in memory."""
+        soa = soa_of(zone)
+        assert soa is not None
+        if ours is not None and not serial_gt(soa.serial, ours):
+            raise TransferFailed(
+                f"the {kind.upper()} brought serial {soa.serial}, not newer than ours ({ours})",
+                dirty=dirty,
+            )
+        try:
+            write_copy(self.config, zone, self.primary, kind)
+        except OSError as exc:
+            raise TransferFailed(
+                f"cannot write {self.config.file}: {exc.strerror}", dirty=dirty
+            ) from None
+        seconds = time.monotonic() - started
+        return Checked(zone, kind, int(soa.serial), record_count(zone), seconds, ixfr)
+
+
+def in_thread(function: Callable[[], T]) -> asyncio.Future[T]:
+    """Run ``function`` in a daemon thread: nothing ever waits for it to end at shutdown."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = function(), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="zone-transfer", daemon=True).start()
+    return future
+
+
+# --- following one zone, and all of them ------------------------------------------------------
+
+
+class ZoneFollower:
+    """Keeps one zone's copy current: timers, NOTIFY, one check at a time."""
+
+    def __init__(
+        self,
+        config: ZoneConfig,
+        on_change: Callable[[], None],
+        log: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.on_change = on_change
+        self.log = log.bind(zone=config.name)
+        self.clock = clock
+        self.copy: Zone | None = None
+        self.serial: int | None = None
+        self.timer = ZoneClock(None, None, clock())
+        self.busy = False
+        self.again = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def prepare(self) -> None:
+        """Before the first policy is built: date the saved copy, and with ``on_expire: drop``
+        move it aside if it expired while the resolver was stopped (this reads it whole)."""
+        try:
+            mtime = self.config.file.stat().st_mtime
+        except OSError:
+            return
+        self.timer.confirmed = mtime
+        if self.config.on_expire != "drop":
+            return  # the copy is read by the first check, in the background
+        try:
+            self.copy = load_copy(self.config)
+        except Exception as exc:
+            self.log.warning("zone_copy_unreadable", file=str(self.config.file), error=str(exc))
+            return
+        if self.copy is not None:
+            self._adopt(self.copy)
+            self._poll_expiry(self.clock())
+
+    def _adopt(self, copy: Zone) -> None:
+        soa = soa_of(copy)
+        if soa is not None:
+            self.serial = int(soa.serial)
+            self.timer.timers = Timers.of(soa)
+
+    def start(self) -> None:
+        self._check_soon("start")
+
+    def notify(self) -> None:
+        """A listed primary says the zone changed: check now, or again right after the
+        check under way (RFC 1996 4.4)."""
+        if self.busy:
+            self.again = True
+        else:
+            self._check_soon("notify")
+
+    def close(self) -> None:
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    def _check_soon(self, reason: str) -> None:
+        if self._closed or self.busy:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self.busy = True
+        self.again = False
+        self._task = asyncio.ensure_future(self._run(reason))
+
+    async def _run(self, reason: str) -> None:
+        try:
+            while True:
+                await self._check(reason)
+                if not self.again or self._closed:
+                    break
+                self.again = False  # NOTIFYs during the check: one more check covers them all
+                reason = "notify"
+        finally:
+            self.busy = False
+            self._schedule()
+
+    async def _load(self) -> None:
+        """Read the saved copy into memory (the base for IXFR, and its SOA timers)."""
+        if self.copy is not None or not self.config.file.exists():
+            return
+        try:
+            copy = await in_thread(partial(load_copy, self.config))
+        except Exception as exc:
+            self.log.warning(
+                "zone_copy_unreadable",
+                file=str(self.config.file),
+                error=_describe(exc),
+                detail="a full transfer (AXFR) will replace it",
+            )
+            return
+        if copy is not None and not self._closed:
+            self.copy = copy
+            self._adopt(copy)
+            self.log.info(
+                "zone_copy_loaded",
+                file=str(self.config.file),
+                serial=self.serial,
+                records=record_count(copy),
+            )
+
+    async def _check(self, reason: str) -> None:
+        await self._load()
+        self._poll_expiry(self.clock())  # a copy that expired while stopped: said at once
+        for primary in self.config.primaries:
+            try:
+                checked = await in_thread(partial(Fetcher(self.config, primary).check, self.copy))
+            except TransferFailed as exc:
+                if exc.dirty:
+                    self.copy = None  # read the file again next time
+                self.log.error(
+                    "zone_transfer_failed", primary=str(primary), error=str(exc), reason=reason
+                )
+                continue
+            if self._closed:
+                return
+            self._succeeded(checked, primary, reason)
+            return
+        self.timer.failed(self.clock())
+        self._poll_expiry(self.clock())
+
+    def _succeeded(self, checked: Checked, primary: Endpoint, reason: str) -> None:
+        now = self.clock()
+        self.copy = checked.zone
+        self._adopt(checked.zone)
+        soa = soa_of(checked.zone)
+        assert soa is not None
+        was_expired = self.timer.succeeded(now, Timers.of(soa))
+        if checked.kind == "none":
+            with contextlib.suppress(OSError):
+                os.utime(self.config.file)  # the copy is current as of now (survives restarts)
+            self.log.debug("zone_current", primary=str(primary), serial=checked.serial)
+        else:
+            fields: dict[str, Any] = {}
+            if checked.ixfr_error:
+                fields["ixfr_failed"] = checked.ixfr_error
+            self.log.info(
+                "zone_transferred",
+                serial=checked.serial,
+                kind=checked.kind,
+                records=checked.records,
+                duration_ms=round(checked.seconds * 1000, 1),
+                primary=str(primary),
+                reason=reason,
+                file=str(self.config.file),
+                **fields,
+            )
+        if was_expired:
+            self.log.warning("zone_refreshed_after_expiry", serial=checked.serial)
+        if checked.kind != "none":
+            self.on_change()
+
+    def _poll_expiry(self, now: float) -> None:
+        state = self.timer.poll_expiry(now)
+        if state is None:
+            return
+        confirmed = self.timer.confirmed or 0.0
+        self.log.error(
+            "zone_expired",
+            serial=self.serial,
+            last_refresh=datetime.fromtimestamp(confirmed, UTC).isoformat(),
+            expired_for_s=round(now - (self.timer.expires_at() or now)),
+            on_expire=self.config.on_expire,
+            primaries=[str(p) for p in self.config.primaries],
+            detail=(
+                "no primary answered within the SOA expire time; "
+                + (
+                    "the last copy is no longer enforced"
+                    if self.config.on_expire == "drop"
+                    else "still enforcing the last copy"
+                )
+            ),
+        )
+        if state == "expired" and self.config.on_expire == "drop":
+            self._drop()
+
+    def _drop(self) -> None:
+        """Stop enforcing the zone: its copy goes to ``<file>.expired`` and the policy reloads."""
+        aside = self.config.file.with_name(self.config.file.name + ".expired")
+        try:
+            os.replace(self.config.file, aside)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.log.error("zone_drop_failed", file=str(self.config.file), error=exc.strerror)
+            return
+        self.copy = None
+        self.serial = None
+        self.timer.forget()
+        self.log.error("zone_dropped", file=str(self.config.file), moved_to=str(aside))
+        self.on_change()
+
+    def _schedule(self) -> None:
+        if self._closed:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        delay = max(self.timer.wake_at() - self.clock(), 0.0)
+        self._handle = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._handle = None
+        now = self.clock()
+        if self.timer.check_due(now):
+            self._check_soon("retry" if self.timer.failures else "refresh")
+        else:
+            self._poll_expiry(now)
+            self._schedule()
+
+
+class Secondary:
+    """Every zone with primaries, followed; ``on_change`` runs after a copy changed."""
+
+    def __init__(
+        self,
+        zones: Iterable[ZoneConfig],
+        on_change: Callable[[], None],
+        log: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.on_change = on_change
+        self.log = log
+        self.clock = clock
+        self.followers: dict[str, ZoneFollower] = {}
+        self.gate = NotifyGate(())
+        self._started = False
+        self._set(zones)
+
+    def _set(self, zones: Iterable[ZoneConfig]) -> list[ZoneFollower]:
+        zones = [z for z in zones if z.primaries]
+        self.gate = NotifyGate(zones)
+        added = []
+        wanted = {z.name: z for z in zones}
+        for name, follower in list(self.followers.items()):
+            if wanted.get(name) != follower.config:
+                follower.close()
+                del self.followers[name]
+        for name, zone in wanted.items():
+            if name not in self.followers:
+                follower = ZoneFollower(zone, self.on_change, self.log, self.clock)
+                self.followers[name] = follower
+                added.append(follower)
+        return added
+
+    def prepare(self) -> None:
+        for follower in self.followers.values():
+            follower.prepare()
+
+    def start(self) -> None:
+        self._started = True
+        for follower in self.followers.values():
+            follower.start()
+
+    def reconfigure(self, zones: Iterable[ZoneConfig]) -> None:
+        """After a configuration reload: follow new zones, stop following removed ones."""
+        for follower in self._set(zones):
+            follower.prepare()
+            if self._started:
+                follower.start()
+
+    def notify(self, zone: str, client: str) -> bool:
+        """A NOTIFY for ``zone`` from ``client``: checked against the zone's primaries."""
+        follower = self.followers.get(zone)
+        if follower is None or not self.gate.is_primary(zone, client):
+            self.log.warning(
+                "notify_refused", zone=zone, client=client, reason="not a primary of the zone"
+            )
+            return False
+        follower.notify()
+        return True
+
+    def close(self) -> None:
+        for follower in self.followers.values():
+            follower.close()
+
+
+class NotifyListener:
+    """What a serving process does with a NOTIFY: answer it, log it, pass it on with
+    ``forward(zone, client)`` (to the Secondary, or over the pipe to the supervisor)."""
+
+    def __init__(
+        self, zones: Iterable[ZoneConfig], forward: Callable[[str, str], None], log: Any
+    ) -> None:
+        self.gate = NotifyGate([z for z in zones if z.primaries])
+        self.forward = forward
+        self.log = log
+
+    def __call__(self, data: bytes, client: str) -> bytes | None:
+        outcome = self.gate.handle(data, client)
+        if outcome.accepted and outcome.zone is not None:
+            self.log.info(
+                "notify_received", zone=outcome.zone, client=client, serial=outcome.serial
+            )
+            self.forward(outcome.zone, client)
+        else:
+            self.log.warning(
+                "notify_refused",
+                zone=outcome.zone,
+                client=client,
+                reason=outcome.reason,
+                rcode=dns.rcode.to_text(dns.rcode.Rcode(outcome.rcode)),
+            )
+        return outcome.reply

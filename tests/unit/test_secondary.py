@@ -1,0 +1,668 @@
+"""Following zones as a secondary: serial arithmetic, NOTIFY answers, the copy on disk,
+refresh/retry/expire timers (with a fake clock) and the follower's decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import dns.tsig
+import dns.tsigkeyring
+import dns.zone
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resolver import secondary, wire
+from resolver.cache import Cache, CacheSettings
+from resolver.config import Endpoint, TsigKey, ZoneConfig
+from resolver.engine import ClientAcl, Engine, Snapshot
+from resolver.notify import NotifyGate, is_notify, read_secret
+from resolver.policy import CompiledPolicy
+from resolver.secondary import (
+    NO_COPY_RETRY,
+    Checked,
+    Secondary,
+    Timers,
+    TransferFailed,
+    ZoneClock,
+    ZoneFollower,
+    load_copy,
+    serial_add,
+    serial_gt,
+    serial_lt,
+    write_atomically,
+    write_copy,
+)
+
+ZONE = "rpz.example."
+PRIMARY = Endpoint("192.0.2.53", 53)
+OTHER_PRIMARY = Endpoint("2001:db8::53", 5300)
+SECRET = base64.b64encode(b"k" * 32).decode()
+
+ZONE_TEXT = """$ORIGIN rpz.example.
+$TTL 300
+@ IN SOA ns.rpz.example. hostmaster.rpz.example. {serial} 3600 600 86400 300
+@ IN NS localhost.
+bad.test IN CNAME .
+*.wild.test IN CNAME .
+"""
+
+
+# --- serial number arithmetic (RFC 1982) -------------------------------------------------
+
+
+def test_serial_comparison_follows_rfc_1982() -> None:
+    assert serial_gt(2, 1) and serial_lt(1, 2)
+    assert not serial_gt(1, 1) and not serial_lt(1, 1)
+    assert serial_gt(0, 2**32 - 1)  # wraps around
+    assert serial_gt(5, 2**32 - 10)
+    assert serial_lt(2**32 - 10, 5)
+    assert serial_gt(2**31 - 1, 0)
+    assert not serial_gt(2**31 + 1, 0)  # more than half the space ahead is behind
+    assert serial_lt(2**31 + 1, 0)
+
+
+def test_serials_exactly_half_the_space_apart_are_undefined() -> None:
+    for a, b in ((0, 2**31), (2**31, 0), (7, 2**31 + 7)):
+        assert not serial_gt(a, b) and not serial_lt(a, b)
+
+
+def test_serial_addition_wraps_and_is_bounded() -> None:
+    assert serial_add(2**32 - 1, 1) == 0
+    assert serial_add(10, 2**31 - 1) == 2**31 + 9
+    with pytest.raises(ValueError):
+        serial_add(1, 2**31)
+    with pytest.raises(ValueError):
+        serial_add(1, -1)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 2**31 - 1))
+def test_adding_makes_a_serial_newer(serial: int, n: int) -> None:
+    later = serial_add(serial, n)
+    assert serial_gt(later, serial)
+    assert serial_lt(serial, later)
+    assert not serial_gt(serial, later)
+
+
+# --- NOTIFY -----------------------------------------------------------------------------------
+
+
+def zone_config(tmp_path: Path, **kwargs: Any) -> ZoneConfig:
+    values: dict[str, Any] = {"primaries": (PRIMARY, OTHER_PRIMARY)}
+    values.update(kwargs)
+    return ZoneConfig(ZONE, tmp_path / "rpz.example.zone", **values)
+
+
+def notify_message(
+    zone: str = ZONE, rdtype: int = dns.rdatatype.SOA, serial: int | None = 7
+) -> dns.message.Message:
+    message = dns.message.make_query(zone, rdtype)
+    message.flags = dns.flags.AA
+    message.set_opcode(dns.opcode.NOTIFY)
+    if serial is not None and rdtype == dns.rdatatype.SOA:
+        message.answer.append(
+            dns.rrset.from_text(zone, 300, "IN", "SOA", f"ns.{zone} h.{zone} {serial} 1 1 1 1")
+        )
+    return message
+
+
+def check_notify_reply(reply: bytes | None, request: dns.message.Message, rcode: int) -> None:
+    assert reply is not None
+    answer = dns.message.from_wire(reply)
+    assert answer.id == request.id
+    assert answer.opcode() == dns.opcode.NOTIFY
+    assert answer.flags & dns.flags.QR
+    assert answer.rcode() == rcode
+    assert bool(answer.flags & dns.flags.AA) == (rcode == dns.rcode.NOERROR)
+    assert answer.question == request.question  # the question echoed
+    assert not answer.answer
+
+
+def test_notify_from_a_listed_primary_is_answered_noerror_with_aa(tmp_path: Path) -> None:
+    gate = NotifyGate([zone_config(tmp_path)])
+    request = notify_message(serial=2024)
+    outcome = gate.handle(request.to_wire(), "192.0.2.53")
+    check_notify_reply(outcome.reply, request, dns.rcode.NOERROR)
+    assert outcome.accepted
+    assert outcome.zone == ZONE
+    assert outcome.serial == 2024
+    # Any listed primary, any letter case in the question, IPv6 too.
+    request = notify_message("RPZ.Example.", serial=None)
+    outcome = gate.handle(request.to_wire(), "2001:db8::53")
+    check_notify_reply(outcome.reply, request, dns.rcode.NOERROR)
+    assert outcome.accepted and outcome.zone == ZONE and outcome.serial is None
+    # The socket layer may show IPv4 as v4-mapped IPv6.
+    assert gate.handle(request.to_wire(), "::ffff:192.0.2.53").accepted
+
+
+def test_notify_from_elsewhere_is_refused(tmp_path: Path) -> None:
+    gate = NotifyGate([zone_config(tmp_path)])
+    request = notify_message()
+    outcome = gate.handle(request.to_wire(), "198.51.100.1")
+    check_notify_reply(outcome.reply, request, dns.rcode.REFUSED)
+    assert not outcome.accepted
+    assert outcome.zone == ZONE
+    assert "primary" in outcome.reason
+
+
+def test_notify_for_a_zone_not_followed_is_notauth(tmp_path: Path) -> None:
+    gate = NotifyGate([zone_config(tmp_path)])
+    request = notify_message("other.example.")
+    outcome = gate.handle(request.to_wire(), "192.0.2.53")
+    check_notify_reply(outcome.reply, request, dns.rcode.NOTAUTH)
+    assert not outcome.accepted and outcome.zone == "other.example."
+    # A zone without primaries is not followed by transfer: its NOTIFY is refused.
+    local = ZoneConfig("local.example.", tmp_path / "l.zone")
+    gate = NotifyGate([local])
+    request = notify_message("local.example.")
+    outcome = gate.handle(request.to_wire(), "192.0.2.53")
+    check_notify_reply(outcome.reply, request, dns.rcode.REFUSED)
+
+
+def test_notify_of_other_types_and_malformed_notify(tmp_path: Path) -> None:
+    gate = NotifyGate([zone_config(tmp_path)])
+    request = notify_message(rdtype=dns.rdatatype.A)
+    check_notify_reply(gate.handle(request.to_wire(), "192.0.2.53").reply, request, 1)  # FORMERR
+    request = notify_message(rdtype=dns.rdatatype.CDS)
+    check_notify_reply(
+        gate.handle(request.to_wire(), "192.0.2.53").reply, request, dns.rcode.NOTIMP
+    )
+    data = notify_message().to_wire()
+    outcome = gate.handle(data[:-5], "192.0.2.53")  # the SOA hint cut short
+    assert outcome.rcode == dns.rcode.FORMERR and not outcome.accepted
+    assert outcome.reply is not None
+    assert outcome.reply[:2] == data[:2] and outcome.reply[2] & 0x80  # same ID, a response
+    assert (outcome.reply[2] >> 3) & 0xF == dns.opcode.NOTIFY
+    assert gate.handle(data[:11], "192.0.2.53").reply is None  # no header: no answer
+
+
+def test_is_notify_reads_only_the_opcode_and_qr_bit() -> None:
+    data = notify_message().to_wire()
+    assert is_notify(data)
+    assert not is_notify(dns.message.make_query(ZONE, "SOA").to_wire())
+    response = bytearray(data)
+    response[2] |= 0x80
+    assert not is_notify(bytes(response))
+    assert not is_notify(b"\x00\x01")
+
+
+def key_file(tmp_path: Path, text: str = SECRET) -> Path:
+    path = tmp_path / "xfr.secret"
+    path.write_text(text)
+    return path
+
+
+def test_signed_notify_is_verified_and_the_answer_signed(tmp_path: Path) -> None:
+    tsig = TsigKey("xfr-key", "hmac-sha256", key_file(tmp_path))
+    gate = NotifyGate([zone_config(tmp_path, tsig=tsig)])
+    keyring = dns.tsigkeyring.from_text({"xfr-key": ("hmac-sha256", SECRET)})
+    request = notify_message()
+    request.use_tsig(keyring, "xfr-key", algorithm="hmac-sha256")
+    data = request.to_wire()
+    outcome = gate.handle(data, "192.0.2.53")
+    assert outcome.accepted and outcome.key == "xfr-key."
+    answer = dns.message.from_wire(outcome.reply or b"", keyring=keyring, request_mac=request.mac)
+    assert answer.had_tsig and answer.rcode() == dns.rcode.NOERROR
+
+    wrong = dns.tsigkeyring.from_text({"xfr-key": ("hmac-sha256", base64.b64encode(b"x" * 32))})
+    request = notify_message()
+    request.use_tsig(wrong, "xfr-key", algorithm="hmac-sha256")
+    outcome = gate.handle(request.to_wire(), "192.0.2.53")
+    assert not outcome.accepted and outcome.rcode == dns.rcode.NOTAUTH
+    unknown = dns.tsigkeyring.from_text({"someone": ("hmac-sha256", SECRET)})
+    request = notify_message()
+    request.use_tsig(unknown, "someone", algorithm="hmac-sha256")
+    outcome = gate.handle(request.to_wire(), "192.0.2.53")
+    assert not outcome.accepted and outcome.rcode == dns.rcode.NOTAUTH
+    assert outcome.zone == ZONE and outcome.reply is not None
+    # An unsigned NOTIFY from a listed primary is accepted by address (BIND's default).
+    assert gate.handle(notify_message().to_wire(), "192.0.2.53").accepted
+
+
+def test_tsig_secret_file_bare_or_bind_key_statement(tmp_path: Path) -> None:
+    bare = TsigKey("k", "hmac-sha256", key_file(tmp_path, SECRET + "\n"))
+    assert read_secret(bare).secret == b"k" * 32
+    statement = f'key "k" {{\n\talgorithm hmac-sha256;\n\tsecret "{SECRET}";\n}};\n'
+    assert read_secret(TsigKey("k", "hmac-sha256", key_file(tmp_path, statement))).secret == (
+        b"k" * 32
+    )
+    with pytest.raises(ValueError, match="not base64"):
+        read_secret(TsigKey("k", "hmac-sha256", key_file(tmp_path, "not base64!")))
+    with pytest.raises(ValueError, match="cannot read"):
+        read_secret(TsigKey("k", "hmac-sha256", tmp_path / "missing"))
+
+
+def test_engine_routes_notify_and_nothing_else(tmp_path: Path) -> None:
+    # No client allowed: NOTIFY comes from primaries, which need not be clients.
+    engine = Engine(Snapshot(CompiledPolicy.build([])), Cache(CacheSettings()), ClientAcl([]))
+    data = notify_message().to_wire()
+    reply = engine.handle(data, "192.0.2.53", 0, False)
+    assert isinstance(reply, bytes) and reply[3] & 0xF == wire.REFUSED  # no zones: as before
+    seen: list[tuple[bytes, str]] = []
+
+    def on_notify(packet: bytes, client: str) -> bytes:
+        seen.append((packet, client))
+        return b"answer"
+
+    engine.on_notify = on_notify
+    assert engine.handle(data, "192.0.2.53", 0, False) == b"answer"
+    assert seen == [(data, "192.0.2.53")]
+    query = dns.message.make_query("example.com", "A").to_wire()
+    reply = engine.handle(query, "192.0.2.53", 0, False)
+    assert isinstance(reply, bytes) and reply[3] & 0xF == wire.REFUSED  # the ACL, as always
+    assert len(seen) == 1
+
+
+# --- the copy on disk ------------------------------------------------------------------
+
+
+def test_write_atomically_replaces_the_file_through_a_temp_file_in_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "zone.db"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    synced: list[int] = []
+    renamed: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        renamed.append((str(src), str(dst)))
+        assert Path(src).read_text() == "new\n"  # complete before the rename
+        assert len(synced) == 1  # and on disk
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_atomically(target, lambda out: out.write("new\n"))
+    assert target.read_text() == "new\n"
+    assert len(renamed) == 1 and Path(renamed[0][0]).parent == tmp_path
+    assert renamed[0][1] == str(target)
+    assert len(synced) == 2  # the file, then the directory
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # the copy keeps its mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zone.db"]
+
+
+def test_write_atomically_changes_nothing_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "zone.db"
+    target.write_text("old\n")
+
+    def half_then_fail(out: Any) -> None:
+        out.write("partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_atomically(target, half_then_fail)
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zone.db"]
+
+    def no_rename(src: Any, dst: Any) -> None:
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError):
+        write_atomically(target, lambda out: out.write("new\n"))
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zone.db"]
+
+
+def test_new_copies_are_world_readable_and_directories_created(tmp_path: Path) -> None:
+    target = tmp_path / "zones" / "rpz.db"
+    write_atomically(target, lambda out: out.write("x\n"))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_copy_written_and_read_back(tmp_path: Path) -> None:
+    config = zone_config(tmp_path)
+    zone = dns.zone.from_text(
+        ZONE_TEXT.format(serial=42), ZONE, relativize=False, zone_factory=secondary.Zone
+    )
+    write_copy(config, zone, PRIMARY, "axfr")
+    text = config.file.read_text()
+    assert text.startswith("; rpz.example. serial 42, axfr from 192.0.2.53:53 at ")
+    assert "bad.test.rpz.example. 300 IN CNAME ." in text  # absolute names
+    copy = load_copy(config)
+    assert copy is not None and copy == zone
+    assert secondary.record_count(copy) == 4
+    assert load_copy(zone_config(tmp_path / "none")) is None
+    config.file.write_text("$ORIGIN rpz.example.\nbad.test 300 IN CNAME .\n")
+    with pytest.raises(ValueError, match="no SOA"):
+        load_copy(config)
+
+
+# --- timers, with a fake clock ------------------------------------------------------------------
+
+
+TIMERS = Timers(refresh=3600, retry=600, expire=86400)
+
+
+def test_first_check_is_at_once_then_on_refresh() -> None:
+    clock = ZoneClock(None, None, now=1000.0)
+    assert clock.check_due(1000.0) and clock.wake_at() == 1000.0
+    clock.succeeded(1000.0, TIMERS)
+    assert not clock.check_due(1000.0 + 3599)
+    assert clock.check_due(1000.0 + 3600)
+    assert clock.wake_at() == 1000.0 + 3600
+    assert clock.expires_at() == 1000.0 + 86400
+
+
+def test_failure_retries_after_soa_retry_or_the_no_copy_interval() -> None:
+    clock = ZoneClock(None, None, now=0.0)
+    clock.failed(5.0)
+    assert clock.next_check == 5.0 + NO_COPY_RETRY and clock.failures == 1
+    assert clock.poll_expiry(10_000_000.0) is None  # no copy: nothing to expire
+    clock = ZoneClock(TIMERS, confirmed=0.0, now=0.0)
+    clock.failed(100.0)
+    assert clock.next_check == 100.0 + 600
+    clock.succeeded(200.0, TIMERS)
+    assert clock.failures == 0 and clock.next_check == 200.0 + 3600
+
+
+def test_expiry_is_announced_once_then_reminded_periodically() -> None:
+    clock = ZoneClock(TIMERS, confirmed=0.0, now=0.0, reminder=600.0)
+    assert clock.wake_at() == 0.0  # the first check
+    clock.failed(0.0)
+    assert clock.wake_at() == 600.0  # retry before the expiry
+    assert clock.poll_expiry(86399.0) is None
+    assert clock.poll_expiry(86400.0) == "expired"
+    assert clock.expired
+    assert clock.poll_expiry(86400.0 + 599) is None
+    assert clock.poll_expiry(86400.0 + 600) == "reminder"
+    assert clock.poll_expiry(86400.0 + 700) is None
+    assert clock.poll_expiry(86400.0 + 1200) == "reminder"
+    clock.next_check = 10**9
+    assert clock.wake_at() == 86400.0 + 1800  # wakes for the next reminder
+    assert clock.succeeded(90000.0, TIMERS) is True  # was expired
+    assert not clock.expired and clock.poll_expiry(90001.0) is None
+    assert clock.succeeded(90002.0, TIMERS) is False
+
+
+def test_expiry_counts_from_the_saved_copy_date() -> None:
+    # Started with a copy last confirmed a day and a half ago, expire one day: expired at once.
+    now = 200_000.0
+    clock = ZoneClock(TIMERS, confirmed=now - 1.5 * 86400, now=now)
+    assert clock.poll_expiry(now) == "expired"
+
+
+def test_soa_timers_are_clamped() -> None:
+    soa = dns.rdata.from_text("IN", "SOA", "ns. h. 1 0 1 0 0")
+    timers = Timers.of(soa)  # type: ignore[arg-type]
+    assert timers.refresh == secondary.MIN_INTERVAL and timers.retry == secondary.MIN_INTERVAL
+    assert timers.expire == secondary.MIN_INTERVAL
+    soa = dns.rdata.from_text("IN", "SOA", "ns. h. 1 4294967295 4294967295 4294967295 0")
+    timers = Timers.of(soa)  # type: ignore[arg-type]
+    assert timers.refresh == secondary.MAX_INTERVAL and timers.expire == 4294967295
+
+
+# --- the follower, with a fake primary ----------------------------------------------------------
+
+
+class Log:
+    """A structlog-like logger that keeps (level, event, fields)."""
+
+    def __init__(self, records: list[tuple[str, str, dict[str, Any]]] | None = None) -> None:
+        self.records = records if records is not None else []
+        self.fields: dict[str, Any] = {}
+
+    def bind(self, **fields: Any) -> Log:
+        child = Log(self.records)
+        child.fields = {**self.fields, **fields}
+        return child
+
+    def _log(self, level: str, event: str, **fields: Any) -> None:
+        self.records.append((level, event, {**self.fields, **fields}))
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log("debug", event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log("error", event, **fields)
+
+    def events(self) -> list[str]:
+        return [event for _, event, _ in self.records]
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeFetcher:
+    """Stands in for Fetcher: answers from a script, one entry per call."""
+
+    script: ClassVar[list[Any]] = []
+    calls: ClassVar[list[tuple[Endpoint, int | None]]] = []
+
+    def __init__(self, config: ZoneConfig, primary: Endpoint) -> None:
+        self.config = config
+        self.primary = primary
+
+    def check(self, copy: dns.zone.Zone | None) -> Checked:
+        serial = secondary.soa_of(copy).serial if copy is not None else None  # type: ignore[union-attr]
+        FakeFetcher.calls.append((self.primary, serial))
+        step = FakeFetcher.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        zone = dns.zone.from_text(
+            ZONE_TEXT.format(serial=step), ZONE, relativize=False, zone_factory=secondary.Zone
+        )
+        if step == serial:
+            return Checked(copy, "none", step)  # type: ignore[arg-type]
+        write_copy(self.config, zone, self.primary, "axfr")
+        return Checked(zone, "axfr", step, secondary.record_count(zone), 0.01)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def fake_fetcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeFetcher]]:
+    FakeFetcher.script = []
+    FakeFetcher.calls = []
+    monkeypatch.setattr(secondary, "Fetcher", FakeFetcher)
+    yield FakeFetcher
+
+
+async def settle(follower: ZoneFollower) -> None:
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if not follower.busy:
+            return
+    raise AssertionError("the check did not finish")
+
+
+def test_first_primary_failing_second_succeeds(
+    tmp_path: Path, fake_fetcher: type[FakeFetcher]
+) -> None:
+    log, clock, changes = Log(), FakeClock(), []
+    config = zone_config(tmp_path)
+    fake_fetcher.script = [TransferFailed("timed out"), 5]
+
+    async def run() -> ZoneFollower:
+        follower = ZoneFollower(config, lambda: changes.append(1), log, clock)
+        follower.prepare()
+        follower.start()
+        await settle(follower)
+        follower.close()
+        return follower
+
+    follower = asyncio.run(run())
+    assert [p for p, _ in fake_fetcher.calls] == [PRIMARY, OTHER_PRIMARY]
+    failed = [f for _, e, f in log.records if e == "zone_transfer_failed"]
+    assert failed == [
+        {"zone": ZONE, "primary": str(PRIMARY), "error": "timed out", "reason": "start"}
+    ]
+    transferred = [f for _, e, f in log.records if e == "zone_transferred"]
+    assert len(transferred) == 1 and transferred[0]["serial"] == 5
+    assert transferred[0]["kind"] == "axfr" and transferred[0]["records"] == 4
+    assert changes == [1]
+    assert follower.serial == 5
+    assert follower.timer.next_check == clock.now + 3600  # the SOA refresh
+
+
+def test_all_primaries_failing_schedules_a_retry_and_changes_nothing(
+    tmp_path: Path, fake_fetcher: type[FakeFetcher]
+) -> None:
+    log, clock, changes = Log(), FakeClock(), []
+    config = zone_config(tmp_path)
+    config.file.write_text(ZONE_TEXT.format(serial=3))
+    before = config.file.read_bytes()
+    fake_fetcher.script = [TransferFailed("TSIG rejected"), TransferFailed("timed out")]
+
+    async def run() -> ZoneFollower:
+        follower = ZoneFollower(config, lambda: changes.append(1), log, clock)
+        follower.prepare()
+        follower.start()
+        await settle(follower)
+        follower.close()
+        return follower
+
+    follower = asyncio.run(run())
+    assert [s for _, s in fake_fetcher.calls] == [3, 3]  # IXFR base: the saved serial
+    assert log.events().count("zone_transfer_failed") == 2
+    assert "zone_copy_loaded" in log.events()
+    assert changes == [] and config.file.read_bytes() == before
+    assert follower.timer.next_check == clock.now + 600  # the SOA retry
+    assert follower.timer.failures == 1
+
+
+def test_notify_during_a_check_runs_one_more_check(
+    tmp_path: Path, fake_fetcher: type[FakeFetcher]
+) -> None:
+    log, clock, changes = Log(), FakeClock(), []
+    config = zone_config(tmp_path, primaries=(PRIMARY,))
+    fake_fetcher.script = [1, 2]
+
+    async def run() -> None:
+        follower = ZoneFollower(config, lambda: changes.append(1), log, clock)
+        follower.start()
+        assert follower.busy
+        follower.notify()
+        follower.notify()  # coalesced with the one before
+        await settle(follower)
+        follower.close()
+
+    asyncio.run(run())
+    assert len(fake_fetcher.calls) == 2
+    reasons = [f["reason"] for _, e, f in log.records if e == "zone_transferred"]
+    assert reasons == ["start", "notify"]
+    assert changes == [1, 1]
+
+
+def test_up_to_date_touches_the_copy_and_reloads_nothing(
+    tmp_path: Path, fake_fetcher: type[FakeFetcher]
+) -> None:
+    log, clock, changes = Log(), FakeClock(), []
+    config = zone_config(tmp_path, primaries=(PRIMARY,))
+    config.file.write_text(ZONE_TEXT.format(serial=9))
+    os.utime(config.file, (1000.0, 1000.0))
+    fake_fetcher.script = [9]
+
+    async def run() -> None:
+        follower = ZoneFollower(config, lambda: changes.append(1), log, clock)
+        follower.prepare()
+        assert follower.timer.confirmed == 1000.0  # dated by the file
+        follower.start()
+        await settle(follower)
+        follower.close()
+
+    asyncio.run(run())
+    assert changes == [] and "zone_transferred" not in log.events()
+    assert config.file.stat().st_mtime > 1000.0  # confirmed now, across restarts too
+
+
+def test_expired_copy_with_drop_is_moved_aside_before_the_first_policy(tmp_path: Path) -> None:
+    log, changes = Log(), []
+    config = zone_config(tmp_path, on_expire="drop")
+    config.file.write_text(ZONE_TEXT.format(serial=4))  # expire: 86400 s
+    os.utime(config.file, (1000.0, 1000.0))
+    follower = ZoneFollower(config, lambda: changes.append(1), log, FakeClock(1000.0 + 86401))
+    follower.prepare()
+    assert not config.file.exists()
+    aside = config.file.with_name(config.file.name + ".expired")
+    assert aside.read_text() == ZONE_TEXT.format(serial=4)
+    assert ("error", "zone_expired") in [(lv, e) for lv, e, _ in log.records]
+    assert "zone_dropped" in log.events() and changes == [1]
+    assert follower.copy is None and follower.serial is None
+
+
+def test_expired_copy_with_keep_stays_and_is_logged_as_error(
+    tmp_path: Path, fake_fetcher: type[FakeFetcher]
+) -> None:
+    log, changes = Log(), []
+    config = zone_config(tmp_path, primaries=(PRIMARY,))
+    config.file.write_text(ZONE_TEXT.format(serial=4))
+    os.utime(config.file, (1000.0, 1000.0))
+    clock = FakeClock(1000.0 + 86401)
+    fake_fetcher.script = [TransferFailed("connection refused")]
+
+    async def run() -> ZoneFollower:
+        follower = ZoneFollower(config, lambda: changes.append(1), log, clock)
+        follower.prepare()
+        follower.start()
+        await settle(follower)
+        clock.now += 100
+        follower._poll_expiry(clock.now)  # no reminder yet
+        clock.now += secondary.EXPIRED_REMINDER
+        follower._poll_expiry(clock.now)
+        follower.close()
+        return follower
+
+    asyncio.run(run())
+    expired = [(lv, f) for lv, e, f in log.records if e == "zone_expired"]
+    assert [lv for lv, _ in expired] == ["error", "error"]
+    assert expired[0][1]["on_expire"] == "keep" and expired[0][1]["serial"] == 4
+    assert config.file.exists() and changes == []
+
+
+def test_secondary_checks_notify_sources_and_follows_config_changes(
+    tmp_path: Path, fake_fetcher: type[FakeFetcher]
+) -> None:
+    log = Log()
+    config = zone_config(tmp_path, primaries=(PRIMARY,))
+    plain = ZoneConfig("local.example.", tmp_path / "local.zone")
+    fake_fetcher.script = [1, 2]
+
+    async def run() -> Secondary:
+        follower_set = Secondary([config, plain], lambda: None, log, FakeClock())
+        assert list(follower_set.followers) == [ZONE]  # only zones with primaries
+        follower_set.prepare()
+        follower_set.start()
+        await settle(follower_set.followers[ZONE])
+        assert not follower_set.notify(ZONE, "198.51.100.9")
+        assert not follower_set.notify("other.example.", "192.0.2.53")
+        assert follower_set.notify(ZONE, "192.0.2.53")
+        await settle(follower_set.followers[ZONE])
+        follower_set.reconfigure([plain])
+        assert follower_set.followers == {}
+        follower_set.close()
+        return follower_set
+
+    asyncio.run(run())
+    assert log.events().count("notify_refused") == 2
+    assert len(fake_fetcher.calls) == 2
