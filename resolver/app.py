@@ -15,7 +15,9 @@ from typing import Any
 
 from resolver import sdnotify, wire
 from resolver.cache import Cache
+from resolver.check import reload_errors
 from resolver.config import Config, load_config
+from resolver.control import ControlServer, Loaded, name_changes, removed_policies
 from resolver.engine import ClientAcl, Counters, Engine, Outcome
 from resolver.errors import SourceError
 from resolver.observability import MetricsServer, QueryLog, configure_logging, get_logger
@@ -31,6 +33,7 @@ RESTART_ONLY = (
     "upstream_timeout",
     "query_timeout",
     "metrics",
+    "control",
     "workers",
 )
 STATS_INTERVAL = 1.0
@@ -49,11 +52,16 @@ class App:
     """
 
     def __init__(
-        self, config: Config, config_path: Path | None = None, link: int | None = None
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        link: int | None = None,
+        slot: int | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.link = link
+        self.slot = slot  # the worker's number under a supervisor
         self.log = get_logger()
         self.counters = Counters()
         self.reloads = 0
@@ -69,6 +77,8 @@ class App:
         self.tcp_state: TcpServerState | None = None
         self.query_log: QueryLog | None = None
         self.metrics: MetricsServer | None = None
+        self.control: ControlServer | None = None
+        self.loaded: Loaded | None = None  # what the control endpoint shows
         self._clock: asyncio.TimerHandle | None = None
 
     # --- start-up ------------------------------------------------------------
@@ -122,6 +132,10 @@ class App:
             if config.metrics is not None and self.link is None:
                 self.metrics = MetricsServer(self.stats)
                 await self.metrics.start(config.metrics.host, config.metrics.port)
+            self.loaded = Loaded(result, datetime.now(UTC))
+            if config.control is not None and (self.link is None or self.slot == 0):
+                self.control = ControlServer(lambda: self.loaded)  # one worker serves it
+                await self.control.start(config.control.host, config.control.port)
         except OSError as exc:
             self.log.error("listen_failed", error=str(exc))
             self._close()
@@ -230,8 +244,12 @@ class App:
             result: BuildResult = await asyncio.to_thread(build_snapshot, config)
         except SourceError as exc:
             self.reload_failures += 1
+            errors = await asyncio.to_thread(reload_errors, self.config_path, self.config, exc)
             self.log.error(
-                "policy_reload_failed", kept="previous policy", **source_error_fields(exc)
+                "policy_reload_failed",
+                kept="previous policy",
+                **source_error_fields(exc),
+                errors=[source_error_fields(e) for e in errors],
             )
             return False
         before = self.engine.snapshot.policy.names()
@@ -245,12 +263,24 @@ class App:
         self._arm_clock()
         for warning in result.warnings:
             self.log.warning("list_lines_skipped", detail=warning)
+        swapped = time.monotonic()
+        previous = self.loaded.result if self.loaded is not None else None
+        changes = await asyncio.to_thread(name_changes, previous, result)
+        self.loaded = Loaded(result, datetime.now(UTC), changes)
         self.log.info(
             "policy_reloaded",
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            duration_ms=round((swapped - started) * 1000, 1),
             names=result.snapshot.policy.names(),
             names_before=before,
-            policies=[r.as_dict() for r in result.reports],
+            policies=[
+                {
+                    **r.as_dict(),
+                    "added": changes[r.id][0],
+                    "removed": changes[r.id][1],
+                }
+                for r in result.reports
+            ],
+            policies_removed=removed_policies(previous, result),
         )
         if changed:
             self.log.warning(
@@ -303,6 +333,8 @@ class App:
             server.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.control is not None:
+            self.control.close()
 
     async def _shutdown(self) -> int:
         if self.link is None:
@@ -370,4 +402,5 @@ def run_server(
             return runner.run(Supervisor(config, config_path).run())
     configure_logging(config.log_level, worker[0] if worker else None)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(App(config, config_path, worker[1] if worker else None).run())
+        link, slot = (worker[1], worker[0]) if worker else (None, None)
+        return runner.run(App(config, config_path, link, slot).run())

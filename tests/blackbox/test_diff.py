@@ -1,0 +1,269 @@
+"""The control endpoint and `sinkhole diff`: what the running server has loaded, and what a
+reload of the changed files would change; reloads log names added and removed per policy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.procs import REPO, Sinkhole, SinkholeFactory, free_port
+
+from blackbox.standard import POLICIES
+
+pytestmark = pytest.mark.blackbox
+
+COURT = """\
+id: court
+reference: Order 1
+block:
+  - a.example
+  - "=exact.example"
+  - "*.below.example"
+allow:
+  - open.a.example
+"""
+
+ISP = """\
+id: isp
+action: nxdomain
+block:
+  - b.example
+lists:
+  - file: ../lists/feed.txt
+"""
+
+
+def get(port: int, path: str) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    with urllib.request.urlopen(request, timeout=5.0) as response:
+        return response.status, response.headers.get("Content-Type", ""), response.read()
+
+
+def run_diff(server: Sinkhole, *args: str) -> subprocess.CompletedProcess[str]:
+    assert server.config is not None
+    return subprocess.run(
+        [sys.executable, "-m", "resolver", "diff", "--config", str(server.config), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def diff_json(server: Sinkhole, *args: str) -> tuple[int, dict[str, Any]]:
+    result = run_diff(server, "--json", *args)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return result.returncode, document
+
+
+@pytest.fixture
+def server(sinkhole_factory: SinkholeFactory, tmp_path: Path) -> Sinkhole:
+    """A server whose isp policy lists c.example and d.example (the list is written first)."""
+    port = free_port()
+    workdir = sinkhole_factory.workdir / f"sinkhole-{len(sinkhole_factory.started)}"
+    (workdir / "lists").mkdir(parents=True)
+    (workdir / "lists" / "feed.txt").write_text("c.example\nd.example\n")
+    running = sinkhole_factory(
+        {"10-court.yaml": COURT, "20-isp.yaml": ISP}, control=f"127.0.0.1:{port}"
+    )
+    assert running.workdir == workdir
+    running.control_port = port  # type: ignore[attr-defined]
+    return running
+
+
+def reload(server: Sinkhole) -> dict[str, Any]:
+    mark = server.mark()
+    server.send_signal(signal.SIGHUP)
+    return server.wait_event("policy_reloaded", 10.0, start=mark)
+
+
+def test_policies_shows_what_is_loaded(server: Sinkhole) -> None:
+    status, ctype, body = get(server.control_port, "/policies")  # type: ignore[attr-defined]
+    assert status == 200 and ctype == "application/json"
+    document = json.loads(body)
+    court, isp = document["policies"]
+    assert (court["order"], court["id"], isp["id"]) == (0, "court", "isp")
+    assert court["file"] == str(server.policies_dir / "10-court.yaml")
+    assert court["sha256"] == hashlib.sha256(COURT.encode()).hexdigest()
+    assert (court["entries"], court["list_names"]) == (4, 0)
+    assert (isp["entries"], isp["list_names"], isp["distinct_list_names"]) == (1, 2, 2)
+    assert document["names"] == 7
+    assert document["loaded_at"]
+
+
+def test_entries_streams_every_entry_and_list_name(server: Sinkhole) -> None:
+    status, ctype, body = get(server.control_port, "/entries")  # type: ignore[attr-defined]
+    assert status == 200 and ctype.startswith("text/plain")
+    lines = body.decode().splitlines()
+    assert lines[:4] == [
+        "a.example\tsubtree\twarning-page\tcourt",
+        "exact.example\texact\twarning-page\tcourt",
+        "below.example\tbelow\twarning-page\tcourt",
+        "open.a.example\tsubtree\tallow\tcourt",
+    ]
+    assert lines[4] == "b.example\tsubtree\tnxdomain\tisp"
+    assert sorted(lines[5:]) == [
+        "c.example\tsubtree\tnxdomain\tisp",
+        "d.example\tsubtree\tnxdomain\tisp",
+    ]
+
+
+def test_other_requests_are_refused(server: Sinkhole) -> None:
+    port = server.control_port  # type: ignore[attr-defined]
+    with pytest.raises(urllib.error.HTTPError) as info:
+        get(port, "/")
+    assert info.value.code == 404
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/entries", method="POST", data=b"x")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5.0)
+    assert info.value.code == 405
+
+
+def test_no_change_exits_0(server: Sinkhole) -> None:
+    result = run_diff(server)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "no change: a reload would enforce the same decisions"
+
+
+def test_diff_then_reload(server: Sinkhole) -> None:
+    server.write_policy(
+        "10-court.yaml",
+        COURT.replace("  - a.example\n", "  - a.example\n  - new.example\n").replace(
+            '  - "=exact.example"\n', ""
+        ),
+    )
+    server.write_policy("20-isp.yaml", ISP.replace("nxdomain", "refuse"))
+    (server.workdir / "lists" / "feed.txt").write_text("d.example\ne.example\n")
+    server.write_policy("30-more.yaml", "id: more\nallow:\n  - www.a.example\n")
+
+    code, document = diff_json(server)
+    assert code == 1
+    assert [p["id"] for p in document["policies"]["added"]] == ["more"]
+    assert [p["id"] for p in document["policies"]["changed"]] == ["court", "isp"]
+    assert document["policies"]["removed"] == []
+
+    def kinds(kind: str) -> dict[str, tuple[Any, Any]]:
+        return {c["name"]: (c["before"], c["after"]) for c in document[kind]["names"]}
+
+    court = {"action": "warning-page", "policy": "court"}
+    assert kinds("blocked") == {
+        "new.example": (None, court),
+        "e.example": (None, {"action": "refuse", "policy": "isp"}),
+    }
+    assert kinds("unblocked") == {
+        "=exact.example": (court, None),
+        "c.example": ({"action": "nxdomain", "policy": "isp"}, None),
+        "www.a.example": (court, {"action": "allow", "policy": "more"}),
+    }
+    assert kinds("changed") == {
+        "b.example": (
+            {"action": "nxdomain", "policy": "isp"},
+            {"action": "refuse", "policy": "isp"},
+        ),
+        "d.example": (
+            {"action": "nxdomain", "policy": "isp"},
+            {"action": "refuse", "policy": "isp"},
+        ),
+    }
+
+    text = run_diff(server)
+    assert text.returncode == 1
+    assert "policies: 1 added, 0 removed, 2 changed" in text.stdout
+    assert "names: 2 newly blocked, 3 unblocked, 2 changed" in text.stdout
+    assert "  + new.example (and names under it): not blocked -> warning-page by court" in (
+        text.stdout
+    )
+    assert "  - =exact.example: warning-page by court -> not blocked" in text.stdout
+
+    reloaded = reload(server)
+    changes = {p["id"]: (p["added"], p["removed"]) for p in reloaded["policies"]}
+    assert changes == {"court": (1, 1), "isp": (1, 1), "more": (1, 0)}
+    assert reloaded["policies_removed"] == []
+    assert run_diff(server).returncode == 0
+
+    server.policies_dir.joinpath("20-isp.yaml").unlink()
+    code, document = diff_json(server)
+    assert code == 1
+    assert [p["id"] for p in document["policies"]["removed"]] == ["isp"]
+    assert {c["name"] for c in document["unblocked"]["names"]} == {
+        "b.example",
+        "d.example",
+        "e.example",
+    }
+    reloaded = reload(server)
+    assert reloaded["policies_removed"] == ["isp"]
+
+
+def test_the_listed_names_are_capped(server: Sinkhole) -> None:
+    names = [f"n{i:03d}.example" for i in range(120)]
+    (server.workdir / "lists" / "feed.txt").write_text("\n".join(names) + "\n")
+    text = run_diff(server)
+    assert text.returncode == 1
+    assert "names: 120 newly blocked, 2 unblocked, 0 changed" in text.stdout
+    shown = [line for line in text.stdout.splitlines() if line.startswith("  + n")]
+    assert len(shown) == 50
+    assert "  ... and 70 more (--all shows every name)" in text.stdout
+    everything = run_diff(server, "--all")
+    assert len([line for line in everything.stdout.splitlines() if line.startswith("  + n")]) == 120
+    _, document = diff_json(server)
+    assert document["blocked"]["count"] == 120
+    assert len(document["blocked"]["names"]) == 50
+
+
+def test_a_failed_reload_logs_every_error(server: Sinkhole) -> None:
+    server.write_policy("10-court.yaml", COURT + "  - http://x.example/page\n")
+    server.write_policy("30-bad.yaml", "id: bad\nblock:\n  - 192.0.2.1\n")
+    mark = server.mark()
+    server.send_signal(signal.SIGHUP)
+    failed = server.wait_event("policy_reload_failed", 10.0, start=mark)
+    where = sorted((Path(e["file"]).name, e["line"]) for e in failed["errors"])
+    assert where == [("10-court.yaml", 9), ("30-bad.yaml", 3)]
+    assert failed["file"] == str(server.policies_dir / "10-court.yaml")  # the first, as before
+
+
+def test_diff_without_a_control_endpoint_exits_2(sinkhole_factory: SinkholeFactory) -> None:
+    server = sinkhole_factory(POLICIES)
+    result = run_diff(server)
+    assert result.returncode == 2
+    assert "control:" in result.stderr
+    dead = run_diff(server, "--server", f"127.0.0.1:{free_port()}")
+    assert dead.returncode == 2
+    assert "cannot read" in dead.stderr
+
+
+def test_with_workers_one_of_them_serves_control(sinkhole_factory: SinkholeFactory) -> None:
+    port = free_port()
+    server = sinkhole_factory(
+        {"p.yaml": "id: p\nblock: [a.example]\n"}, control=f"127.0.0.1:{port}", workers=2
+    )
+    server.wait_event("workers_ready", 10.0)
+    _, _, body = get(port, "/policies")
+    assert [p["id"] for p in json.loads(body)["policies"]] == ["p"]
+    assert not server.events("worker_start_failed") and not server.events("listen_failed")
+    server.write_policy("p.yaml", "id: p\nblock: [a.example, b.example]\n")
+    code, document = diff_json(server)
+    assert code == 1
+    assert [c["name"] for c in document["blocked"]["names"]] == ["b.example"]
+
+
+def test_a_large_list(server: Sinkhole) -> None:
+    """20,000 names stream through /entries and compare in a few seconds."""
+    names = [f"host{i}.big.example" for i in range(20_000)]
+    (server.workdir / "lists" / "feed.txt").write_text("\n".join(names) + "\n")
+    reload(server)
+    _, _, body = get(server.control_port, "/entries")  # type: ignore[attr-defined]
+    assert body.count(b"\n") == 5 + 20_000
+    assert run_diff(server).returncode == 0
+    (server.workdir / "lists" / "feed.txt").write_text("\n".join(names[:19_990]) + "\n")
+    code, document = diff_json(server)
+    assert code == 1
+    assert document["unblocked"]["count"] == 10
