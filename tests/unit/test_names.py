@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from publicsuffixlist import PublicSuffixList
 
 from resolver import wire
-from resolver.names import normalise, parse_entry, to_wire
+from resolver.names import is_public_suffix, normalise, parse_entry, public_suffixes, to_wire
 from resolver.policy import Scope
 
 
@@ -145,3 +146,80 @@ def test_combined_or_empty_forms_are_rejected(text: str) -> None:
 @pytest.mark.parametrize("name", ["example.com", "a.b.c", "x" * 63 + ".example"])
 def test_to_wire_matches_the_codec(name: str) -> None:
     assert to_wire(name) == wire.text_to_name(name)
+
+
+@pytest.mark.parametrize("text", ["999.1.1.1", "1.2.3", "example.123", "10.0.0.256"])
+def test_numeric_last_label_is_not_a_name(text: str) -> None:
+    message = _message(text)
+    assert "last label is a number" in message
+    assert "such as example.com" in message
+
+
+@pytest.mark.parametrize("text", ["0.0-02.net", "1.example", "123.456.example", "a.b1"])
+def test_numbers_elsewhere_are_fine(text: str) -> None:
+    assert normalise(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "fix"),
+    [
+        ("", "write a domain name such as example.com"),
+        ("https://example.com/x", "write 'example.com'"),
+        ("example.com:443", "write 'example.com'"),
+        ("192.0.2.1", "must be a domain name, such as example.com"),
+        ("a b.example", "write one name per entry"),
+        ("a..example", "use letters, digits and hyphens"),
+        ("x" * 254, "check that it is one name"),
+        ("a\u200d.example", "check the spelling, or write its xn-- form"),
+    ],
+)
+def test_every_message_says_how_to_fix_it(text: str, fix: str) -> None:
+    assert fix in _message(text)
+
+
+# --- public suffixes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "com",
+        "kr",
+        "co.kr",
+        "co.uk",
+        "github.io",  # private section
+        "blogspot.com",
+        "xn--p1ai",  # .рф
+        "anything.ck",  # *.ck
+        "kawasaki.jp",  # the root of *.kawasaki.jp
+        "unknowntld",  # an unknown top-level domain counts
+    ],
+)
+def test_public_suffixes(name: str) -> None:
+    assert is_public_suffix(name)
+    assert name in public_suffixes()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["example.com", "www.ck", "city.kawasaki.jp", "user.github.io", "example.co.kr", "a.b.ck"],
+)
+def test_not_public_suffixes(name: str) -> None:
+    assert not is_public_suffix(name)
+
+
+def test_public_suffixes_agree_with_the_package() -> None:
+    """The sets built here give the same answers as publicsuffixlist's own algorithm."""
+    reference = PublicSuffixList()
+    psl = public_suffixes()
+    names = set()
+    for rule in psl.listed | psl.wildcard | psl.exceptions:
+        names.update({rule, f"x.{rule}", f"www.{rule}", f"a.b.{rule}", rule.partition(".")[2]})
+    names.discard("")
+    assert len(names) > 40_000
+    disagree = sorted(n for n in names if is_public_suffix(n) != reference.is_public(n))
+    assert disagree == []
+
+
+def test_public_suffix_list_is_read_once() -> None:
+    assert public_suffixes() is public_suffixes()

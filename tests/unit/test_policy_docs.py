@@ -1,0 +1,116 @@
+"""The bundled policies and the policy guide (policies/README.md) stay valid and truthful.
+
+Every example policy loads, is in force today and reads its lists without a bad
+line; every ```yaml block of the guide is a complete policy that loads; the error
+messages the guide quotes are the ones the checker prints.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from resolver.errors import PolicyError
+from resolver.lists import ListReport, read_list
+from resolver.policy_yaml import (
+    ALLOW_ENTRY_KEYS,
+    BLOCK_ENTRY_KEYS,
+    LIST_FORMATS,
+    LIST_KEYS,
+    POLICY_KEYS,
+    PolicyFile,
+    load_policy,
+    parse_policy,
+)
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+GUIDE = POLICIES / "README.md"
+EXAMPLES = sorted(POLICIES.rglob("*.yaml"))
+YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```$", re.M | re.S)
+TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```$", re.M | re.S)
+
+
+def guide_blocks() -> list[str]:
+    return YAML_BLOCK.findall(GUIDE.read_text(encoding="utf-8"))
+
+
+def check_lists(policy: PolicyFile) -> None:
+    for ref in policy.lists:
+        report = ListReport(str(ref.path))
+        names = list(read_list(ref, report))
+        assert names, ref
+        assert report.bad == 0, report.examples
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 4
+    assert POLICIES / "kr-national-security.yaml" in EXAMPLES
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_policy_loads_and_is_in_force(path: Path) -> None:
+    policy = load_policy(path)
+    assert policy.info.active(datetime.now(UTC)), (policy.info.effective_from, policy.info.expires)
+    assert policy.entries or policy.lists
+    check_lists(policy)
+
+
+def test_example_ids_are_unique() -> None:
+    ids = [load_policy(path).info.id for path in EXAMPLES]
+    assert len(ids) == len(set(ids))
+
+
+def test_guide_has_an_example_for_every_feature() -> None:
+    blocks = guide_blocks()
+    assert len(blocks) >= 12
+    text = "\n".join(blocks)
+    used = set(re.findall(r"^[ -]*([a-z_]+):", text, re.M))
+    missing = (POLICY_KEYS | BLOCK_ENTRY_KEYS | ALLOW_ENTRY_KEYS | LIST_KEYS) - used
+    assert not missing
+    for fmt in LIST_FORMATS:
+        assert f"format: {fmt}" in text or fmt == "domains"
+    for action in ("warning-page", "nxdomain", "drop", "redirect", "allow"):
+        assert f"action: {action}" in text
+
+
+@pytest.mark.parametrize("number", range(len(guide_blocks())))
+def test_guide_yaml_block_is_a_valid_policy(number: int) -> None:
+    text = guide_blocks()[number]
+    try:
+        policy = parse_policy(text, f"{GUIDE.name} block {number + 1}", POLICIES)
+    except PolicyError as exc:  # pragma: no cover - shown when the guide breaks
+        pytest.fail(f"{exc}\n{text}")
+    assert policy.entries or policy.lists
+    check_lists(policy)
+
+
+# The inputs behind the messages the guide quotes; "(...)" stands for the YAML
+# parser's own words and the list of known keys.
+QUOTED = {
+    "alias": "id: p\nblock:\n  - *.example.com\n",
+    "yes/no": "id: p\nblock:\n  - no\n",
+    "tab": "id: p\nblock:\n\t- a.example\n",
+    "url": "id: p\nblock:\n  - https://twitter.com/uriminzok\n",
+    "port": "id: p\nblock:\n  - example.com:443\n",
+    "ip": "id: p\nblock:\n  - 192.0.2.1\n",
+    "suffix": "id: p\nblock:\n  - co.kr\n",
+    "zone": "id: p\neffective_from: 2026-01-01T09:00:00\n",
+    "redirect": "id: p\naction: redirect\nblock: [a.example]\n",
+    "network": "id: p\nclients: [10.1.2.3/8]\n",
+    "duplicate": "id: p\nblock:\n  - a.example\n  - A.example.\n",
+    "unknown key": "id: p\ntitel: x\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUOTED))
+def test_guide_quotes_the_real_messages(case: str) -> None:
+    quoted = "\n".join(TEXT_BLOCK.findall(GUIDE.read_text(encoding="utf-8")))
+    with pytest.raises(PolicyError) as info:
+        parse_policy(QUOTED[case], "policies/p.yaml", POLICIES)
+    message = str(info.value)
+    message = re.sub(r"not valid YAML \([^)]*\)", "not valid YAML (...)", message)
+    message = re.sub(r"\(known keys: [^)]*\)", "(known keys: ...)", message)
+    assert message in quoted.splitlines()
