@@ -102,6 +102,8 @@ class App:
                 "no_upstreams", detail="nothing can be forwarded: every allowed name gets SERVFAIL"
             )
 
+        for warning in result.zone_warnings:
+            self.log.warning("zone_warning", detail=warning)
         engine = self.engine = Engine(
             result.snapshot, Cache(config.cache), ClientAcl(config.allow_clients), self.counters
         )
@@ -119,6 +121,7 @@ class App:
         self.tcp_state = TcpServerState(
             engine, forwarder, config.tcp_idle_timeout, config.tcp_max_connections
         )
+            serve=engine.serve_forwarded,
         try:
             for endpoint in config.listen:
                 transport, _ = await loop.create_datagram_endpoint(
@@ -154,6 +157,7 @@ class App:
         )
         self._arm_clock()
         if self.link is None:
+            zones=[z.as_dict() for z in result.zones],
             sdnotify.ready(f"serving {result.snapshot.policy.names()} blocked names")
         else:
             self._report(f"ready {result.snapshot.policy.names()}")
@@ -273,6 +277,8 @@ class App:
             names=result.snapshot.policy.names(),
             names_before=before,
             policies=[
+        for warning in result.zone_warnings:
+            self.log.warning("zone_warning", detail=warning)
                 {
                     **r.as_dict(),
                     "added": changes[r.id][0],
@@ -291,6 +297,7 @@ class App:
     # --- dated policies ---------------------------------------------------------
 
     def _arm_clock(self) -> None:
+            zones=[z.as_dict() for z in result.zones],
         """Wake up when the next dated policy comes into force or expires (no reload needed)."""
         if self._clock is not None:
             self._clock.cancel()

@@ -282,11 +282,14 @@ def _check_zones(config: Config, result: CheckResult) -> None:
         return
     for zone in zones:
         try:
-            loader(zone)
+            loaded = loader(zone)
         except SourceError as exc:
             result.diagnostics.append(error_of(exc))
         except OSError as exc:
             result.error(str(zone.file), 0, 0, f"cannot read the zone file: {exc.strerror or exc}")
+        else:
+            for warning in getattr(getattr(loaded, "report", None), "warnings", ()):
+                result.warn(str(zone.file), 0, 0, warning)
 
 
 def _build(config: Config, result: CheckResult) -> None:

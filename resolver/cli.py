@@ -269,7 +269,24 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--progress", action="store_true", help="show progress on stderr")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(func=cmd_verify)
+
+    export = sub.add_parser(
+        "export-rpz", help="write the YAML policies as one RPZ zone on stdout (BIND, Unbound ...)"
+    )
+    export.add_argument(
+        "--config", "-c", help="configuration with the policies (default: built-in)"
+    )
+    export.add_argument(
+        "--origin", default="rpz.sinkhole.invalid", help="the zone's name (default: %(default)s)"
+    )
+    export.set_defaults(func=cmd_export_rpz)
     return parser
+
+
+def cmd_export_rpz(args: argparse.Namespace) -> int:
+    from resolver.export import cmd_export_rpz as export
+
+    return export(args)
 
 
 def main(argv: list[str] | None = None) -> int:

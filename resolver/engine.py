@@ -20,6 +20,8 @@ from resolver.cache import Answer, Cache
 from resolver.errors import FormError, NotImplementedQuery
 from resolver.policy import Action, ClientScope, CompiledPolicy, PolicyInfo, Verdict
 
+Facts = tuple[Answer, tuple[bytes, ...], tuple[bytes, ...]]  # answer, CNAME targets, addresses
+
 MAX_TCP = 65535
 
 
@@ -167,6 +169,10 @@ class Engine:
         # NOTIFY requests (opcode 4) go here instead of being answered NOTIMP: (data, client)
         # -> the answer. Set by the composition root for the zones followed by transfer.
         self.on_notify: Callable[[bytes, str], bytes | None] | None = None
+        # What the policy checks in an upstream answer, by cache key: the CNAME chain's
+        # names (for every answer that has one) and, once response-IP triggers exist, its
+        # addresses. Checked on every serve, so a reload applies to cached answers at once.
+        self._facts: dict[bytes, Facts] = {}
 
     @property
     def acl(self) -> ClientAcl:
@@ -284,9 +290,18 @@ class Engine:
                 if not depends and action is not Action.TCP_ONLY:
                     self._remember(data, reply, query, verdict, None, now)
                 return reply if len(reply) <= limit else wire.build_truncated(reply)
+            depends = True  # tcp-only, asked over TCP: the answer must not be replayed to UDP
 
         answer = self.cache.get(query.cache_key, now)
         if answer is not None:
+            if verdict is None and (self._facts or policy.has_response_ip):
+                late, later = self._screen(answer, policy, client)
+                depends = depends or later
+                if late is not None and late.action is not Action.ALLOW:
+                    if late.action is not Action.TCP_ONLY or not tcp:
+                        out = self._late(query, late, client, tcp)  # never replayed
+                        return None if out is None else wire.fit(out, limit)
+                    depends = True  # served over TCP only: not replayed to UDP
             counters.cached += 1
             if self.log_all and self.query_log is not None:
                 self.query_log.record(client, query, Outcome.CACHED, None, answer.rcode)
@@ -315,7 +330,80 @@ class Engine:
 
     def answer_from_upstream(self, query: wire.Query, reply: wire.Reply, now: int) -> Answer:
         """Cache (when allowed) and return the servable form of an upstream reply."""
-        return self.cache.answer(query.cache_key, reply, now)
+        answer = self.cache.answer(query.cache_key, reply, now)
+        if reply.ancount:
+            self._read_facts(answer, self._snapshot.policy.has_response_ip, now)
+        return answer
+
+    # --- policy on upstream answers (RPZ: CNAME chains, response IPs) ---------------------
+
+    def serve_forwarded(
+        self, query: wire.Query, answer: Answer, sink: object, addr: object, now: int
+    ) -> bytes | None:
+        """The reply to one client waiting for an upstream answer (the forwarder's ``serve``).
+
+        The query name is checked again (a reload may have come while the query was out),
+        then, when no entry covered it, the answer's CNAME chain and addresses.
+        """
+        tcp = not isinstance(addr, tuple)
+        client = str(getattr(sink, "client", "")) if tcp else str(addr[0])  # type: ignore[index]
+        policy = self._snapshot.policy
+        if policy.dynamic:
+            verdict, _, _ = policy.match_client(query.qname, self._scopes_of(client))
+        else:
+            verdict = policy.match(query.qname)
+        if verdict is None and (self._facts or policy.has_response_ip):
+            verdict, _ = self._screen(answer, policy, client)
+        if (
+            verdict is None
+            or verdict.action is Action.ALLOW
+            or (verdict.action is Action.TCP_ONLY and tcp)
+        ):
+            return answer.render(query, now)
+        reply = self._late(query, verdict, client, tcp)
+        if reply is None and tcp:
+            # DROP over TCP: the connection is owed an answer; refuse instead.
+            ede = wire.build_ede(verdict.policy.ede, verdict.ede_text)
+            reply = wire.build_reply(query, wire.REFUSED, ede=ede)
+        return reply
+
+    def _screen(
+        self, answer: Answer, policy: CompiledPolicy, client: str
+    ) -> tuple[Verdict | None, bool]:
+        """The verdict on an answer's content (for a query name no entry covered), and
+        whether it depended on the client or the clock."""
+        facts = self._facts.get(answer.key)
+        if facts is None or facts[0] is not answer:
+            if not policy.has_response_ip:
+                return None, False  # no CNAME in it (answers with one are always read)
+            facts = self._read_facts(answer, True, answer.stored)
+            if facts is None:
+                return None, False
+        applies = self._scopes_of(client) if policy.dynamic else _everyone
+        return policy.screen(facts[1], facts[2] if policy.has_response_ip else (), applies)
+
+    def _read_facts(self, answer: Answer, addresses: bool, now: int) -> Facts | None:
+        """Read the CNAME targets (and addresses) of an answer once and keep them."""
+        targets, found = answer_facts(answer)
+        if not targets and not (addresses and found):
+            return None
+        facts = (answer, targets, found)
+        memo = self._facts
+        if len(memo) >= 2 * self.cache.settings.max_entries + 1024:
+            # Keep every answer still served; answers past their TTL or evicted go.
+            self._facts = memo = {k: f for k, f in memo.items() if f[0].expires > now}
+        memo[answer.key] = facts
+        return facts
+
+    def _late(self, query: wire.Query, verdict: Verdict, client: str, tcp: bool) -> bytes | None:
+        """A policy answer decided after forwarding: for the original query name."""
+        if self.query_log is not None:
+            self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
+        if verdict.action is Action.DROP:
+            self.counters.dropped += 1
+            return None
+        self.counters.blocked += 1
+        return verdict.render(query)
 
     @staticmethod
     def _error(data: bytes, rcode: int) -> bytes | None:
@@ -324,3 +412,32 @@ class Engine:
         except (FormError, NotImplementedQuery):
             query = None
         return wire.build_error_reply(data, rcode, query)
+
+
+def _everyone(scope: ClientScope) -> bool:
+    return scope.everyone
+
+
+def answer_facts(answer: Answer) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """The CNAME targets (wire form, lower case, in order) and the A and AAAA data of an
+    answer's answer section."""
+    ancount = answer.counts[0][2] << 8 | answer.counts[0][3]
+    if not ancount:
+        return (), ()
+    message = bytes(12) + answer.body  # offsets as in the upstream's message
+    targets: list[bytes] = []
+    addresses: list[bytes] = []
+    try:
+        pos = wire.skip_name(message, 12) + 4
+        for _ in range(ancount):
+            rtype, fixed, end = wire.skip_rr(message, pos)
+            if rtype == wire.TYPE_CNAME:
+                targets.append(wire.read_name(message, fixed + 10)[0].lower())
+            elif (rtype == wire.TYPE_A and end - fixed == 14) or (
+                rtype == wire.TYPE_AAAA and end - fixed == 26
+            ):
+                addresses.append(message[fixed + 10 : end])
+            pos = end
+    except FormError:
+        pass  # parse_reply checked it; nothing more to read
+    return tuple(targets), tuple(addresses)

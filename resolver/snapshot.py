@@ -13,10 +13,21 @@ from datetime import UTC, datetime
 from resolver.config import Config
 from resolver.engine import Snapshot
 from resolver.errors import PolicyError
-from resolver.lists import READERS, ListReport
+from resolver.lists import ListReport, read_list
 from resolver.names import to_wire
-from resolver.policy import Action, Answers, ClientScope, CompiledPolicy, Redirect, Scope, Verdict
+from resolver.policy import (
+    Action,
+    Answers,
+    ClientScope,
+    CompiledPolicy,
+    LayeredPolicy,
+    PolicyLayer,
+    Redirect,
+    Scope,
+    Verdict,
+)
 from resolver.policy_yaml import PolicyFile, load_policy
+from resolver.rpz import ZoneReport, load_zone
 
 
 @dataclass
@@ -46,6 +57,7 @@ class BuildResult:
     snapshot: Snapshot
     reports: list[PolicyReport]
     policies: tuple[PolicyFile, ...] = ()  # as parsed, in configuration order
+    zones: list[ZoneReport] = field(default_factory=list)  # RPZ zones, in configuration order
 
     @property
     def warnings(self) -> list[str]:
@@ -56,6 +68,10 @@ class BuildResult:
                     shown = "; ".join(f"line {n}: {msg}" for n, msg in lst.examples)
                     out.append(f"{lst.path}: {lst.bad} lines skipped ({shown})")
         return out
+
+    @property
+    def zone_warnings(self) -> list[str]:
+        return [warning for zone in self.zones for warning in zone.warnings]
 
 
 def load_policies(config: Config) -> list[PolicyFile]:
@@ -85,11 +101,30 @@ def build_snapshot(config: Config) -> BuildResult:
             yield from _policy_entries(policy, order, report, config.answers)
 
     compiled = CompiledPolicy.build(entries())
-    compiled.set_clock(datetime.now(UTC))
+    policy = compiled
+    zones = []
+    if config.zones:
+        # Layers: the YAML policies first, then each zone in the configured order.
+        ids = {p.info.id: p.info.source for p in policies}
+        layers = [PolicyLayer("policies", "", compiled)] if compiled.entries else []
+        for order, zone in enumerate(config.zones, start=len(policies)):
+            loaded = load_zone(zone, order)
+            zone_id = zone.name.rstrip(".")
+            if zone_id in ids:
+                raise PolicyError(
+                    f"zone {zone.name} has the id of the policy in {ids[zone_id]}; "
+                    "rename the zone or the policy",
+                    config.source,
+                    zone.line,
+                )
+            layers.append(loaded.layer)
+            zones.append(loaded.report)
+        policy = LayeredPolicy(layers)
+    policy.set_clock(datetime.now(UTC))
     snapshot = Snapshot(
-        compiled, tuple(p.info for p in policies), tuple(p.info.source for p in policies)
+        policy, tuple(p.info for p in policies), tuple(p.info.source for p in policies)
     )
-    return BuildResult(snapshot, reports, tuple(policies))
+    return BuildResult(snapshot, reports, tuple(policies), zones)
 
 
 def _policy_entries(
@@ -127,6 +162,6 @@ def _policy_entries(
         listed = ListReport(str(ref.path))
         report.lists.append(listed)
         keep = report.listed.add
-        for name in READERS[ref.format](ref.path, listed):
+        for name in read_list(ref, listed):
             keep(name)
             yield name, Scope.SUBTREE, shared

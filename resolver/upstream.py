@@ -142,9 +142,13 @@ class Forwarder:
         on_failure: Callable[[str, str], None] | None = None,
         on_answer: Callable[[wire.Query, Sink, object, int, str, float], None] | None = None,
         pool_size: int = POOL_SIZE,
+        serve: Callable[[wire.Query, Answer, Sink, object, int], bytes | None] | None = None,
     ) -> None:
         self.upstreams = [Upstream(e) for e in endpoints]
         self.answer = answer
+        # The reply for one waiter (policy on the answer: CNAME chain, response IPs); None:
+        # no reply at all. Without it every waiter gets the answer as it is.
+        self.serve = serve
         self.try_timeout = try_timeout
         self.query_timeout = query_timeout
         self.on_failure = on_failure
@@ -261,8 +265,14 @@ class Forwarder:
         now = time.monotonic()
         answer = self.answer(pending.query, reply, int(now))
         latency = now - pending.started
+        serve = self.serve
         for query, sink, addr in pending.waiters:
-            sink.deliver(query, answer.render(query, int(now)), addr)
+            if serve is None:
+                sink.deliver(query, answer.render(query, int(now)), addr)
+            else:
+                out = serve(query, answer, sink, addr, int(now))
+                if out is not None:
+                    sink.deliver(query, out, addr)
             if self.on_answer is not None:
                 self.on_answer(query, sink, addr, answer.rcode, label, latency)
 
