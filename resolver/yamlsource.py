@@ -66,7 +66,12 @@ class Doc:
         self.fail(node, f"{what} must be a list")
 
     def value(self, node: yaml.Node) -> Any:
-        return _construct(node, deep=True)
+        try:
+            return _construct(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            self.fail(node, f"not a plain value ({exc.problem}); write text, a number or a list")
+        except ValueError as exc:  # e.g. an impossible date such as 2026-13-01
+            self.fail(node, f"{node.value!r} looks like a date or number but is not one ({exc}); quote it")
 
     def string(self, node: yaml.Node, what: str) -> str:
         value = self.value(node)
