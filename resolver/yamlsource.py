@@ -71,7 +71,8 @@ class Doc:
         except yaml.constructor.ConstructorError as exc:
             self.fail(node, f"not a plain value ({exc.problem}); write text, a number or a list")
         except ValueError as exc:  # e.g. an impossible date such as 2026-13-01
-            self.fail(node, f"{node.value!r} looks like a date or number but is not one ({exc}); quote it")
+            text = node.value
+            self.fail(node, f"{text!r} looks like a date or number but is not ({exc}); quote it")
 
     def string(self, node: yaml.Node, what: str) -> str:
         value = self.value(node)
