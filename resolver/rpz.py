@@ -235,14 +235,19 @@ class _Reader(dns.zonefile.Reader):
     """dnspython's zone file reader, noting the line each record starts on."""
 
     line = 0
+    in_record = False  # an error now is in the record that starts at ``line``
 
     def _rr_line(self) -> None:
         self.line = self.tok.line_number
+        self.in_record = True
         super()._rr_line()
+        self.in_record = False
 
     def _generate_line(self) -> None:
         self.line = self.tok.line_number
+        self.in_record = True
         super()._generate_line()  # type: ignore[no-untyped-call]
+        self.in_record = False
 
 
 class _Loader:
@@ -466,6 +471,8 @@ class _Loader:
             prefix = f"{file}:{line}: "
             if message.startswith(prefix):
                 message = message[len(prefix) :]
+            if reader.in_record:
+                line = reader.line  # where the record starts, not where reading stopped
             raise PolicyError(_friendly(message), str(file), int(line)) from None
 
     def _add_rdata(self, name: dns.name.Name, ttl: int, rdata: Any) -> None:
@@ -573,6 +580,7 @@ class _Loader:
                 files[owner] = file
         # A name and its wildcard with the same action (the usual pair) are one subtree entry.
         # Lines: the EXACT entry's in the low 32 bits, the wildcard's above (see PolicyLayer).
+        report.qname = len(exact) + len(below)
         entries: list[tuple[bytes, Scope, Verdict]] = []
         for key, (found, line) in exact.items():
             under = below.pop(key, None)
@@ -589,7 +597,6 @@ class _Loader:
         for key, (found, line) in below.items():
             entries.append((key, Scope.BELOW, found))
             lines[key] = line << 32
-        report.qname = len(exact) + len(below)
         report.client_ip = len(clients)
         report.response_ip = len(responses)
         report.serial = self.serial

@@ -1,0 +1,817 @@
+"""RPZ zones: the master-file reading, every trigger and action, precedence, answers, scale."""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import lzma
+import re
+import textwrap
+import time
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resolver import rpz, wire
+from resolver.cache import Answer, Cache, CacheSettings
+from resolver.config import ZoneConfig, parse_config
+from resolver.engine import ClientAcl, Engine, Snapshot
+from resolver.errors import PolicyError
+from resolver.policy import (
+    Action,
+    Answers,
+    ClientScope,
+    CompiledPolicy,
+    LayeredPolicy,
+    PolicyInfo,
+    PolicyLayer,
+    Scope,
+    Verdict,
+)
+from resolver.rpz import LoadedZone, ip_trigger, load_zone, parse_zone
+from resolver.snapshot import build_snapshot
+
+ORIGIN = "rpz.test"
+HEAD = (
+    "$TTL 300\n@ SOA ns.rpz.test. hostmaster.rpz.test. ( 7 3600 600 86400 60 )\n  NS ns.rpz.test.\n"
+)
+HAGEZI_DOH = Path("/work/shared/data/rpz/hagezi-doh.rpz")
+
+
+def zone(body: str, origin: str = ORIGIN, source: str = "z.rpz", order: int = 0) -> LoadedZone:
+    return parse_zone(HEAD + textwrap.dedent(body), origin, source, order)
+
+
+def w(text: str) -> bytes:
+    return wire.text_to_name(text)
+
+
+def decide(loaded: LoadedZone, name: str) -> Verdict | None:
+    return loaded.layer.qname.match(w(name))
+
+
+def action(loaded: LoadedZone, name: str) -> Action | None:
+    verdict = decide(loaded, name)
+    return verdict.action if verdict is not None else None
+
+
+def render(verdict: Verdict, name: str, qtype: str = "A", tcp: bool = False) -> dns.message.Message:
+    query = wire.parse_query(dns.message.make_query(name, qtype, use_edns=0).to_wire())
+    return dns.message.from_wire(verdict.render(query))
+
+
+def answer_texts(message: dns.message.Message) -> list[str]:
+    return sorted(f"{rrset.rdtype.name} {rd.to_text()}" for rrset in message.answer for rd in rrset)
+
+
+def error_of(body: str) -> PolicyError:
+    with pytest.raises(PolicyError) as info:
+        zone(body)
+    return info.value
+
+
+def line_of(body: str, needle: str) -> int:
+    """The line number of ``needle`` in the zone text ``zone(body)`` reads."""
+    text = HEAD + textwrap.dedent(body)
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+# --- the master file ---------------------------------------------------------------------
+
+
+def test_a_feed_of_plain_lines_blocks_each_name_and_everything_under_it() -> None:
+    loaded = zone(
+        """\
+        ads.example CNAME .
+        *.ads.example CNAME .
+        exact.example CNAME .
+        *.below.example CNAME .
+        """
+    )
+    assert action(loaded, "ads.example") is Action.NXDOMAIN
+    assert action(loaded, "a.b.ads.example") is Action.NXDOMAIN
+    assert action(loaded, "exact.example") is Action.NXDOMAIN
+    assert action(loaded, "www.exact.example") is None
+    assert action(loaded, "below.example") is None
+    assert action(loaded, "x.below.example") is Action.NXDOMAIN
+    assert action(loaded, "other.example") is None
+    assert loaded.report.qname == 4
+    assert loaded.report.serial == 7
+    assert loaded.report.records == 6  # SOA and NS too
+
+
+def test_origin_ttl_relative_absolute_and_apex_names() -> None:
+    loaded = zone(
+        """\
+        $ORIGIN sub.rpz.test.
+        rel CNAME .
+        $ORIGIN rpz.test.
+        abs.example.rpz.test. 60 IN CNAME .
+        @ TXT "apex data is not a rule"
+        outside.example.org. CNAME .
+        $TTL 1h
+        later.example CNAME .
+        """
+    )
+    assert action(loaded, "rel.sub") is Action.NXDOMAIN
+    assert action(loaded, "rel") is None
+    verdict = decide(loaded, "abs.example")
+    assert verdict is not None and verdict.answers.ttl == 60
+    assert action(loaded, "outside.example.org") is None  # out of the zone: ignored
+    later = decide(loaded, "later.example")
+    assert later is not None and later.answers.ttl == 3600
+    assert loaded.layer.qname.match(b"\x00") is None
+
+
+def test_multi_line_records_comments_and_an_owner_taken_from_the_line_before() -> None:
+    loaded = zone(
+        """\
+        ; a comment line
+        local.example A 192.0.2.1 ; a trailing comment
+          AAAA 2001:db8::1
+        txt.example TXT ( "first"
+                          "second" )
+        """
+    )
+    verdict = decide(loaded, "local.example")
+    assert verdict is not None and verdict.action is Action.REDIRECT
+    assert answer_texts(render(verdict, "local.example", "A")) == ["A 192.0.2.1"]
+    assert answer_texts(render(verdict, "local.example", "AAAA")) == ["AAAA 2001:db8::1"]
+    txt = decide(loaded, "txt.example")
+    assert txt is not None
+    assert answer_texts(render(txt, "txt.example", "TXT")) == ['TXT "first" "second"']
+
+
+def test_lines_of_every_rule_are_kept() -> None:
+    body = """\
+    one.example CNAME .
+    *.one.example CNAME .
+    two.example TXT ( "multi"
+       "line" )
+    *.three.example CNAME rpz-drop.
+    """
+    loaded = zone(body)
+    layer = loaded.layer
+    assert layer.where(w("one.example"), Scope.EXACT) == ("z.rpz", line_of(body, "one.example C"))
+    assert layer.where(w("one.example"), Scope.BELOW) == ("z.rpz", line_of(body, "*.one"))
+    assert layer.where(w("two.example"), Scope.EXACT) == ("z.rpz", line_of(body, "two.example"))
+    assert layer.where(w("three.example"), Scope.BELOW)[1] == line_of(body, "*.three")
+
+
+def test_include_reads_a_file_relative_to_the_including_one(tmp_path: Path) -> None:
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "more.rpz").write_text("inc CNAME .\n*.inc CNAME rpz-drop.\n")
+    main = tmp_path / "main.rpz"
+    main.write_text(
+        HEAD + '$INCLUDE parts/more.rpz\n$INCLUDE "parts/more.rpz" sub.rpz.test.\nafter CNAME *.\n'
+    )
+    loaded = load_zone(ZoneConfig("rpz.test.", main))
+    assert action_of(loaded, "inc") is Action.NXDOMAIN
+    assert action_of(loaded, "x.inc") is Action.DROP
+    assert action_of(loaded, "inc.sub") is Action.NXDOMAIN
+    assert action_of(loaded, "after") is Action.NODATA  # the origin is back
+    assert loaded.layer.where(w("inc"), Scope.EXACT) == (str(tmp_path / "parts" / "more.rpz"), 1)
+    assert loaded.layer.where(w("after"), Scope.EXACT) == (str(main), 6)
+
+
+def action_of(loaded: LoadedZone, name: str) -> Action | None:
+    return action(loaded, name)
+
+
+def test_include_errors_name_the_line(tmp_path: Path) -> None:
+    main = tmp_path / "main.rpz"
+    main.write_text(HEAD + "$INCLUDE missing.rpz\n")
+    with pytest.raises(PolicyError, match="does not exist") as info:
+        load_zone(ZoneConfig("rpz.test.", main))
+    assert (info.value.source, info.value.line) == (str(main), 4)
+
+    loop = tmp_path / "loop.rpz"
+    loop.write_text(HEAD + "$INCLUDE loop.rpz\n")
+    with pytest.raises(PolicyError, match="includes itself"):
+        load_zone(ZoneConfig("rpz.test.", loop))
+
+    outside = tmp_path / "outside.rpz"
+    outside.write_text(HEAD + "$INCLUDE main.rpz example.org.\n")
+    with pytest.raises(PolicyError, match="outside the zone"):
+        load_zone(ZoneConfig("rpz.test.", outside))
+
+
+def test_compressed_zone_files(tmp_path: Path) -> None:
+    text = HEAD + "packed.example CNAME .\n"
+    (tmp_path / "z.rpz.xz").write_bytes(lzma.compress(text.encode()))
+    (tmp_path / "z.rpz.gz").write_bytes(gzip.compress(text.encode()))
+    for name in ("z.rpz.xz", "z.rpz.gz"):
+        loaded = load_zone(ZoneConfig("rpz.test.", tmp_path / name))
+        assert action(loaded, "packed.example") is Action.NXDOMAIN
+
+
+# --- the fast path and dnspython agree -----------------------------------------------------
+
+LABEL = st.sampled_from(["a", "b", "c", "ads", "x-1", "_srv"])
+ACTIONS = ["CNAME .", "CNAME *.", "CNAME rpz-passthru.", "CNAME rpz-drop.", "A 192.0.2.9"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(LABEL, min_size=1, max_size=3),
+            st.booleans(),
+            st.sampled_from(ACTIONS),
+            st.sampled_from(["", "60 ", "IN ", "120 IN "]),
+        ),
+        max_size=25,
+    )
+)
+def test_fast_path_reads_what_dnspython_reads(
+    rules: list[tuple[list[str], bool, str, str]],
+) -> None:
+    lines = []
+    seen = set()
+    for labels, wildcard, what, middle in rules:
+        owner = ("*." if wildcard else "") + ".".join(labels)
+        if owner in seen:
+            continue  # one rule per owner (two would be a conflict, tested elsewhere)
+        seen.add(owner)
+        lines.append(f"{owner} {middle}{what}")
+    text = HEAD + "\n".join(lines) + "\n"
+    fast = parse_zone(text, ORIGIN)
+    slow = _without_fast_path(text)
+    names = [".".join(labels) for labels, _, _, _ in rules]
+    names += ["q." + name for name in names]
+    for name in names:
+        a, b = decide(fast, name), decide(slow, name)
+        assert (a and (a.action, a.answers.ttl, a.redirect)) == (
+            b and (b.action, b.answers.ttl, b.redirect)
+        )
+    assert dict(fast.layer.lines) == dict(slow.layer.lines)
+    records = dns.zone.from_text(text, ORIGIN + ".", relativize=True, check_origin=False)
+    assert fast.report.records == sum(len(r) for _, r in records.iterate_rdatasets())
+
+
+def _without_fast_path(text: str) -> LoadedZone:
+    saved = rpz._FAST
+    rpz._FAST = re.compile(r"(?!)")
+    try:
+        return parse_zone(text, ORIGIN)
+    finally:
+        rpz._FAST = saved
+
+
+# --- triggers ----------------------------------------------------------------------------
+
+
+def test_a_lone_wildcard_covers_every_name() -> None:
+    loaded = zone("* CNAME .\nok.example CNAME rpz-passthru.\n")
+    assert action(loaded, "anything.example") is Action.NXDOMAIN
+    assert action(loaded, "ok.example") is Action.ALLOW
+
+
+def test_the_exact_name_beats_the_wildcard_and_the_longest_wildcard_wins() -> None:
+    loaded = zone(
+        """\
+        *.example CNAME .
+        *.deep.example CNAME *.
+        deep.example CNAME rpz-passthru.
+        """
+    )
+    assert action(loaded, "deep.example") is Action.ALLOW
+    assert action(loaded, "a.deep.example") is Action.NODATA
+    assert action(loaded, "a.b.deep.example") is Action.NODATA
+    assert action(loaded, "shallow.example") is Action.NXDOMAIN
+
+
+@pytest.mark.parametrize(
+    ("labels", "network"),
+    [
+        ("32.1.2.0.192", "192.0.2.1/32"),
+        ("24.0.2.0.192", "192.0.2.0/24"),
+        ("0.0.0.0.0", "0.0.0.0/0"),
+        ("128.1.zz.db8.2001", "2001:db8::1/128"),
+        ("48.zz.99.db8.2001", "2001:db8:99::/48"),
+        ("64.zz.1.0.db8.2001", "2001:db8:0:1::/64"),
+        ("128.8.7.6.5.4.3.2.1", "1:2:3:4:5:6:7:8/128"),
+        ("128.zz", "::/128"),
+        ("112.zz.1", "1::/112"),
+    ],
+)
+def test_ip_trigger_names(labels: str, network: str) -> None:
+    assert ip_trigger(labels.split(".")) == ipaddress.ip_network(network)
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        ("33.1.2.0.192", "longer than 32"),
+        ("24.1.2.0.192", "host bits"),
+        ("1.2.0.192", "IPv4 address needs 4 numbers"),
+        ("x.1.2.0.192", "prefix length"),
+        ("129.zz.1", "longer than 128"),
+        ("64.zz.1.zz", "zz may stand only once"),
+        ("64.1.2.3", "IPv4 address needs 4 numbers"),
+        ("64.g.2.3.4.5.6.7.8", "1 to 4 hex digits"),
+    ],
+)
+def test_bad_ip_trigger_names(labels: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        ip_trigger(labels.split("."))
+
+
+def test_client_ip_triggers_longest_prefix_first() -> None:
+    loaded = zone(
+        """\
+        16.0.0.0.192.rpz-client-ip CNAME .
+        32.66.2.0.192.rpz-client-ip CNAME rpz-passthru.
+        48.zz.99.db8.2001.rpz-client-ip CNAME *.
+        """
+    )
+    triggers = loaded.layer.client_ip
+    assert triggers is not None and len(triggers) == 3
+    for client, expected in (
+        ("192.0.9.9", Action.NXDOMAIN),
+        ("192.0.2.66", Action.ALLOW),
+        ("2001:db8:99::5", Action.NODATA),
+        ("198.51.100.1", None),
+    ):
+        address = ipaddress.ip_address(client)
+
+        def applies(scope: ClientScope, address: object = address) -> bool:
+            return scope.applies(address)  # type: ignore[arg-type]
+
+        verdict, _, depends = triggers.match_client(w("any.example"), applies)
+        assert (verdict.action if verdict else None) is expected
+        assert depends
+        entry = triggers.find(address)
+        assert (entry[1].action if entry else None) is expected
+
+
+def test_response_ip_triggers_longest_prefix_then_smallest_address() -> None:
+    loaded = zone(
+        """\
+        24.0.113.0.203.rpz-ip CNAME .
+        32.10.113.0.203.rpz-ip CNAME rpz-passthru.
+        24.0.100.51.198.rpz-ip CNAME *.
+        120.zz.db8.2001.rpz-ip CNAME rpz-drop.
+        """
+    )
+    triggers = loaded.layer.response_ip
+    assert triggers is not None
+
+    def found(*addresses: str) -> Action | None:
+        entry = triggers.find(ipaddress.ip_address(a).packed for a in addresses)
+        return entry[1].action if entry else None
+
+    assert found("203.0.113.5") is Action.NXDOMAIN
+    assert found("203.0.113.10") is Action.ALLOW  # /32 beats /24
+    assert found("203.0.113.5", "203.0.113.10") is Action.ALLOW
+    assert (
+        found("203.0.113.5", "198.51.100.1") is Action.NODATA
+    )  # both /24: 198.51.100.0 < 203.0.113.0
+    assert found("2001:db8::1") is Action.DROP  # a /120 IPv6 ties a /24 IPv4 (mapped: /120)
+    assert found("192.0.2.1") is None
+    assert found() is None
+
+
+def test_nsdname_and_nsip_triggers_are_skipped_with_one_warning() -> None:
+    body = """\
+    ns1.example.rpz-nsdname CNAME .
+    *.example.rpz-nsdname CNAME .
+    32.1.2.0.192.rpz-nsip CNAME .
+    kept.example CNAME .
+    """
+    loaded = zone(body)
+    assert (loaded.report.nsdname, loaded.report.nsip) == (2, 1)
+    assert action(loaded, "kept.example") is Action.NXDOMAIN
+    assert action(loaded, "ns1.example.rpz-nsdname") is None
+    (warning,) = loaded.report.warnings
+    assert "2 NSDNAME and 1 NSIP triggers skipped" in warning
+    assert f"line {line_of(body, 'ns1.example')}" in warning
+    assert "cannot evaluate" in warning
+
+
+# --- actions and their answers -------------------------------------------------------------
+
+
+def test_every_action() -> None:
+    loaded = zone(
+        """\
+        nx.example CNAME .
+        nodata.example CNAME *.
+        pass.example CNAME rpz-passthru.
+        legacy.example CNAME legacy.example.
+        drop.example CNAME rpz-drop.
+        tcp.example CNAME rpz-tcp-only.
+        """
+    )
+    assert action(loaded, "pass.example") is Action.ALLOW
+    assert action(loaded, "legacy.example") is Action.ALLOW
+    assert action(loaded, "drop.example") is Action.DROP
+
+    nx = render(_v(loaded, "nx.example"), "nx.example")
+    assert nx.rcode() == dns.rcode.NXDOMAIN
+    assert [r.rdtype for r in nx.authority] == [dns.rdatatype.SOA]
+    assert [(int(o.code), o.text) for o in nx.options if isinstance(o, dns.edns.EDEOption)] == [
+        (15, "rpz.test")
+    ]
+    assert nx.authority[0].ttl == 300  # the rule's TTL
+
+    nodata = render(_v(loaded, "nodata.example"), "nodata.example")
+    assert (nodata.rcode(), nodata.answer) == (dns.rcode.NOERROR, [])
+
+    tcp = render(_v(loaded, "tcp.example"), "tcp.example")
+    assert tcp.flags & dns.flags.TC and not tcp.answer
+
+
+def _v(loaded: LoadedZone, name: str) -> Verdict:
+    verdict = decide(loaded, name)
+    assert verdict is not None
+    return verdict
+
+
+def test_local_data_answers_each_type_and_nodata_for_the_rest() -> None:
+    loaded = zone(
+        """\
+        page.example 60 A 192.0.2.80
+        page.example 60 A 192.0.2.81
+        page.example 60 AAAA 2001:db8::80
+        page.example 60 TXT "Blocked by order 17"
+        page.example 60 MX 10 mail.page.example.
+        """
+    )
+    verdict = _v(loaded, "page.example")
+    assert answer_texts(render(verdict, "page.example", "A")) == ["A 192.0.2.80", "A 192.0.2.81"]
+    assert answer_texts(render(verdict, "page.example", "AAAA")) == ["AAAA 2001:db8::80"]
+    assert answer_texts(render(verdict, "page.example", "TXT")) == ['TXT "Blocked by order 17"']
+    assert answer_texts(render(verdict, "page.example", "MX")) == ["MX 10 mail.page.example."]
+    assert sum(len(rrset) for rrset in render(verdict, "page.example", "ANY").answer) == 5
+    srv = render(verdict, "page.example", "SRV")
+    assert (srv.rcode(), srv.answer, len(srv.authority)) == (dns.rcode.NOERROR, [], 1)
+    assert render(verdict, "page.example", "A").answer[0].ttl == 60
+
+
+def test_cname_local_data_and_the_wildcard_rewrite() -> None:
+    loaded = zone(
+        """\
+        search.example CNAME safe.search.example.
+        *.walled.example CNAME *.garden.example.
+        inside.example CNAME page
+        """
+    )
+    for qtype in ("A", "MX"):
+        assert answer_texts(render(_v(loaded, "search.example"), "search.example", qtype)) == [
+            "CNAME safe.search.example."
+        ]
+    rewritten = render(_v(loaded, "a.b.walled.example"), "A.b.Walled.example")
+    assert answer_texts(rewritten) == ["CNAME a.b.walled.example.garden.example."]
+    assert answer_texts(render(_v(loaded, "inside.example"), "inside.example")) == [
+        "CNAME page.rpz.test."  # a relative target is a name in the zone, as in any zone file
+    ]
+    long_name = ".".join(["a" * 60] * 3 + ["b" * 50]) + ".walled.example"  # 248 characters
+    overflow = render(_v(loaded, long_name), long_name)
+    assert overflow.rcode() == dns.rcode.NXDOMAIN  # the rewritten name would be too long
+
+
+def test_a_relative_special_target_is_local_data_with_a_warning() -> None:
+    loaded = zone("typo.example CNAME rpz-passthru\n")
+    verdict = _v(loaded, "typo.example")
+    assert verdict.action is Action.REDIRECT
+    (warning,) = loaded.report.warnings
+    assert "trailing dot" in warning and "z.rpz:4" in warning
+
+
+def test_rules_with_the_same_action_share_one_verdict() -> None:
+    loaded = zone("a.example CNAME .\nb.example CNAME .\nc.example 60 CNAME .\n")
+    assert _v(loaded, "a.example") is _v(loaded, "b.example")
+    assert _v(loaded, "a.example") is not _v(loaded, "c.example")  # another TTL
+
+
+# --- bad records -------------------------------------------------------------------------
+
+
+def test_cname_and_other_data_is_an_error_at_the_later_line() -> None:
+    body = "both.example CNAME .\nboth.example A 192.0.2.1\n"
+    error = error_of(body)
+    assert "CNAME and other records" in error.message
+    assert (error.source, error.line) == ("z.rpz", line_of(body, "both.example A"))
+
+
+def test_two_different_cnames_are_an_error_but_a_repeat_is_not() -> None:
+    body = "two.example CNAME .\ntwo.example CNAME *.\n"
+    error = error_of(body)
+    assert "more than one CNAME" in error.message and error.line == line_of(body, "CNAME *.")
+    assert action(zone("rep.example CNAME .\nrep.example CNAME .\n"), "rep.example") is (
+        Action.NXDOMAIN
+    )
+
+
+def test_unknown_special_action_is_an_error() -> None:
+    error = error_of("skip.example CNAME rpz-skipzone.\n")
+    assert "unknown RPZ action rpz-skipzone." in error.message and error.line == 4
+
+
+def test_bad_ip_trigger_is_an_error_with_its_line() -> None:
+    error = error_of("ok.example CNAME .\n24.1.2.0.192.rpz-ip CNAME .\n")
+    assert error.line == 5 and "24.1.2.0.192.rpz-ip is not an IP trigger" in error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "needle", "message"),
+    [
+        ("ok.example CNAME .\nbad.example A 300.1.1.1\n", "bad.example", ""),
+        ("ok.example CNAME .\nbad.example FROB x\n", "bad.example", "unknown rdatatype"),
+        ("a..example CNAME .\n", "a..example", ""),
+        ("x.example CNAME " + "a" * 64 + ".example.\n", "x.example", ""),
+        ("ok.example CNAME .\nbad.example CH A 192.0.2.1\n", "bad.example", "class"),
+    ],
+)
+def test_syntax_errors_come_with_file_and_line(body: str, needle: str, message: str) -> None:
+    error = error_of(body)
+    assert (error.source, error.line) == ("z.rpz", line_of(body, needle))
+    assert message in error.message
+
+
+def test_an_unclosed_parenthesis_is_an_error() -> None:
+    error = error_of('open.example TXT ( "never closed"\n')
+    assert error.source == "z.rpz" and error.line >= 4
+
+
+def test_not_utf8_and_missing_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.rpz"
+    bad.write_bytes(HEAD.encode() + b"caf\xe9.example CNAME .\n")
+    with pytest.raises(PolicyError, match="UTF-8") as info:
+        load_zone(ZoneConfig("rpz.test.", bad))
+    assert info.value.line == 4
+    with pytest.raises(PolicyError, match="cannot read"):
+        load_zone(ZoneConfig("rpz.test.", tmp_path / "absent.rpz"))
+
+
+def test_a_transferred_zone_without_a_copy_yet_is_empty(tmp_path: Path) -> None:
+    from resolver.config import Endpoint
+
+    loaded = load_zone(
+        ZoneConfig("rpz.test.", tmp_path / "absent.rpz", (Endpoint("127.0.0.1", 53),))
+    )
+    assert loaded.layer.qname.names() == 0
+    assert "no copy" in loaded.report.warnings[0]
+
+
+# --- layers and precedence -----------------------------------------------------------------
+
+
+def yaml_layer(*entries: tuple[str, Action]) -> PolicyLayer:
+    info = PolicyInfo(id="yaml", source="p.yaml")
+    answers = Answers((ipaddress.IPv4Address("192.0.2.80"),), (), 60)
+    compiled = CompiledPolicy.build(
+        (w(n), Scope.SUBTREE, Verdict(info, a, answers, 0)) for n, a in entries
+    )
+    return PolicyLayer("policies", "", compiled)
+
+
+def layered(*layers: PolicyLayer) -> LayeredPolicy:
+    return LayeredPolicy(layers)
+
+
+def test_the_first_layer_with_a_verdict_decides() -> None:
+    first = zone("both.example CNAME .\npass.example CNAME rpz-passthru.\n", order=1).layer
+    second = zone(
+        "both.example CNAME *.\nsecond.example CNAME *.\npass.example CNAME .\n",
+        origin="two.test",
+        order=2,
+    ).layer
+    policy = layered(yaml_layer(("yaml.example", Action.WARNING_PAGE)), first, second)
+    assert not policy.dynamic and not policy.has_response_ip
+    assert _act(policy.match(w("both.example"))) is Action.NXDOMAIN  # zone order
+    assert _act(policy.match(w("second.example"))) is Action.NODATA
+    assert _act(policy.match(w("pass.example"))) is Action.ALLOW  # PASSTHRU stops evaluation
+    assert _act(policy.match(w("yaml.example"))) is Action.WARNING_PAGE
+    assert policy.match(w("none.example")) is None
+    verdict, name = policy.locate(w("x.yaml.example"))
+    assert _act(verdict) is Action.WARNING_PAGE and name == w("yaml.example")
+    assert policy.names() == 1 + 2 + 3
+
+
+def test_yaml_policies_come_before_the_zones() -> None:
+    zone_layer = zone("yaml.example CNAME rpz-passthru.\n", order=1).layer
+    policy = layered(yaml_layer(("yaml.example", Action.NXDOMAIN)), zone_layer)
+    assert _act(policy.match(w("yaml.example"))) is Action.NXDOMAIN
+
+
+def test_client_ip_before_qname_in_a_zone_but_zone_order_first() -> None:
+    first = zone("only-first.example CNAME rpz-passthru.\n", order=0).layer
+    second = zone(
+        "32.2.0.0.127.rpz-client-ip CNAME rpz-drop.\nonly-first.example CNAME .\n"
+        "mine.example CNAME *.\n",
+        origin="two.test",
+        order=1,
+    ).layer
+    policy = layered(first, second)
+    assert policy.dynamic
+
+    def as_client(address: str):  # type: ignore[no-untyped-def]
+        ip = ipaddress.ip_address(address)
+        return lambda scope: scope.applies(ip)
+
+    def outcome(name: str, client: str) -> Action | None:
+        verdict, _, _ = policy.match_client(w(name), as_client(client))
+        return _act(verdict)
+
+    assert outcome("mine.example", "127.0.0.2") is Action.DROP  # client IP before QNAME
+    assert outcome("mine.example", "127.0.0.1") is Action.NODATA
+    assert outcome("only-first.example", "127.0.0.2") is Action.ALLOW  # the first zone first
+    decision = policy.decide(
+        w("mine.example"), as_client("127.0.0.2"), ipaddress.ip_address("127.0.0.2")
+    )
+    assert decision is not None
+    assert (decision.trigger, decision.layer.name, decision.line) == ("client-ip", "two.test.", 4)
+    decision = policy.decide(
+        w("mine.example"), as_client("127.0.0.1"), ipaddress.ip_address("127.0.0.1")
+    )
+    assert decision is not None
+    assert (decision.trigger, decision.file, decision.line) == ("qname", "z.rpz", 6)
+
+
+def test_screen_checks_cname_chains_then_response_ips_zone_by_zone() -> None:
+    first = zone("24.0.100.51.198.rpz-ip CNAME .\n", order=1).layer
+    second = zone("target.example CNAME *.\n", origin="two.test", order=2).layer
+    policy = layered(yaml_layer(("tracker.example", Action.WARNING_PAGE)), first, second)
+    address = ipaddress.ip_address("198.51.100.9").packed
+    assert policy.has_response_ip
+    verdict, _ = policy.screen([w("cdn.example"), w("x.tracker.example")], [address])
+    assert _act(verdict) is Action.WARNING_PAGE  # the YAML layer first
+    verdict, _ = policy.screen([w("target.example")], [address])
+    assert _act(verdict) is Action.NXDOMAIN  # zone one's response IP before zone two's name
+    verdict, _ = policy.screen([w("target.example")], [])
+    assert _act(verdict) is Action.NODATA
+    assert policy.screen([w("fine.example")], [ipaddress.ip_address("192.0.2.1").packed]) == (
+        None,
+        False,
+    )
+
+
+def _act(verdict: Verdict | None) -> Action | None:
+    return verdict.action if verdict is not None else None
+
+
+def test_build_snapshot_layers_policies_and_zones(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.yaml").write_text("id: court\nblock: [court.example]\n")
+    (tmp_path / "z.rpz").write_text(HEAD + "court.example CNAME rpz-passthru.\nz.example CNAME .\n")
+    text = "upstreams: []\npolicies: [policies/*.yaml]\n"
+    plain = build_snapshot(parse_config(text, "c.yaml", tmp_path))
+    assert type(plain.snapshot.policy) is CompiledPolicy  # no zones: the table itself
+    config = parse_config(text + "zones:\n  - {name: rpz.test, file: z.rpz}\n", "c.yaml", tmp_path)
+    result = build_snapshot(config)
+    policy = result.snapshot.policy
+    assert isinstance(policy, LayeredPolicy)
+    assert [layer.name for layer in policy.layers] == ["policies", "rpz.test."]
+    assert _act(policy.match(w("court.example"))) is Action.WARNING_PAGE
+    assert _act(policy.match(w("z.example"))) is Action.NXDOMAIN
+    assert [z.name for z in result.zones] == ["rpz.test."]
+
+    clash = parse_config(text + "zones:\n  - {name: court, file: z.rpz}\n", "c.yaml", tmp_path)
+    with pytest.raises(PolicyError, match="has the id of the policy"):
+        build_snapshot(clash)
+
+
+# --- scale ---------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAGEZI_DOH.is_file(), reason=f"{HAGEZI_DOH} is not on this machine")
+def test_a_real_feed_loads_fast() -> None:
+    started = time.monotonic()
+    loaded = load_zone(ZoneConfig("doh.rpz.", HAGEZI_DOH))
+    elapsed = time.monotonic() - started
+    text = HAGEZI_DOH.read_text()
+    triggers = sum(1 for line in text.splitlines() if " CNAME " in line)
+    assert loaded.report.qname == triggers == 1448
+    assert action(loaded, "doh.tiar.app") is Action.NXDOMAIN
+    assert action(loaded, "deep.doh.tiar.app") is Action.NXDOMAIN
+    assert action(loaded, "tiar.app") is None
+    assert elapsed < 5.0
+    reference = dns.zone.from_text(text, "doh.rpz.", relativize=True, check_origin=False)
+    assert loaded.report.records == sum(len(r) for _, r in reference.iterate_rdatasets())
+
+
+# --- the engine: policy on upstream answers (CNAME chains, response IPs) ------------------
+
+CLIENT = "127.0.0.1"
+NOW = 5_000
+
+
+def engine_with(policy: CompiledPolicy) -> Engine:
+    acl = ClientAcl([ipaddress.ip_network("127.0.0.0/8")])
+    return Engine(Snapshot(policy), Cache(CacheSettings()), acl)
+
+
+def ask(name: str, qtype: str = "A") -> bytes:
+    message = dns.message.make_query(name, qtype, use_edns=0)
+    message.id = 4321
+    return message.to_wire()
+
+
+def upstream(engine: Engine, name: str, *records: str) -> Answer:
+    """What the forwarder hands the engine for ``name`` A: ``records`` ("owner type data")."""
+    message = dns.message.make_query(name, "A")
+    query = wire.parse_query(message.to_wire())
+    response = dns.message.make_response(message)
+    for record in records:
+        owner, rdtype, data = record.split(" ", 2)
+        response.answer.append(dns.rrset.from_text(owner, 300, "IN", rdtype, data))
+    reply = wire.parse_reply(response.to_wire(), message.id, query.question)
+    return engine.answer_from_upstream(query, reply, NOW)
+
+
+def parsed(reply: object) -> dns.message.Message:
+    assert isinstance(reply, bytes), reply
+    return dns.message.from_wire(reply)
+
+
+CHAIN = (
+    "www.shop.example. CNAME shop.cdn.example.",
+    "shop.cdn.example. CNAME x.tracker.example.",
+    "x.tracker.example. A 198.51.100.1",
+)
+
+
+def test_a_cname_chain_through_a_blocked_name_is_blocked_also_from_the_cache() -> None:
+    policy = yaml_layer(("tracker.example", Action.WARNING_PAGE)).qname
+    engine = engine_with(policy)
+    answer = upstream(engine, "www.shop.example", *CHAIN)
+    query = wire.parse_query(ask("www.shop.example"))
+    forwarded = parsed(engine.serve_forwarded(query, answer, object(), (CLIENT, 53), NOW))
+    assert answer_texts(forwarded) == ["A 192.0.2.80"]  # the policy's answer, for the query name
+    assert forwarded.answer[0].name == dns.name.from_text("www.shop.example")
+    cached = parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW, False))
+    assert answer_texts(cached) == ["A 192.0.2.80"]
+    assert engine.counters.blocked == 2
+    engine.snapshot = Snapshot(CompiledPolicy())  # a reload without the entry: served at once
+    served = parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW, False))
+    assert "A 198.51.100.1" in answer_texts(served)
+
+
+def test_an_answer_decided_by_its_content_is_not_replayed() -> None:
+    engine = engine_with(yaml_layer(("tracker.example", Action.NXDOMAIN)).qname)
+    upstream(engine, "www.shop.example", *CHAIN)
+    assert parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW, False)).rcode() == 3
+    # The name moved away from the tracker: the next answer for the same question is served.
+    upstream(engine, "www.shop.example", "www.shop.example. A 198.51.100.2")
+    served = parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW + 1, False))
+    assert answer_texts(served) == ["A 198.51.100.2"]
+
+
+def test_passthru_on_the_query_name_stops_the_checks_on_the_answer() -> None:
+    policy = layered(
+        yaml_layer(("tracker.example", Action.NXDOMAIN)),
+        zone("www.shop.example CNAME rpz-passthru.\n", order=1).layer,
+    )
+    engine = engine_with(policy)
+    upstream(engine, "www.shop.example", *CHAIN)
+    served = parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW, False))
+    assert "A 198.51.100.1" in answer_texts(served)
+
+
+def test_a_response_ip_trigger_added_by_a_reload_applies_to_cached_answers() -> None:
+    engine = engine_with(CompiledPolicy())
+    upstream(engine, "plain.example", "plain.example. A 198.51.100.7")
+    assert engine._facts == {}  # no CNAME, no response-IP trigger: nothing kept
+    assert answer_texts(parsed(engine.handle(ask("plain.example"), CLIENT, NOW, False))) == [
+        "A 198.51.100.7"
+    ]
+    engine.snapshot = Snapshot(layered(zone("32.7.100.51.198.rpz-ip CNAME .\n").layer))
+    reply = parsed(engine.handle(ask("plain.example"), CLIENT, NOW, False))
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+    assert engine.counters.blocked == 1
+
+
+def test_a_drop_decided_on_the_answer() -> None:
+    engine = engine_with(layered(zone("24.0.100.51.198.rpz-ip CNAME rpz-drop.\n").layer))
+    answer = upstream(engine, "plain.example", "plain.example. A 198.51.100.7")
+    query = wire.parse_query(ask("plain.example"))
+    assert engine.serve_forwarded(query, answer, object(), (CLIENT, 53), NOW) is None
+    assert engine.handle(ask("plain.example"), CLIENT, NOW, False) is None
+
+    class TcpSink:
+        client = CLIENT
+
+    refused = parsed(engine.serve_forwarded(query, answer, TcpSink(), None, NOW))
+    assert refused.rcode() == dns.rcode.REFUSED  # a TCP client is owed an answer
+    assert engine.counters.dropped == 3
+
+
+def test_tcp_only_answers_are_not_replayed_to_udp() -> None:
+    engine = engine_with(yaml_layer(("tcp.example", Action.TCP_ONLY)).qname)
+    upstream(engine, "tcp.example", "tcp.example. A 198.51.100.3")
+    over_tcp = parsed(engine.handle(ask("tcp.example"), CLIENT, NOW, True))
+    assert answer_texts(over_tcp) == ["A 198.51.100.3"]
+    over_udp = parsed(engine.handle(ask("tcp.example"), CLIENT, NOW, False))
+    assert over_udp.flags & dns.flags.TC and not over_udp.answer
