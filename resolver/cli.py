@@ -227,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("name", help="the query name")
     explain.add_argument("--type", "-t", default="A", help="query type (default: A)")
-    explain.add_argument("--client", help="client address (default: every scope applies)")
+    explain.add_argument(
+        "--client", help="client address (default: one in no network the policies name)"
+    )
     explain.add_argument("--at", help="explain at this date and time (default: now)")
     explain.add_argument("--config", "-c", help="configuration file (default: built-in)")
     explain.add_argument("--json", action="store_true", help="machine-readable output")

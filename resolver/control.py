@@ -30,7 +30,7 @@ from typing import Any
 
 from resolver.names import to_wire
 from resolver.policy import Action, Scope
-from resolver.rules import FORMS, wire_text
+from resolver.rules import FORMS, wire_text, zone_rules
 from resolver.snapshot import BuildResult
 
 CHUNK_LINES = 2000
@@ -70,16 +70,23 @@ class Loaded:
                     "removed": removed,
                 }
             )
+        first = len(policies)
+        zones = [
+            {"order": first + i, "id": zone.name.rstrip("."), **zone.as_dict()}
+            for i, zone in enumerate(getattr(self.result, "zones", ()))
+        ]
         return {
             "loaded_at": self.at.isoformat(),
             "names": self.result.snapshot.policy.names(),
             "policies": policies,
+            "zones": zones,
         }
 
 
 def entry_lines(result: BuildResult) -> Iterator[bytes]:
     """``name<TAB>form<TAB>action<TAB>policy`` lines, every entry then every list name,
-    policy by policy, in chunks of at most CHUNK_LINES lines."""
+    policy by policy, then the name triggers of the RPZ zones (``policy`` is the zone),
+    in chunks of at most CHUNK_LINES lines."""
     chunk: list[bytes] = []
     for policy, report in zip(result.policies, result.reports, strict=True):
         tail = b"\t" + policy.info.id.encode() + b"\n"
@@ -96,6 +103,13 @@ def entry_lines(result: BuildResult) -> Iterator[bytes]:
             if len(chunk) >= CHUNK_LINES:
                 yield b"".join(chunk)
                 chunk = []
+    for rule in zone_rules(result.snapshot.policy):
+        if rule.network is not None:
+            continue  # client-IP triggers name clients, not names
+        chunk.append(f"{rule.name}\t{rule.form}\t{rule.action.label}\t{rule.policy_id}\n".encode())
+        if len(chunk) >= CHUNK_LINES:
+            yield b"".join(chunk)
+            chunk = []
     if chunk:
         yield b"".join(chunk)
 

@@ -19,7 +19,7 @@ from resolver.config import Config
 from resolver.control import fetch_entries, fetch_policies
 from resolver.names import to_wire
 from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
-from resolver.rules import pattern, wire_text
+from resolver.rules import pattern, wire_text, zone_rules
 from resolver.snapshot import BuildResult
 
 PROBE = b"\x01\xff"  # a label no policy name has: stands for "any other name under it"
@@ -113,10 +113,14 @@ def _decision_dict(decision: Decision) -> dict[str, str] | None:
 Entry = tuple[bytes, Scope, Action, str]  # wire name, scope, action, policy id
 
 
-def compile_entries(entries: Iterable[Entry], order: dict[str, int]) -> CompiledPolicy:
-    """The server's matcher over bare entries; one verdict per (policy, action)."""
+def compile_layers(
+    entries: Iterable[Entry], order: dict[str, int], layer_of: dict[str, int]
+) -> list[CompiledPolicy]:
+    """The server's matcher over bare entries, one table per layer (the policy files, then
+    each RPZ zone); one verdict per (policy, action)."""
     verdicts: dict[tuple[str, Action], Verdict] = {}
     answers = Answers()
+    layers: dict[int, list[tuple[bytes, Scope, Verdict]]] = {}
 
     def verdict(policy: str, action: Action) -> Verdict:
         found = verdicts.get((policy, action))
@@ -127,19 +131,25 @@ def compile_entries(entries: Iterable[Entry], order: dict[str, int]) -> Compiled
             )
         return found
 
-    return CompiledPolicy.build(
-        (name, scope, verdict(policy, action)) for name, scope, action, policy in entries
-    )
+    for name, scope, action, policy in entries:
+        layers.setdefault(layer_of.get(policy, 0), []).append(
+            (name, scope, verdict(policy, action))
+        )
+    return [CompiledPolicy.build(layers[n]) for n in sorted(layers)]
 
 
 def file_entries(result: BuildResult) -> Iterator[Entry]:
-    """Every entry of a build, in the order the server reads them."""
+    """Every entry of a build, in the order the server reads them, then the zones' name
+    triggers."""
     for policy, report in zip(result.policies, result.reports, strict=True):
         policy_id = policy.info.id
         for entry in policy.entries:
             yield to_wire(entry.name), entry.scope, entry.action, policy_id
         for name in report.listed:
             yield name, Scope.SUBTREE, policy.action, policy_id
+    for rule in zone_rules(result.snapshot.policy):
+        if rule.network is None:
+            yield to_wire(rule.name), rule.scope, rule.action, rule.policy_id
 
 
 def server_entries(base: str) -> Iterator[Entry]:
@@ -147,15 +157,20 @@ def server_entries(base: str) -> Iterator[Entry]:
         yield to_wire(name), scope, action, policy
 
 
+def decide(layers: list[CompiledPolicy], qname: bytes) -> Decision:
+    """The first layer's verdict, as the server decides (for a client every scope
+    includes)."""
+    for table in layers:
+        verdict = table.match(qname)
+        if verdict is not None:
+            return (verdict.action, verdict.policy_id)
+    return None
+
+
 def compare_tables(
-    before: CompiledPolicy, after: CompiledPolicy, names: Iterable[bytes]
+    before: list[CompiledPolicy], after: list[CompiledPolicy], names: Iterable[bytes]
 ) -> list[Change]:
     """Every name whose decision differs, for the name itself and for the names under it."""
-
-    def decide(table: CompiledPolicy, qname: bytes) -> Decision:
-        verdict = table.match(qname)
-        return None if verdict is None else (verdict.action, verdict.policy_id)
-
     out = []
     for name in names:
         here = (decide(before, name), decide(after, name))
@@ -173,10 +188,21 @@ def compare_tables(
     return out
 
 
+def _zone_item(zone: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": zone["id"],
+        "kind": "zone",
+        "file": zone.get("file"),
+        "serial": zone.get("serial"),
+        "records": zone.get("records"),
+    }
+
+
 def diff(config: Config, result: BuildResult, server: str) -> Diff:
     """Compare the server at ``server`` (a control endpoint URL) with ``result``."""
     document = fetch_policies(server)
     running = document.get("policies", [])
+    running_zones = document.get("zones", [])
     out = Diff(server, str(document.get("loaded_at", "")))
     old = {p["id"]: p for p in running}
     new = {p.info.id: p for p in result.policies}
@@ -196,8 +222,23 @@ def diff(config: Config, result: BuildResult, server: str) -> Diff:
     if kept_old != kept_new:
         out.policies_moved = kept_new
 
-    old_order = {p["id"]: i for i, p in enumerate(running)}
-    new_order = {p.info.id: i for i, p in enumerate(result.policies)}
+    new_zones = [
+        _zone_item({"id": z.name.rstrip("."), **z.as_dict()}) for z in getattr(result, "zones", ())
+    ]
+    old_zones = {z["id"]: _zone_item(z) for z in running_zones}
+    for zone in new_zones:
+        before = old_zones.pop(zone["id"], None)
+        if before is None:
+            out.policies_added.append(zone)
+        elif (before["serial"], before["records"]) != (zone["serial"], zone["records"]):
+            out.policies_changed.append({**zone, "serial_before": before["serial"]})
+    out.policies_removed.extend(old_zones.values())
+
+    old_order = {p["id"]: i for i, p in enumerate([*running, *running_zones])}
+    old_layer = {z["id"]: i + 1 for i, z in enumerate(running_zones)}
+    new_ids = [p.info.id for p in result.policies] + [z["id"] for z in new_zones]
+    new_order = {policy_id: i for i, policy_id in enumerate(new_ids)}
+    new_layer = {z["id"]: i + 1 for i, z in enumerate(new_zones)}
     names: set[bytes] = set()
 
     def collect(entries: Iterable[Entry]) -> Iterator[Entry]:
@@ -206,10 +247,11 @@ def diff(config: Config, result: BuildResult, server: str) -> Diff:
             add(entry[0])
             yield entry
 
-    before = compile_entries(collect(server_entries(server)), old_order)
-    after = compile_entries(collect(file_entries(result)), new_order)
-    out.names_before, out.names_after = before.names(), after.names()
-    out.changes = compare_tables(before, after, names)
+    before_layers = compile_layers(collect(server_entries(server)), old_order, old_layer)
+    after_layers = compile_layers(collect(file_entries(result)), new_order, new_layer)
+    out.names_before = sum(t.names() for t in before_layers)
+    out.names_after = sum(t.names() for t in after_layers)
+    out.changes = compare_tables(before_layers, after_layers, names)
     return out
 
 
@@ -223,6 +265,12 @@ def _said(decision: Decision) -> str:
     if action is Action.ALLOW:
         return f"exempted by {policy}"
     return f"{action.label} by {policy}"
+
+
+def _version(item: dict[str, Any]) -> str:
+    if item.get("kind") == "zone":
+        return f"zone, serial {item.get('serial')}"
+    return f"sha256 {str(item.get('sha256'))[:16]}"
 
 
 def _shown_name(change: Change) -> str:
@@ -245,10 +293,16 @@ def render_text(result: Diff, config_source: str, limit: int | None) -> Iterator
     )
     yield f"policies: {counts[0]} added, {counts[1]} removed, {counts[2]} changed"
     for item in result.policies_added:
-        yield f"  + {item['id']}  {item['file']}  sha256 {item['sha256'][:16]}"
+        yield f"  + {item['id']}  {item['file']}  {_version(item)}"
     for item in result.policies_removed:
         yield f"  - {item['id']}  {item['file']}"
     for item in result.policies_changed:
+        if item.get("kind") == "zone":
+            yield (
+                f"  ~ zone {item['id']}  {item['file']}  serial {item.get('serial_before')} -> "
+                f"{item.get('serial')}"
+            )
+            continue
         before = str(item.get("sha256_before") or "?")[:16]
         yield f"  ~ {item['id']}  {item['file']}  sha256 {before} -> {item['sha256'][:16]}"
     if result.policies_moved:

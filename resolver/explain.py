@@ -10,7 +10,7 @@ The answer is built with the server's own Verdict.render and decoded with dnslib
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +22,9 @@ from resolver import wire
 from resolver.config import Config
 from resolver.engine import client_address
 from resolver.names import normalise
-from resolver.policy import Action, ClientScope, Verdict
+from resolver.policy import Action, ClientScope, Verdict, mapped
 from resolver.policy_yaml import PolicyFile
-from resolver.rules import Rule, all_rules, list_lines
+from resolver.rules import Rule, all_rules, list_lines, zone_rules
 
 EDE_PURPOSES = {15: "Blocked", 16: "Censored", 17: "Filtered", 18: "Prohibited"}
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -83,11 +83,24 @@ def specificity(rule: Rule) -> int:
     return rule.name.count(".") + 1
 
 
+def precedence(rule: Rule) -> tuple[int, ...]:
+    """The sort key of the precedence rule (higher first).
+
+    Layers first: the policy files, then each RPZ zone in configuration order; the first
+    layer with a rule that applies decides. Within a zone its client-IP triggers come
+    before its name triggers (the longest prefix, then the lowest address). Among name
+    rules: the most specific name, then (at the same name) an exemption before a block,
+    then the policy listed first, then the entry read first.
+    """
+    if rule.network is not None:
+        address, length = mapped(rule.network)
+        return (-rule.layer, 1, length, -address, 0, 0, 0)
+    return (-rule.layer, 0, specificity(rule), *rule.rank, 0)
+
+
 def ranked(rules: Iterable[Rule]) -> list[Rule]:
-    """The matching rules in precedence order, best first: the most specific name, then (at
-    the same name) an exemption before a block, then the policy listed first, then the entry
-    read first."""
-    return sorted(rules, key=lambda r: (specificity(r), r.rank), reverse=True)
+    """The matching rules in precedence order, best first."""
+    return sorted(rules, key=precedence, reverse=True)
 
 
 def scope_text(scope: ClientScope) -> str:
@@ -108,7 +121,7 @@ def decide(
 ) -> tuple[Rule | None, list[Match]]:
     """The rule that decides among those covering the query name, and why each other lost.
 
-    ``client`` None: every client scope is taken to include the client.
+    ``client`` None: a client in none of the networks the rules name.
     """
     order = ranked(matching)
 
@@ -120,7 +133,9 @@ def decide(
             if info.expires is not None:
                 return f"policy not in force: it expired on {when(info.expires)}"
             return "policy not in force"
-        if client is not None and not rule.clients.applies(client):
+        if not rule.applies(client):
+            if rule.network is not None:
+                return "not applicable to this client (not in the trigger's network)"
             return f"not applicable to this client (applies to {scope_text(rule.clients)})"
         return ""
 
@@ -132,7 +147,15 @@ def decide(
             continue
         reason = unfit(rule)
         if not reason and winner is not None:
-            if specificity(rule) < specificity(winner):
+            if rule.layer > winner.layer:
+                reason = f"{layer_name(rule)} comes after {layer_name(winner)}, which decides first"
+            elif winner.network is not None:
+                reason = (
+                    f"the zone's client-IP trigger {winner.network} comes first"
+                    if rule.network is None
+                    else f"the client-IP trigger {winner.network} is more specific"
+                )
+            elif specificity(rule) < specificity(winner):
                 reason = f"less specific than {winner.pattern}"
             elif winner.allow and not rule.allow:
                 reason = "same name, but the exemption wins"
@@ -147,9 +170,27 @@ def decide(
     return winner, out
 
 
-def matching_rules(policies: Iterable[PolicyFile], qname: str) -> Iterator[Rule]:
-    """Every entry and list name of every policy that covers ``qname``: a plain scan."""
+def scope_test(client: Address | None) -> Callable[[ClientScope], bool]:
+    """Whether a client scope includes ``client``; None stands for a client in none of the
+    networks the scopes name."""
+    if client is None:
+        return lambda scope: not scope.include
+    return lambda scope: scope.applies(client)
+
+
+def layer_name(rule: Rule) -> str:
+    return f"zone {rule.policy_id}" if rule.zone else "the policy files"
+
+
+def matching_rules(
+    policies: Iterable[PolicyFile], qname: str, compiled: Any = None
+) -> Iterator[Rule]:
+    """Every entry and list name of every policy, and every trigger of the RPZ zones of
+    ``compiled``, that covers ``qname``: a plain scan."""
     for rule in all_rules(policies):
+        if rule.covers(qname):
+            yield rule
+    for rule in zone_rules(compiled):
         if rule.covers(qname):
             yield rule
 
@@ -168,6 +209,7 @@ class Explanation:
     consistent: bool = True
     answer: dict[str, Any] | None = None  # the decoded answer(s), by transport
     forwarded: list[str] | None = None  # upstreams, when the query is forwarded
+    zones: bool = False  # RPZ zones are configured: upstream answers are screened too
 
     @property
     def outcome(self) -> str:
@@ -242,14 +284,13 @@ def explain(
             client in net for net in config.allow_clients if net.version == client.version
         )
     result.winner, result.matches = decide(
-        with_list_lines(list(matching_rules(policies, qname))), client, now
+        with_list_lines(list(matching_rules(policies, qname, compiled))), client, now
     )
+    result.zones = bool(getattr(compiled, "layers", ()))
 
     qwire = wire.text_to_name(qname)
 
-    def applies(scope: ClientScope) -> bool:
-        return client is None or scope.applies(client)
-
+    applies = scope_test(client)
     verdict, deciding, _ = compiled.match_client(qwire, applies)
     result.compiled = verdict
     result.compiled_name = wire.name_to_text(deciding) if deciding else ""
@@ -292,6 +333,8 @@ def agrees(winner: Rule | None, verdict: Verdict | None, name: str) -> bool:
     """Whether the scan's winner is the compiled table's verdict, found at ``name``."""
     if winner is None or verdict is None:
         return winner is None and verdict is None
+    if winner.verdict is not None:  # a zone's trigger: the very verdict, at the very name
+        return winner.verdict is verdict and (winner.network is not None or winner.name == name)
     return (
         winner.policy_id == verdict.policy_id
         and winner.action is verdict.action
@@ -415,8 +458,13 @@ def render_text(result: Explanation) -> Iterator[str]:
         yield "  matched but lost:"
         for match in losers:
             yield f"    {_entry(match.rule)}: {match.reason}"
-    if result.client is None and any(not m.rule.clients.everyone for m in result.matches):
-        yield "  (no --client given: entries limited to some clients are taken to apply)"
+    if result.client is None and any(
+        m.rule.network is not None or m.rule.clients.include for m in result.matches
+    ):
+        yield (
+            "  (no --client given: for a client in none of the networks the entries name; "
+            "--client IP shows another)"
+        )
     if result.answer is not None:
         udp, tcp = result.answer.get("udp"), result.answer.get("tcp")
         if udp == tcp:
@@ -433,6 +481,11 @@ def render_text(result: Explanation) -> Iterator[str]:
     elif result.forwarded is not None:
         upstreams = ", ".join(result.forwarded) or "(none configured: SERVFAIL)"
         yield f"answer: forwarded to upstreams {upstreams}"
+        if result.zones:
+            yield (
+                "  (with RPZ zones, the upstream's answer is checked too: the names of its "
+                "CNAME chain and its addresses)"
+            )
     if not result.consistent:
         compiled = result.compiled
         got = (
@@ -445,6 +498,8 @@ def render_text(result: Explanation) -> Iterator[str]:
 
 def _entry(rule: Rule) -> str:
     where = rule.where() + (f":{rule.column}" if rule.line and rule.column else "")
+    if rule.zone:
+        return f"trigger {rule.pattern} ({_action(rule)}, zone {rule.policy_id!r}) at {where}"
     kind = "list name" if rule.listed else "entry"
     return f"{kind} {rule.pattern} ({_action(rule)}, policy {rule.policy_id!r}) at {where}"
 

@@ -7,15 +7,18 @@ precedence written out as a sort key, so they can be checked against the table.
 
 from __future__ import annotations
 
+import ipaddress
 import lzma
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from resolver import wire
 from resolver.lists import READERS, ListReport
-from resolver.policy import EVERYONE, Action, ClientScope, Redirect, Scope
+from resolver.policy import EVERYONE, Action, ClientScope, Network, Redirect, Scope, Verdict
 from resolver.policy_yaml import ListRef, PolicyFile
 
 FORMS = {Scope.SUBTREE: "subtree", Scope.EXACT: "exact", Scope.BELOW: "below"}
@@ -80,10 +83,19 @@ class Rule:
     clients: ClientScope = EVERYONE
     redirect: Redirect | None = None
     listed: bool = False  # from a third-party list
+    layer: int = 0  # 0: the policy files; 1, 2, ...: the RPZ zones, in configuration order
+    verdict: Verdict | None = None  # a zone's trigger: its compiled verdict
+    network: Network | None = None  # a zone's client-IP trigger: the clients it is for
 
     @property
     def pattern(self) -> str:
+        if self.network is not None:
+            return f"client-ip {self.network}"
         return pattern(self.name, self.scope)
+
+    @property
+    def zone(self) -> bool:
+        return self.layer > 0
 
     @property
     def form(self) -> str:
@@ -109,7 +121,18 @@ class Rule:
         return (self.action, self.reference, self.clients, self.redirect)
 
     def covers(self, qname: str) -> bool:
-        return covers(self.name, self.scope, qname)
+        """Whether the rule covers ``qname``; a client-IP trigger covers every name (whether
+        it applies depends on the client)."""
+        return self.network is not None or covers(self.name, self.scope, qname)
+
+    def applies(self, client: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        """Whether the rule is for ``client``; None stands for a client in none of the networks
+        the rules name (rules for listed clients only do not apply to it)."""
+        if self.network is not None:
+            return client is not None and ClientScope(include=(self.network,)).applies(client)
+        if client is None:
+            return not self.clients.include
+        return self.clients.applies(client)
 
     def in_force(self, now: datetime) -> bool:
         return self.policy.info.active(now)
@@ -183,6 +206,68 @@ def all_rules(policies: Iterable[PolicyFile]) -> Iterator[Rule]:
             for name in read_list(ref, ListReport(str(ref.path))):
                 yield list_rule(policy, order, index, wire_text(name), ref)
                 index += 1
+
+
+def zone_rules(compiled: Any, start: int = 0) -> Iterator[Rule]:
+    """The triggers of the RPZ zones of a layered policy (none for a plain one), as rules:
+    QNAME triggers (``name``: exact, ``*.name``: below, both the same: subtree) and
+    client-IP triggers, each with the zone file's line."""
+    number = 0
+    index = start
+    policies: dict[int, PolicyFile] = {}
+
+    def policy_of(verdict: Verdict) -> PolicyFile:
+        found = policies.get(id(verdict.policy))
+        if found is None:
+            found = policies[id(verdict.policy)] = PolicyFile(verdict.policy, verdict.action)
+        return found
+
+    for layer in getattr(compiled, "layers", ()):
+        if not layer.source:
+            continue  # the policy files' own layer
+        number += 1
+        for name, value in layer.qname.table.items():
+            if isinstance(value, Verdict):
+                sides: list[tuple[Scope, Any]] = [(Scope.SUBTREE, value)]
+            elif value.here is value.below:
+                sides = [(Scope.SUBTREE, value.here)]
+            else:
+                sides = [(Scope.EXACT, value.here), (Scope.BELOW, value.below)]
+            for scope, side in sides:
+                verdict = side if isinstance(side, Verdict) else None
+                if verdict is None:
+                    continue  # nothing on this side (zones have no client scopes or dates)
+                file, line = layer.where(name, Scope.BELOW if scope is Scope.BELOW else Scope.EXACT)
+                yield Rule(
+                    name=wire.name_to_text(name),
+                    scope=scope,
+                    action=verdict.action,
+                    policy=policy_of(verdict),
+                    order=verdict.order,
+                    index=index,
+                    file=file,
+                    line=line,
+                    redirect=verdict.redirect,
+                    layer=number,
+                    verdict=verdict,
+                )
+                index += 1
+        for network, verdict, line in layer.client_ip.entries if layer.client_ip else ():
+            yield Rule(
+                name="",
+                scope=Scope.SUBTREE,
+                action=verdict.action,
+                policy=policy_of(verdict),
+                order=verdict.order,
+                index=index,
+                file=layer.source,
+                line=line,
+                redirect=verdict.redirect,
+                layer=number,
+                verdict=verdict,
+                network=network,
+            )
+            index += 1
 
 
 def _name_column(text: str) -> int:

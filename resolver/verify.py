@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import os
 import random
 import socket
@@ -42,9 +43,17 @@ import dns.rdatatype
 from resolver import wire
 from resolver.config import Config, Endpoint
 from resolver.explain import ranked
-from resolver.policy import Action, Answers, ClientScope, CompiledPolicy, Scope, Verdict
+from resolver.policy import (
+    Action,
+    Answers,
+    ClientScope,
+    CompiledPolicy,
+    Redirect,
+    Scope,
+    Verdict,
+)
 from resolver.policy_yaml import PolicyFile
-from resolver.rules import Rule, all_rules, parents, pattern, wire_text
+from resolver.rules import Rule, all_rules, parents, pattern, wire_text, zone_rules
 
 PROBE_LABEL = "verify-probe"
 TYPES = ("A", "AAAA")
@@ -121,24 +130,36 @@ class Mandate:
         )
 
 
-def mandate_of(verdict: Verdict) -> Mandate:
-    return _mandate(verdict.action, verdict.policy_id, verdict.answers, verdict.redirect)
+def mandate_of(verdict: Verdict, qname: str) -> Mandate:
+    """What ``verdict`` mandates for ``qname``."""
+    return _mandate(verdict.action, verdict.policy_id, verdict.answers, verdict.redirect, qname)
 
 
-def mandate_of_rule(rule: Rule, answers: Answers) -> Mandate:
+def mandate_of_rule(rule: Rule, answers: Answers, qname: str) -> Mandate:
+    if rule.verdict is not None:
+        return mandate_of(rule.verdict, qname)
     own = rule.policy.warning_page
-    return _mandate(rule.action, rule.policy_id, own or answers, rule.redirect)
+    return _mandate(rule.action, rule.policy_id, own or answers, rule.redirect, qname)
 
 
-def _mandate(action: Action, policy: str, answers: Answers, redirect: Any) -> Mandate:
+def _mandate(
+    action: Action, policy: str, answers: Answers, redirect: Redirect | None, qname: str
+) -> Mandate:
     if action is Action.REDIRECT and redirect is not None:
-        return Mandate(
-            action,
-            policy,
-            tuple(str(a) for a in redirect.ipv4),
-            tuple(str(a) for a in redirect.ipv6),
-            redirect.cname.lower().rstrip("."),
-        )
+        ipv4 = [str(a) for a in redirect.ipv4]
+        ipv6 = [str(a) for a in redirect.ipv6]
+        for rtype, rdata in redirect.records:  # an RPZ zone's local data
+            if rtype == wire.TYPE_A and len(rdata) == 4:
+                ipv4.append(str(ipaddress.IPv4Address(rdata)))
+            elif rtype == wire.TYPE_AAAA and len(rdata) == 16:
+                ipv6.append(str(ipaddress.IPv6Address(rdata)))
+        target = redirect.target()
+        cname = ""
+        if target.startswith(b"\x01*"):  # a per-query rewrite: the query name, then the target
+            cname = qname + "." + wire.name_to_text(target[2:])
+        elif target:
+            cname = wire.name_to_text(target)
+        return Mandate(action, policy, tuple(ipv4), tuple(ipv6), cname.lower())
     return Mandate(
         action, policy, tuple(str(a) for a in answers.ipv4), tuple(str(a) for a in answers.ipv6)
     )
@@ -275,9 +296,10 @@ def probe_name(name: str, scope: Scope) -> str:
 
 
 def candidates(
-    policies: list[PolicyFile], listed: Iterable[Iterable[bytes]]
+    policies: list[PolicyFile], listed: Iterable[Iterable[bytes]], compiled: Any = None
 ) -> Iterator[tuple[str, str]]:
-    """(query name, entry as written) for every entry and list name, each name once."""
+    """(query name, entry as written) for every entry and list name, and every name trigger
+    of the RPZ zones of ``compiled``, each name once."""
     seen: set[str] = set()
     for policy in policies:
         for entry in policy.entries:
@@ -291,6 +313,15 @@ def candidates(
             if qname not in seen:
                 seen.add(qname)
                 yield qname, qname
+    zone_names = [
+        (probe_name(rule.name, rule.scope), rule.pattern)
+        for rule in zone_rules(compiled)
+        if rule.network is None
+    ]
+    for qname, written in sorted(zone_names):
+        if qname not in seen:
+            seen.add(qname)
+            yield qname, written
 
 
 def plan(
@@ -305,7 +336,7 @@ def plan(
 ) -> tuple[list[Probe], Report]:
     """The probes for ``client`` at ``now`` (``compiled`` set to that clock)."""
     report = Report("", str(client))
-    names = list(candidates(policies, listed))
+    names = list(candidates(policies, listed, compiled))
     report.total_names = len(names)
     if sample is not None and sample < len(names):
         names = random.Random(seed).sample(names, sample)
@@ -323,9 +354,9 @@ def plan(
         elif verdict.action is Action.ALLOW:
             exempt.append((qname, entry))
         else:
-            probes.append(Probe(qname, entry, mandate_of(verdict)))
+            probes.append(Probe(qname, entry, mandate_of(verdict, qname)))
     report.blocked = len(probes)
-    for qname, entry, mandate in shadowed(config, policies, exempt, client, now):
+    for qname, entry, mandate in shadowed(config, policies, compiled, exempt, client, now):
         if mandate is None:
             report.unchecked_exempt += 1
         else:
@@ -338,6 +369,7 @@ def plan(
 def shadowed(
     config: Config,
     policies: list[PolicyFile],
+    compiled: Any,
     exempt: list[tuple[str, str]],
     client: Address,
     now: datetime,
@@ -350,18 +382,25 @@ def shadowed(
     for qname, _ in exempt:
         wanted.update(parents(qname))
     found: dict[str, list[Rule]] = {}
-    for rule in all_rules(policies):
-        if rule.name in wanted and not rule.allow:
+    everywhere: list[Rule] = []  # client-IP triggers: they cover every name
+    for rule in itertools.chain(all_rules(policies), zone_rules(compiled)):
+        if rule.allow:
+            continue
+        if rule.network is not None:
+            everywhere.append(rule)
+        elif rule.name in wanted:
             found.setdefault(rule.name, []).append(rule)
     for qname, entry in exempt:
         covering = [
             rule
-            for name in (qname, *parents(qname))
-            for rule in found.get(name, ())
-            if rule.covers(qname) and rule.in_force(now) and rule.clients.applies(client)
+            for rule in itertools.chain(
+                everywhere, *(found.get(name, ()) for name in (qname, *parents(qname)))
+            )
+            if rule.covers(qname) and rule.in_force(now) and rule.applies(client)
         ]
         best = ranked(covering)
-        yield qname, entry, mandate_of_rule(best[0], config.answers) if best else None
+        mandate = mandate_of_rule(best[0], config.answers, qname) if best else None
+        yield qname, entry, mandate
 
 
 # --- asking ---------------------------------------------------------------------------------

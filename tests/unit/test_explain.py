@@ -17,7 +17,6 @@ from resolver import wire
 from resolver.config import Config, load_config
 from resolver.errors import SourceError
 from resolver.explain import (
-    Address,
     Explanation,
     agrees,
     build,
@@ -25,9 +24,10 @@ from resolver.explain import (
     explain,
     parse_qtype,
     render_text,
+    scope_test,
 )
-from resolver.policy import Action, ClientScope
-from resolver.rules import all_rules
+from resolver.policy import Action
+from resolver.rules import all_rules, zone_rules
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 LAB = "10.1.0.0/16"
@@ -152,9 +152,7 @@ def test_the_plain_scan_picks_the_compiled_tables_winner(tmp_path: Path) -> None
         for qname, client in itertools.product(QUERY_NAMES, CLIENTS):
             winner, _ = decide([r for r in rules if r.covers(qname)], client, NOW)
 
-            def applies(scope: ClientScope, client: Address | None = client) -> bool:
-                return client is None or scope.applies(client)
-
+            applies = scope_test(client)
             verdict, name, _ = compiled.match_client(wire.text_to_name(qname), applies)
             found = wire.name_to_text(name) if name else ""
             assert agrees(winner, verdict, found), (
@@ -168,6 +166,56 @@ def test_the_plain_scan_picks_the_compiled_tables_winner(tmp_path: Path) -> None
             assert explain(config, loaded, compiled, qname, 1, None, NOW).consistent
     assert configs == 120
     assert checked == 120 * len(QUERY_NAMES) * len(CLIENTS)
+
+
+ZONE_ACTIONS = ("CNAME .", "CNAME *.", "CNAME rpz-passthru.", "CNAME rpz-drop.", "A 192.0.2.55")
+
+
+def random_zone(rng: random.Random) -> str:
+    """An RPZ zone with name and wildcard triggers over the test names, sometimes a
+    client-IP trigger."""
+    lines = ["$TTL 300", "@ SOA ns. host. 1 3600 600 86400 60", "@ NS ns."]
+    owners: set[str] = set()
+    for _ in range(rng.randint(1, 6)):
+        name = ".".join(rng.choice(LABELS) for _ in range(rng.randint(1, 3))) + "." + BASE
+        owner = rng.choice(["{}", "*.{}"]).format(name)
+        if owner not in owners:
+            owners.add(owner)
+            lines.append(f"{owner} {rng.choice(ZONE_ACTIONS)}")
+    if rng.random() < 0.3:
+        lines.append(f"16.0.0.1.10.rpz-client-ip {rng.choice(ZONE_ACTIONS[:2])}")
+    return "\n".join(lines) + "\n"
+
+
+def test_with_zones_the_plain_scan_still_agrees(tmp_path: Path) -> None:
+    """RPZ zones are layers after the policy files: the first layer that decides wins."""
+    rng = random.Random(20260602)
+    for case in range(60):
+        workdir = tmp_path / f"case{case}"
+        workdir.mkdir()
+        text, listed = random_policy(rng, 0)
+        config = write(workdir, {"00-p.yaml": text}, {"l0.txt": listed})
+        zones = []
+        for number in range(rng.randint(1, 2)):
+            (workdir / f"z{number}.zone").write_text(random_zone(rng))
+            zones.append({"name": f"rpz{number}.test", "file": f"z{number}.zone"})
+        settings = yaml.safe_load((workdir / "sinkhole.yaml").read_text())
+        settings["zones"] = zones
+        (workdir / "sinkhole.yaml").write_text(yaml.safe_dump(settings))
+        config = load_config(workdir / "sinkhole.yaml")
+        loaded, compiled = build(config, NOW)
+        assert hasattr(compiled, "layers")
+        rules = list(all_rules(loaded)) + list(zone_rules(compiled))
+        for qname, client in itertools.product(QUERY_NAMES, CLIENTS):
+            winner, _ = decide([r for r in rules if r.covers(qname)], client, NOW)
+            verdict, name, _ = compiled.match_client(wire.text_to_name(qname), scope_test(client))
+            found = wire.name_to_text(name) if name else ""
+            assert agrees(winner, verdict, found), (
+                f"case {case}, {qname} from {client}: scan says {winner}, "
+                f"table says {verdict and (verdict.policy_id, verdict.action)} at {found}"
+            )
+        for qname in rng.sample(QUERY_NAMES, 3):
+            assert explain(config, loaded, compiled, qname, 1, None, NOW).consistent
 
 
 def test_the_winner_is_the_most_specific_then_exemption_then_order(tmp_path: Path) -> None:
