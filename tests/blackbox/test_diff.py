@@ -267,3 +267,44 @@ def test_a_large_list(server: Sinkhole) -> None:
     code, document = diff_json(server)
     assert code == 1
     assert document["unblocked"]["count"] == 10
+
+
+ZONE = """\
+$TTL 300
+@ SOA ns. host. {serial} 3600 600 86400 60
+@ NS ns.
+gone.example CNAME .
+*.gone.example CNAME .
+{extra}
+"""
+
+
+def test_rpz_zones_are_compared_layer_by_layer(sinkhole_factory: SinkholeFactory) -> None:
+    """A zone comes after the policy files: its trigger for a name the files block changes
+    nothing; a new trigger for another name does."""
+    port = free_port()
+    workdir = sinkhole_factory.workdir / f"sinkhole-{len(sinkhole_factory.started)}"
+    workdir.mkdir(parents=True)
+    zone = workdir / "rpz.zone"
+    zone.write_text(ZONE.format(serial=1, extra=""))
+    server = sinkhole_factory(
+        {"p.yaml": "id: p\nblock: [a.example]\n"},
+        control=f"127.0.0.1:{port}",
+        zones=[{"name": "rpz.test", "file": "rpz.zone"}],
+    )
+    _, _, body = get(port, "/policies")
+    [listed] = json.loads(body)["zones"]
+    assert (listed["id"], listed["serial"], listed["qname_triggers"]) == ("rpz.test", 1, 2)
+    _, _, entries = get(port, "/entries")
+    assert "gone.example\tsubtree\tnxdomain\trpz.test" in entries.decode().splitlines()
+    assert run_diff(server).returncode == 0
+
+    zone.write_text(ZONE.format(serial=2, extra="a.example CNAME *.\nnew.example CNAME *.\n"))
+    code, document = diff_json(server)
+    assert code == 1
+    [changed] = document["policies"]["changed"]
+    assert (changed["id"], changed["serial_before"], changed["serial"]) == ("rpz.test", 1, 2)
+    assert [(c["name"], c["after"]) for c in document["blocked"]["names"]] == [
+        ("=new.example", {"action": "nodata", "policy": "rpz.test"})
+    ]
+    assert document["changed"]["count"] == 0  # a.example: the policy files decide first

@@ -276,3 +276,32 @@ def test_reload_errors_lists_every_broken_file(tmp_path: Path) -> None:
     errors = reload_errors(path, config, first)
     assert sorted(Path(e.source).name for e in errors) == ["a.yaml", "c.yaml"]
     assert all(e.line for e in errors)
+
+
+ZONE = """\
+$TTL 300
+@ SOA ns. host. 1 3600 600 86400 60
+@ NS ns.
+gone.example CNAME .
+ns.example.rpz-nsdname CNAME .
+"""
+
+
+def test_rpz_zones_are_checked_too(tmp_path: Path) -> None:
+    (tmp_path / "good.zone").write_text(ZONE)
+    (tmp_path / "bad.zone").write_text(ZONE + "24.0.0.10.rpz-client-ip CNAME .\n")
+    path = setup(
+        tmp_path,
+        {"p.yaml": "id: p\nblock: [a.example]\n"},
+        zones=[
+            {"name": "good.test", "file": "good.zone"},
+            {"name": "bad.test", "file": "bad.zone"},
+        ],
+    )
+    result = run_check(path, NOW)
+    [error] = result.errors
+    assert (error.file, error.line) == (str(tmp_path / "bad.zone"), 6)
+    assert "rpz-client-ip" in error.message
+    [warning] = [d for d in result.warnings if d.file == str(tmp_path / "good.zone")]
+    assert warning.line == 5
+    assert "NSDNAME" in warning.message
