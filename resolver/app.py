@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resolver import sdnotify, wire
 from resolver.cache import Cache
@@ -24,6 +24,9 @@ from resolver.observability import MetricsServer, QueryLog, configure_logging, g
 from resolver.server import TcpConnection, TcpServerState, UdpListener, bind_tcp, bind_udp
 from resolver.snapshot import BuildResult, build_snapshot
 from resolver.upstream import Forwarder, Sink
+
+if TYPE_CHECKING:
+    from resolver.secondary import Secondary
 
 GRACE_SECONDS = 2.0
 RESTART_ONLY = (
@@ -80,6 +83,7 @@ class App:
         self.control: ControlServer | None = None
         self.loaded: Loaded | None = None  # what the control endpoint shows
         self._clock: asyncio.TimerHandle | None = None
+        self.secondary: Secondary | None = None  # zone transfers, when not a worker
 
     # --- start-up ------------------------------------------------------------
 
@@ -90,6 +94,7 @@ class App:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        self._follow_zones(config)
         try:
             result = build_snapshot(config)
         except SourceError as exc:
@@ -97,17 +102,18 @@ class App:
             return 1
         for warning in result.warnings:
             self.log.warning("list_lines_skipped", detail=warning)
+        for warning in result.zone_warnings:
+            self.log.warning("zone_warning", detail=warning)
         if not config.upstreams:
             self.log.warning(
                 "no_upstreams", detail="nothing can be forwarded: every allowed name gets SERVFAIL"
             )
 
-        for warning in result.zone_warnings:
-            self.log.warning("zone_warning", detail=warning)
         engine = self.engine = Engine(
             result.snapshot, Cache(config.cache), ClientAcl(config.allow_clients), self.counters
         )
         self._set_query_log(config.query_log)
+        self._set_notify(config)
         forwarder = self.forwarder = Forwarder(
             config.upstreams,
             engine.answer_from_upstream,
@@ -115,13 +121,13 @@ class App:
             config.query_timeout,
             on_failure=self._on_upstream_failure,
             on_answer=self._on_forwarded,
+            serve=engine.serve_forwarded,
         )
         await forwarder.start()
         reuse = self.link is not None
         self.tcp_state = TcpServerState(
             engine, forwarder, config.tcp_idle_timeout, config.tcp_max_connections
         )
-            serve=engine.serve_forwarded,
         try:
             for endpoint in config.listen:
                 transport, _ = await loop.create_datagram_endpoint(
@@ -151,13 +157,15 @@ class App:
             listen=[str(e) for e in config.listen],
             upstreams=[str(e) for e in config.upstreams],
             policies=[r.as_dict() for r in result.reports],
+            zones=[z.as_dict() for z in result.zones],
             names=result.snapshot.policy.names(),
             query_log=config.query_log,
             metrics=str(config.metrics) if config.metrics else None,
         )
         self._arm_clock()
+        if self.secondary is not None:
+            self.secondary.start()  # in the background: the saved copies are enforced already
         if self.link is None:
-            zones=[z.as_dict() for z in result.zones],
             sdnotify.ready(f"serving {result.snapshot.policy.names()} blocked names")
         else:
             self._report(f"ready {result.snapshot.policy.names()}")
@@ -265,8 +273,12 @@ class App:
         self.config = config
         self.reloads += 1
         self._arm_clock()
+        self._follow_zones(config)
+        self._set_notify(config)
         for warning in result.warnings:
             self.log.warning("list_lines_skipped", detail=warning)
+        for warning in result.zone_warnings:
+            self.log.warning("zone_warning", detail=warning)
         swapped = time.monotonic()
         previous = self.loaded.result if self.loaded is not None else None
         changes = await asyncio.to_thread(name_changes, previous, result)
@@ -277,8 +289,6 @@ class App:
             names=result.snapshot.policy.names(),
             names_before=before,
             policies=[
-        for warning in result.zone_warnings:
-            self.log.warning("zone_warning", detail=warning)
                 {
                     **r.as_dict(),
                     "added": changes[r.id][0],
@@ -287,6 +297,7 @@ class App:
                 for r in result.reports
             ],
             policies_removed=removed_policies(previous, result),
+            zones=[z.as_dict() for z in result.zones],
         )
         if changed:
             self.log.warning(
@@ -294,10 +305,42 @@ class App:
             )
         return True
 
+    # --- zones followed by zone transfer (resolver/secondary.py) ------------------------
+
+    def _follow_zones(self, config: Config) -> None:
+        """Without a supervisor this process keeps the zone copies current itself. Before the
+        first snapshot, ``prepare`` drops a copy that expired while stopped (on_expire: drop)."""
+        if self.link is not None:
+            return  # the supervisor transfers, once for all workers
+        if self.secondary is not None:
+            self.secondary.reconfigure(config.zones)
+        elif any(z.primaries for z in config.zones):
+            from resolver.secondary import Secondary
+
+            self.secondary = Secondary(config.zones, self.request_reload, self.log)
+            self.secondary.prepare()
+            if self.engine is not None:
+                self.secondary.start()
+
+    def _set_notify(self, config: Config) -> None:
+        """Route NOTIFY to the zones' gate; without zones it stays NOTIMP at no cost."""
+        assert self.engine is not None
+        if any(z.primaries for z in config.zones):
+            from resolver.secondary import NotifyListener
+
+            self.engine.on_notify = NotifyListener(config.zones, self._forward_notify, self.log)
+        else:
+            self.engine.on_notify = None
+
+    def _forward_notify(self, zone: str, client: str) -> None:
+        if self.secondary is not None:
+            self.secondary.notify(zone, client)
+        else:
+            self._report(f"notify {zone} {client}")  # the supervisor checks and transfers
+
     # --- dated policies ---------------------------------------------------------
 
     def _arm_clock(self) -> None:
-            zones=[z.as_dict() for z in result.zones],
         """Wake up when the next dated policy comes into force or expires (no reload needed)."""
         if self._clock is not None:
             self._clock.cancel()
@@ -363,6 +406,8 @@ class App:
             task.cancel()
         if self._clock is not None:
             self._clock.cancel()
+        if self.secondary is not None:
+            self.secondary.close()
         self.log.info("stopped")
         return 0
 
