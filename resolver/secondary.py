@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import lzma
 import os
 import tempfile
 import threading
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import dns.exception
 import dns.flags
@@ -40,6 +42,7 @@ import dns.message
 import dns.name
 import dns.query
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
@@ -183,9 +186,9 @@ class ZoneClock:
 # --- the copy on disk ----------------------------------------------------------------------
 
 
-def write_atomically(path: Path, write: Callable[[TextIO], None]) -> None:
-    """Replace ``path`` with what ``write`` writes, all or nothing: a temporary file in the
-    same directory, flushed and fsynced, renamed over ``path``, then the directory fsynced.
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, all or nothing: a temporary file in the same
+    directory, written and fsynced, renamed over ``path``, then the directory fsynced.
     On any error ``path`` is unchanged and the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -194,8 +197,8 @@ def write_atomically(path: Path, write: Callable[[TextIO], None]) -> None:
         mode = 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            write(out)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, mode)
@@ -237,33 +240,95 @@ def record_count(zone: dns.zone.Zone) -> int:
     return total
 
 
+def _read(path: Path, limit: int = -1) -> str:
+    """A zone file's text (``.gz`` and ``.xz`` decompressed, as the RPZ loader reads them);
+    with ``limit``, at most about that many characters from its start."""
+    opener: Callable[[Path, str], Any] = open
+    if path.suffix == ".gz":
+        opener = gzip.open
+    elif path.suffix == ".xz":
+        opener = lzma.open
+    with opener(path, "rb") as raw:
+        data: bytes = raw.read(limit)
+    return data.decode("utf-8", "replace" if limit >= 0 else "strict")
+
+
 def load_copy(config: ZoneConfig) -> Zone | None:
-    """The saved copy, or None when there is none. Raises on a copy that cannot be read."""
+    """The saved copy, read whole (the base an IXFR is applied to), or None when there is
+    none. Raises on a copy that cannot be read."""
     if not config.file.exists():
         return None
-    zone = dns.zone.from_file(
-        str(config.file),
+    zone = dns.zone.from_text(
+        _read(config.file),
         origin=config.name,
         relativize=False,
         zone_factory=Zone,
         allow_include=False,
         check_origin=False,
+        filename=str(config.file),
     )
     if soa_of(zone) is None:
         raise ValueError("the copy has no SOA record at the zone's origin")
     return cast(Zone, zone)
 
 
+def peek_soa(config: ZoneConfig) -> dns.rdtypes.ANY.SOA.SOA | None:
+    """The saved copy's SOA from the head of the file, without reading it whole: copies
+    written here have it on one line at the top. None when it is not found there."""
+    try:
+        head = _read(config.file, 65536)
+    except (OSError, EOFError, lzma.LZMAError, gzip.BadGzipFile):
+        return None
+    origin = dns.name.from_text(config.name)
+    for line in head.splitlines()[:50]:
+        fields = line.split(";", 1)[0].split()
+        if "SOA" not in fields[:4] or "(" in fields:
+            continue
+        at = fields.index("SOA")
+        try:
+            if dns.name.from_text(fields[0], origin) != origin:
+                return None
+            soa = dns.rdata.from_text(
+                dns.rdataclass.IN, dns.rdatatype.SOA, " ".join(fields[at + 1 :])
+            )
+        except (dns.exception.DNSException, ValueError):
+            return None
+        return cast(dns.rdtypes.ANY.SOA.SOA, soa)
+    return None
+
+
+def zone_text(zone: dns.zone.Zone, header: str) -> str:
+    """The zone as a master file: absolute names, one record a line, the SOA first (so
+    ``peek_soa`` finds it). Written directly: dnspython's ``to_file`` is several times
+    slower on large zones."""
+    origin = zone.origin
+    assert origin is not None
+    lines = [header, f"$ORIGIN {origin.to_text()}\n"]
+    soa = zone.get_rdataset(origin, dns.rdatatype.SOA)
+    assert soa is not None
+    lines.append(f"{origin.to_text()} {soa.ttl} IN SOA {soa[0].to_text()}\n")
+    for name, node in zone.nodes.items():
+        owner = name.to_text()
+        for rdataset in node.rdatasets:
+            if rdataset.rdtype == dns.rdatatype.SOA and name == origin:
+                continue
+            kind = dns.rdatatype.to_text(rdataset.rdtype)
+            prefix = f"{owner} {rdataset.ttl} {dns.rdataclass.to_text(rdataset.rdclass)} {kind} "
+            lines.extend(prefix + rdata.to_text() + "\n" for rdata in rdataset)
+    return "".join(lines)
+
+
 def write_copy(config: ZoneConfig, zone: dns.zone.Zone, primary: Endpoint, kind: str) -> None:
     soa = soa_of(zone)
     assert soa is not None
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def write(out: TextIO) -> None:
-        out.write(f"; {config.name} serial {soa.serial}, {kind} from {primary} at {stamp}\n")
-        zone.to_file(out, sorted=True, relativize=False, want_origin=True)
-
-    write_atomically(config.file, write)
+    header = f"; {config.name} serial {soa.serial}, {kind} from {primary} at {stamp}\n"
+    data = zone_text(zone, header).encode("utf-8")
+    if config.file.suffix == ".gz":
+        data = gzip.compress(data, 6)
+    elif config.file.suffix == ".xz":
+        data = lzma.compress(data)
+    write_atomically(config.file, data)
 
 
 # --- one check against one primary (blocking, run in a thread) ----------------------------
@@ -282,12 +347,16 @@ class TransferFailed(Exception):
 class Checked:
     """The result of a successful check."""
 
-    zone: Zone  # the copy in memory, current
+    zone: Zone | None  # the copy in memory, current (None: current, and not read into memory)
     kind: str  # "none" (already current), "ixfr" or "axfr"
-    serial: int
+    soa: dns.rdtypes.ANY.SOA.SOA
     records: int = 0
     seconds: float = 0.0
     ixfr_error: str = ""  # why an IXFR fell back to AXFR
+
+    @property
+    def serial(self) -> int:
+        return int(self.soa.serial)
 
 
 def _describe(exc: BaseException) -> str:
@@ -382,28 +451,40 @@ class Fetcher:
             raise TransferFailed("the AXFR carried no SOA at the zone's origin")
         return zone
 
-    def check(self, copy: Zone | None) -> Checked:
-        """Bring ``copy`` (None: there is no copy) up to date from this primary."""
+    def check(self, copy: Zone | None, saved: dns.rdtypes.ANY.SOA.SOA | None) -> Checked:
+        """Bring the copy up to date from this primary. ``saved``: the SOA of the copy on
+        disk (None: there is none); ``copy``: that copy in memory, if it was read."""
         started = time.monotonic()
         try:
             if self.config.tsig is not None:
                 self.key = read_secret(self.config.tsig)
-            return self._check(copy, started)
+            return self._check(copy, saved, started)
         except TransferFailed:
             raise
         except Exception as exc:
             raise TransferFailed(_describe(exc)) from None
 
-    def _check(self, copy: Zone | None, started: float) -> Checked:
-        soa = soa_of(copy) if copy is not None else None
-        if copy is None or soa is None:
+    def _check(
+        self, copy: Zone | None, saved: dns.rdtypes.ANY.SOA.SOA | None, started: float
+    ) -> Checked:
+        if saved is None:
             return self._done(self.axfr(), "axfr", None, started, False, "")
-        ours = int(soa.serial)
+        ours = int(saved.serial)
         theirs = self.primary_serial()
         if theirs == ours:
-            return Checked(copy, "none", ours)
+            return Checked(copy, "none", saved)
         if not serial_gt(theirs, ours):
             raise TransferFailed(f"the primary's serial {theirs} is not newer than ours ({ours})")
+        if copy is None:  # read the copy only now that an IXFR needs it as its base
+            try:
+                copy = load_copy(self.config)
+            except Exception as exc:
+                reason = f"the saved copy cannot be read ({_describe(exc)})"
+                return self._done(self.axfr(), "axfr", ours, started, False, reason)
+            loaded = soa_of(copy) if copy is not None else None
+            if copy is None or loaded is None or loaded.serial != ours:
+                reason = "the saved copy changed on disk"
+                return self._done(self.axfr(), "axfr", ours, started, False, reason)
         ixfr_error = ""
         copy.replaced = False
         try:
@@ -440,7 +521,7 @@ class Fetcher:
                 f"cannot write {self.config.file}: {exc.strerror}", dirty=dirty
             ) from None
         seconds = time.monotonic() - started
-        return Checked(zone, kind, int(soa.serial), record_count(zone), seconds, ixfr)
+        return Checked(zone, kind, soa, record_count(zone), seconds, ixfr)
 
 
 def in_thread(function: Callable[[], T]) -> asyncio.Future[T]:
@@ -485,8 +566,8 @@ class ZoneFollower:
         self.on_change = on_change
         self.log = log.bind(zone=config.name)
         self.clock = clock
-        self.copy: Zone | None = None
-        self.serial: int | None = None
+        self.copy: Zone | None = None  # the copy in memory (read when an IXFR needs it)
+        self.saved: dns.rdtypes.ANY.SOA.SOA | None = None  # the SOA of the copy on disk
         self.timer = ZoneClock(None, None, clock())
         self.busy = False
         self.again = False
@@ -494,30 +575,36 @@ class ZoneFollower:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
+    @property
+    def serial(self) -> int | None:
+        return int(self.saved.serial) if self.saved is not None else None
+
     def prepare(self) -> None:
-        """Before the first policy is built: date the saved copy, and with ``on_expire: drop``
-        move it aside if it expired while the resolver was stopped (this reads it whole)."""
+        """Before the first policy is built: date the saved copy (its modification time is
+        its last successful check) and read its SOA from the top of the file; with
+        ``on_expire: drop`` move it aside if it expired while the resolver was stopped."""
         try:
             mtime = self.config.file.stat().st_mtime
         except OSError:
             return
         self.timer.confirmed = mtime
-        if self.config.on_expire != "drop":
-            return  # the copy is read by the first check, in the background
-        try:
-            self.copy = load_copy(self.config)
-        except Exception as exc:
-            self.log.warning("zone_copy_unreadable", file=str(self.config.file), error=str(exc))
-            return
-        if self.copy is not None:
-            self._adopt(self.copy)
+        soa = peek_soa(self.config)
+        if soa is None and self.config.on_expire == "drop":
+            try:  # a copy written elsewhere, SOA not at the top: read it whole
+                self.copy = load_copy(self.config)
+            except Exception as exc:
+                self.log.warning(
+                    "zone_copy_unreadable", file=str(self.config.file), error=_describe(exc)
+                )
+            soa = soa_of(self.copy) if self.copy is not None else None
+        if soa is not None:
+            self._adopt(soa)
+            self._found(mtime)
             self._poll_expiry(self.clock())
 
-    def _adopt(self, copy: Zone) -> None:
-        soa = soa_of(copy)
-        if soa is not None:
-            self.serial = int(soa.serial)
-            self.timer.timers = Timers.of(soa)
+    def _adopt(self, soa: dns.rdtypes.ANY.SOA.SOA) -> None:
+        self.saved = soa
+        self.timer.timers = Timers.of(soa)
 
     def start(self) -> None:
         self._check_soon("start")
@@ -560,35 +647,45 @@ class ZoneFollower:
             self._schedule()
 
     async def _load(self) -> None:
-        """Read the saved copy into memory (the base for IXFR, and its SOA timers)."""
-        if self.copy is not None or not self.config.file.exists():
+        """Know the saved copy's SOA: from the top of the file, else by reading it whole."""
+        if self.saved is not None or not self.config.file.exists():
             return
-        try:
-            copy = await in_thread(partial(load_copy, self.config))
-        except Exception as exc:
-            self.log.warning(
-                "zone_copy_unreadable",
-                file=str(self.config.file),
-                error=_describe(exc),
-                detail="a full transfer (AXFR) will replace it",
-            )
-            return
-        if copy is not None and not self._closed:
+        soa = peek_soa(self.config)
+        if soa is None:
+            try:
+                copy = await in_thread(partial(load_copy, self.config))
+            except Exception as exc:
+                self.log.warning(
+                    "zone_copy_unreadable",
+                    file=str(self.config.file),
+                    error=_describe(exc),
+                    detail="a full transfer (AXFR) will replace it",
+                )
+                return
+            if copy is None or self._closed:
+                return
             self.copy = copy
-            self._adopt(copy)
-            self.log.info(
-                "zone_copy_loaded",
-                file=str(self.config.file),
-                serial=self.serial,
-                records=record_count(copy),
-            )
+            soa = soa_of(copy)
+            assert soa is not None
+        self._adopt(soa)
+        if self.timer.confirmed is not None:
+            self._found(self.timer.confirmed)
+
+    def _found(self, mtime: float) -> None:
+        self.log.info(
+            "zone_copy_loaded",
+            file=str(self.config.file),
+            serial=self.serial,
+            last_refresh=datetime.fromtimestamp(mtime, UTC).isoformat(),
+        )
 
     async def _check(self, reason: str) -> None:
         await self._load()
         self._poll_expiry(self.clock())  # a copy that expired while stopped: said at once
         for primary in self.config.primaries:
+            fetcher = Fetcher(self.config, primary)
             try:
-                checked = await in_thread(partial(Fetcher(self.config, primary).check, self.copy))
+                checked = await in_thread(partial(fetcher.check, self.copy, self.saved))
             except TransferFailed as exc:
                 if exc.dirty:
                     self.copy = None  # read the file again next time
@@ -605,11 +702,10 @@ class ZoneFollower:
 
     def _succeeded(self, checked: Checked, primary: Endpoint, reason: str) -> None:
         now = self.clock()
-        self.copy = checked.zone
-        self._adopt(checked.zone)
-        soa = soa_of(checked.zone)
-        assert soa is not None
-        was_expired = self.timer.succeeded(now, Timers.of(soa))
+        if checked.zone is not None:
+            self.copy = checked.zone
+        self._adopt(checked.soa)
+        was_expired = self.timer.succeeded(now, Timers.of(checked.soa))
         if checked.kind == "none":
             with contextlib.suppress(OSError):
                 os.utime(self.config.file)  # the copy is current as of now (survives restarts)
@@ -669,7 +765,7 @@ class ZoneFollower:
             self.log.error("zone_drop_failed", file=str(self.config.file), error=exc.strerror)
             return
         self.copy = None
-        self.serial = None
+        self.saved = None
         self.timer.forget()
         self.log.error("zone_dropped", file=str(self.config.file), moved_to=str(aside))
         self.on_change()

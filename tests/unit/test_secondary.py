@@ -291,7 +291,7 @@ def test_write_atomically_replaces_the_file_through_a_temp_file_in_its_directory
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    write_atomically(target, lambda out: out.write("new\n"))
+    write_atomically(target, b"new\n")
     assert target.read_text() == "new\n"
     assert len(renamed) == 1 and Path(renamed[0][0]).parent == tmp_path
     assert renamed[0][1] == str(target)
@@ -306,12 +306,13 @@ def test_write_atomically_changes_nothing_on_failure(
     target = tmp_path / "zone.db"
     target.write_text("old\n")
 
-    def half_then_fail(out: Any) -> None:
-        out.write("partial")
+    def no_space(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
-        write_atomically(target, half_then_fail)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", no_space)
+        with pytest.raises(OSError):
+            write_atomically(target, b"new, never complete\n")
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["zone.db"]
 
@@ -320,14 +321,14 @@ def test_write_atomically_changes_nothing_on_failure(
 
     monkeypatch.setattr(os, "replace", no_rename)
     with pytest.raises(OSError):
-        write_atomically(target, lambda out: out.write("new\n"))
+        write_atomically(target, b"new\n")
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["zone.db"]
 
 
 def test_new_copies_are_world_readable_and_directories_created(tmp_path: Path) -> None:
     target = tmp_path / "zones" / "rpz.db"
-    write_atomically(target, lambda out: out.write("x\n"))
+    write_atomically(target, b"x\n")
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
 
 
@@ -337,16 +338,45 @@ def test_copy_written_and_read_back(tmp_path: Path) -> None:
         ZONE_TEXT.format(serial=42), ZONE, relativize=False, zone_factory=secondary.Zone
     )
     write_copy(config, zone, PRIMARY, "axfr")
-    text = config.file.read_text()
-    assert text.startswith("; rpz.example. serial 42, axfr from 192.0.2.53:53 at ")
-    assert "bad.test.rpz.example. 300 IN CNAME ." in text  # absolute names
+    lines = config.file.read_text().splitlines()
+    assert lines[0].startswith("; rpz.example. serial 42, axfr from 192.0.2.53:53 at ")
+    assert lines[1] == "$ORIGIN rpz.example."
+    assert lines[2].startswith("rpz.example. 300 IN SOA ns.rpz.example. ")  # first: peekable
+    assert "bad.test.rpz.example. 300 IN CNAME ." in lines  # absolute names
     copy = load_copy(config)
     assert copy is not None and copy == zone
     assert secondary.record_count(copy) == 4
+    soa = secondary.peek_soa(config)
+    assert soa is not None and soa.serial == 42 and soa.expire == 86400
     assert load_copy(zone_config(tmp_path / "none")) is None
     config.file.write_text("$ORIGIN rpz.example.\nbad.test 300 IN CNAME .\n")
     with pytest.raises(ValueError, match="no SOA"):
         load_copy(config)
+    assert secondary.peek_soa(config) is None
+
+
+def test_copies_compressed_as_their_name_says(tmp_path: Path) -> None:
+    zone = dns.zone.from_text(
+        ZONE_TEXT.format(serial=8), ZONE, relativize=False, zone_factory=secondary.Zone
+    )
+    for name, magic in (("rpz.zone.gz", b"\x1f\x8b"), ("rpz.zone.xz", b"\xfd7zXZ")):
+        config = ZoneConfig(ZONE, tmp_path / name, (PRIMARY,))
+        write_copy(config, zone, PRIMARY, "ixfr")
+        assert config.file.read_bytes().startswith(magic)
+        assert load_copy(config) == zone
+        soa = secondary.peek_soa(config)
+        assert soa is not None and soa.serial == 8
+
+
+def test_peek_reads_a_hand_written_copy_too(tmp_path: Path) -> None:
+    config = zone_config(tmp_path)
+    config.file.write_text(ZONE_TEXT.format(serial=77))  # relative names, $TTL
+    soa = secondary.peek_soa(config)
+    assert soa is not None and soa.serial == 77
+    config.file.write_text(
+        "$ORIGIN rpz.example.\n@ IN SOA ns h ( 5 3600 600\n 86400 300 )\n"
+    )  # on several lines: not peeked, read whole when needed
+    assert secondary.peek_soa(config) is None
 
 
 # --- timers, with a fake clock ------------------------------------------------------------------
@@ -465,8 +495,8 @@ class FakeFetcher:
         self.config = config
         self.primary = primary
 
-    def check(self, copy: dns.zone.Zone | None) -> Checked:
-        serial = secondary.soa_of(copy).serial if copy is not None else None  # type: ignore[union-attr]
+    def check(self, copy: secondary.Zone | None, saved: Any) -> Checked:
+        serial = int(saved.serial) if saved is not None else None
         FakeFetcher.calls.append((self.primary, serial))
         step = FakeFetcher.script.pop(0)
         if isinstance(step, Exception):
@@ -474,10 +504,12 @@ class FakeFetcher:
         zone = dns.zone.from_text(
             ZONE_TEXT.format(serial=step), ZONE, relativize=False, zone_factory=secondary.Zone
         )
+        soa = secondary.soa_of(zone)
+        assert soa is not None
         if step == serial:
-            return Checked(copy, "none", step)  # type: ignore[arg-type]
+            return Checked(copy, "none", soa)
         write_copy(self.config, zone, self.primary, "axfr")
-        return Checked(zone, "axfr", step, secondary.record_count(zone), 0.01)  # type: ignore[arg-type]
+        return Checked(zone, "axfr", soa, secondary.record_count(zone), 0.01)  # type: ignore[arg-type]
 
 
 @pytest.fixture
