@@ -107,7 +107,14 @@ def test_a_change_on_the_primary_reaches_both_instances(scaled: Scaled) -> None:
         done.append(time.monotonic() - t0)
         copy = Path(transferred["file"])
         assert f"scaled.test.{ZONE}" in copy.read_text()
+        reply = dns.query.udp(
+            dns.message.make_query("scaled.test", "A"), server.host, 2.0, server.port
+        )
+        assert reply.rcode() == dns.rcode.NXDOMAIN  # enforced by this instance
     assert max(done) < 5.0
+    assert scaled.balancer is not None
+    for _ in range(10):  # and through dnsdist, whichever instance it picks
+        assert scaled.balancer.ask("scaled.test").rcode() == dns.rcode.NXDOMAIN
     print(f"\nchange applied by both instances {1000 * max(done):.0f} ms after the update")
 
 

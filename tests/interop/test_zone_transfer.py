@@ -66,6 +66,29 @@ def events_after(server: Sinkhole, event: str, start: int) -> list[dict[str, Any
     return [e for e in server.events()[start:] if e.get("event") == event]
 
 
+def answer(server: Sinkhole, name: str) -> str:
+    """How the server answers ``name`` A: "NXDOMAIN", or the rcode and addresses."""
+    reply = dns.query.udp(dns.message.make_query(name, "A"), server.host, 2.0, server.port)
+    rcode = dns.rcode.to_text(reply.rcode())
+    addresses = sorted(r.to_text() for rrset in reply.answer for r in rrset)
+    return rcode if rcode != "NOERROR" else f"NOERROR {' '.join(addresses)}"
+
+
+BLOCKED = "NXDOMAIN"  # the zone rewrites its names with CNAME . (RPZ NXDOMAIN)
+FORWARDED = "NOERROR 198.51.100.7"  # the fake upstream's answer: not blocked
+
+
+def enforced_within(server: Sinkhole, name: str, expected: str, timeout: float) -> float:
+    """Seconds until ``server`` answers ``name`` as ``expected`` (fails after ``timeout``)."""
+    t0 = time.monotonic()
+    while True:
+        got = answer(server, name)
+        if got == expected:
+            return time.monotonic() - t0
+        assert time.monotonic() - t0 < timeout, f"{name}: {got}, expected {expected}"
+        time.sleep(0.005)
+
+
 def names_in(copy: Path) -> set[str]:
     """Owner names of the CNAME records in a zone copy, relative to ZONE."""
     found = set()
@@ -94,6 +117,11 @@ def test_initial_axfr_writes_the_copy_and_reloads(lab: Lab) -> None:
     reloaded = server.wait_event("policy_reloaded", TRANSFER_WAIT)
     assert reloaded["timestamp"] >= transferred["timestamp"]
     assert [p.name for p in copy.parent.iterdir()] == [copy.name]  # no temp file left
+    # The zone's names are blocked, everything else is forwarded as before.
+    assert answer(server, "bad.test") == BLOCKED
+    assert answer(server, "any.wild.test") == BLOCKED
+    assert answer(server, "gone.test") == BLOCKED
+    assert answer(server, "fine.test") == FORWARDED
 
 
 def test_notify_brings_additions_and_removals_by_ixfr(lab: Lab) -> None:
@@ -103,11 +131,15 @@ def test_notify_brings_additions_and_removals_by_ixfr(lab: Lab) -> None:
     server = lab.fleet.start("s", [zone_entry(copy, primary, lab.secret_file)], port)
     server.wait_event("zone_transferred", TRANSFER_WAIT)
     server.wait_event("policy_reloaded", TRANSFER_WAIT)
+    assert answer(server, "gone.test") == BLOCKED
+    assert answer(server, "added.test") == FORWARDED
 
     start = server.mark()
     t0 = time.monotonic()
     serial = primary.update(add=["added.test"], delete=["gone.test"])
     updated = time.monotonic()
+    blocking = enforced_within(server, "added.test", BLOCKED, 5.0)  # within seconds
+    assert answer(server, "gone.test") == FORWARDED  # the removal too, in the same IXFR
     notify = server.wait_event("notify_received", TRANSFER_WAIT, start)
     assert notify["zone"] == ZONE and notify["client"] == "127.0.0.1"
     assert notify["serial"] == serial
@@ -118,13 +150,12 @@ def test_notify_brings_additions_and_removals_by_ixfr(lab: Lab) -> None:
     server.wait_event("policy_reloaded", TRANSFER_WAIT, start)
     seen_reload = time.monotonic()
     assert names_in(copy) == {"bad.test", "*.wild.test", "added.test"}
-    # Within seconds of the NOTIFY (on loopback, tens of milliseconds).
-    assert seen_reload - updated < 5.0
+    assert answer(server, "bad.test") == BLOCKED  # the rest of the zone is still there
     print(
-        f"\nNOTIFY to IXFR applied: update {1000 * (updated - t0):.0f} ms, "
-        f"transfer logged {1000 * (seen_transfer - updated):.0f} ms and policy reloaded "
-        f"{1000 * (seen_reload - updated):.0f} ms after the update returned "
-        f"(transfer {transferred['duration_ms']} ms)"
+        f"\nNOTIFY to IXFR applied: nsupdate took {1000 * (updated - t0):.0f} ms; "
+        f"the added name was blocked {1000 * blocking:.0f} ms after it returned "
+        f"(transfer logged at +{1000 * (seen_transfer - updated):.0f} ms, reload at "
+        f"+{1000 * (seen_reload - updated):.0f} ms; transfer {transferred['duration_ms']} ms)"
     )
 
     # A second change, right away: again incremental.
@@ -133,6 +164,7 @@ def test_notify_brings_additions_and_removals_by_ixfr(lab: Lab) -> None:
     transferred = server.wait_event("zone_transferred", TRANSFER_WAIT, start)
     assert transferred["kind"] == "ixfr" and transferred["serial"] == serial
     assert "later.test" in names_in(copy)
+    enforced_within(server, "later.test", BLOCKED, 5.0)
 
 
 def test_primary_without_ixfr_falls_back_to_a_full_transfer(lab: Lab) -> None:
@@ -158,6 +190,7 @@ def test_primary_without_ixfr_falls_back_to_a_full_transfer(lab: Lab) -> None:
     transferred = server.wait_event("zone_transferred", TRANSFER_WAIT)
     assert transferred["kind"] == "axfr" and transferred["serial"] == 5
     assert "more.test" in names_in(copy)
+    enforced_within(server, "more.test", BLOCKED, 5.0)
 
 
 def test_wrong_tsig_key_changes_nothing(lab: Lab) -> None:
@@ -182,6 +215,8 @@ def test_wrong_tsig_key_changes_nothing(lab: Lab) -> None:
     assert copy.read_bytes() == before
     assert not server.events("zone_transferred")
     assert not server.events("policy_reloaded")
+    assert answer(server, "old.test") == BLOCKED  # the saved copy is still enforced
+    assert answer(server, "new.test") == FORWARDED
     # Without a copy, nothing is written either.
     missing = lab.root / "copies" / "none.zone"
     other = lab.fleet.start("s2", [zone_entry(missing, primary, wrong)], lab.fleet.port())
@@ -217,13 +252,16 @@ def test_primary_down_at_start_the_saved_copy_is_enforced_at_once(
         "s", [zone_entry(copy, silent_primary, lab.secret_file)], lab.fleet.port()
     )
     started_after = time.monotonic() - t0
-    # Serving began while the primary had not answered (its SOA query takes seconds to fail).
+    # Serving began while the primary had not answered (its SOA query takes seconds to fail),
+    # with the saved copy enforced.
+    assert answer(server, "saved.test") == BLOCKED
     assert not server.events("zone_transfer_failed")
     loaded = server.wait_event("zone_copy_loaded", TRANSFER_WAIT)
     assert loaded["serial"] == 7
     failed = server.wait_event("zone_transfer_failed", TRANSFER_WAIT)
     assert failed["error"] == "timed out" and failed["primary"] == silent_primary
     assert copy.read_bytes() == before
+    assert answer(server, "saved.test") == BLOCKED
     assert not server.events("zone_expired")  # the copy was written just now
     print(f"\nstarted with the primary down in {1000 * started_after:.0f} ms")
 
@@ -240,6 +278,7 @@ def test_expired_copy_kept_or_dropped(lab: Lab, silent_primary: str) -> None:
     expired = server.wait_event("zone_expired", TRANSFER_WAIT)
     assert expired["level"] == "error" and expired["on_expire"] == "keep"
     assert keep.exists()
+    assert answer(server, "stale.test") == BLOCKED
     server = lab.fleet.start(
         "drop", [zone_entry(drop, silent_primary, None, on_expire="drop")], lab.fleet.port()
     )
@@ -248,6 +287,7 @@ def test_expired_copy_kept_or_dropped(lab: Lab, silent_primary: str) -> None:
     assert events.index("zone_dropped") < events.index("started")
     assert not drop.exists()
     assert drop.with_name("drop.zone.expired").exists()
+    assert answer(server, "stale.test") == FORWARDED
 
 
 def send_notify(server: Sinkhole, zone: str, source: str) -> dns.message.Message:
@@ -300,4 +340,7 @@ def test_workers_transfer_once_and_all_reload(lab: Lab) -> None:
     server.wait_event("workers_reloaded", TRANSFER_WAIT, start)
     reloads = events_after(server, "policy_reloaded", start)
     assert sorted(e["worker"] for e in reloads) == [0, 1]
+    # Every worker enforces it: many queries, each from a new source port, both workers.
+    answers = {answer(server, "added.test") for _ in range(40)}
+    assert answers == {BLOCKED}
     assert len(server.events("zone_transferred")) == 2  # once per change, not per worker
