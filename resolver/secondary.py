@@ -60,6 +60,8 @@ NO_COPY_RETRY = 10.0  # the retry interval while there is no copy (no SOA to rea
 MIN_INTERVAL = 5.0  # SOA refresh and retry are clamped to [MIN_INTERVAL, MAX_INTERVAL]
 MAX_INTERVAL = 28 * 86400.0
 EXPIRED_REMINDER = 600.0  # how often an expired zone is logged again
+REFUSED_LOG_BURST = 20  # refused NOTIFYs logged per window (the rest are counted)
+REFUSED_LOG_WINDOW = 60.0
 HALF = 2**31
 SERIAL_SPACE = 2**32
 
@@ -583,8 +585,12 @@ class ZoneFollower:
         """Before the first policy is built: date the saved copy (its modification time is
         its last successful check) and read its SOA from the top of the file; with
         ``on_expire: drop`` move it aside if it expired while the resolver was stopped."""
+        copy = self.config.file
+        for stale in copy.parent.glob(f".{copy.name}.*.tmp"):  # a write cut short by a stop
+            with contextlib.suppress(OSError):
+                stale.unlink()
         try:
-            mtime = self.config.file.stat().st_mtime
+            mtime = copy.stat().st_mtime
         except OSError:
             return
         self.timer.confirmed = mtime
@@ -864,6 +870,10 @@ class NotifyListener:
         self.gate = NotifyGate([z for z in zones if z.primaries])
         self.forward = forward
         self.log = log
+        self.clock = time.monotonic
+        self._window = -REFUSED_LOG_WINDOW
+        self._logged = 0
+        self._suppressed = 0
 
     def __call__(self, data: bytes, client: str) -> bytes | None:
         outcome = self.gate.handle(data, client)
@@ -872,12 +882,30 @@ class NotifyListener:
                 "notify_received", zone=outcome.zone, client=client, serial=outcome.serial
             )
             self.forward(outcome.zone, client)
-        else:
+        elif self._may_log():
+            fields: dict[str, Any] = {}
+            if self._suppressed:
+                fields["not_logged_before"] = self._suppressed
+                self._suppressed = 0
             self.log.warning(
                 "notify_refused",
                 zone=outcome.zone,
                 client=client,
                 reason=outcome.reason,
                 rcode=dns.rcode.to_text(dns.rcode.Rcode(outcome.rcode)),
+                **fields,
             )
         return outcome.reply
+
+    def _may_log(self) -> bool:
+        """Refused NOTIFYs are logged at most REFUSED_LOG_BURST times a REFUSED_LOG_WINDOW:
+        anyone can send them, and the log must not be theirs to fill."""
+        now = self.clock()
+        if now - self._window >= REFUSED_LOG_WINDOW:
+            self._window = now
+            self._logged = 0
+        if self._logged < REFUSED_LOG_BURST:
+            self._logged += 1
+            return True
+        self._suppressed += 1
+        return False

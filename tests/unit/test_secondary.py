@@ -698,3 +698,35 @@ def test_secondary_checks_notify_sources_and_follows_config_changes(
     asyncio.run(run())
     assert log.events().count("notify_refused") == 2
     assert len(fake_fetcher.calls) == 2
+
+
+def test_refused_notifies_are_logged_at_a_bounded_rate(tmp_path: Path) -> None:
+    log, forwarded = Log(), []
+    listener = secondary.NotifyListener(
+        [zone_config(tmp_path)], lambda zone, client: forwarded.append((zone, client)), log
+    )
+    clock = FakeClock(100.0)
+    listener.clock = clock
+    data = notify_message().to_wire()
+    for _ in range(secondary.REFUSED_LOG_BURST + 5):
+        reply = listener(data, "198.51.100.1")  # not a primary: every one is answered
+        assert reply is not None and reply[3] & 0xF == dns.rcode.REFUSED
+    assert log.events().count("notify_refused") == secondary.REFUSED_LOG_BURST
+    clock.now += secondary.REFUSED_LOG_WINDOW
+    listener(data, "198.51.100.1")
+    last = log.records[-1][2]
+    assert last["not_logged_before"] == 5 and last["reason"] == "not a primary of the zone"
+    assert listener(data, "192.0.2.53") is not None  # a primary: always logged, passed on
+    assert forwarded == [(ZONE, "192.0.2.53")]
+    assert log.events()[-1] == "notify_received"
+
+
+def test_prepare_removes_temp_files_left_by_a_stop(tmp_path: Path) -> None:
+    config = zone_config(tmp_path)
+    config.file.write_text(ZONE_TEXT.format(serial=1))
+    stale = tmp_path / f".{config.file.name}.abc123.tmp"
+    stale.write_text("half a zone")
+    other = tmp_path / ".other.zone.abc.tmp"
+    other.write_text("not ours")
+    ZoneFollower(config, lambda: None, Log(), FakeClock()).prepare()
+    assert not stale.exists() and other.exists() and config.file.exists()
