@@ -730,3 +730,220 @@ def test_prepare_removes_temp_files_left_by_a_stop(tmp_path: Path) -> None:
     other.write_text("not ours")
     ZoneFollower(config, lambda: None, Log(), FakeClock()).prepare()
     assert not stale.exists() and other.exists() and config.file.exists()
+
+
+# --- Fetcher against a scripted primary on loopback ----------------------------------------
+
+
+class ScriptedPrimary:
+    """A primary on loopback that answers SOA over UDP and one transfer script over TCP:
+    ``answers[rdtype]`` is a list of messages (lists of RR lines) or an rcode."""
+
+    def __init__(self, serial: int, answers: dict[str, Any], sign: bool = True) -> None:
+        import socket
+        import threading
+
+        self.serial = serial
+        self.answers = answers
+        self.sign = sign
+        self.keyring = dns.tsigkeyring.from_text({"xfr-key": ("hmac-sha256", SECRET)})
+        self.asked: list[str] = []
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.port = self.udp.getsockname()[1]
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.listen(4)
+        self.tcp.settimeout(0.2)
+        self.udp.settimeout(0.2)
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._serve_udp, daemon=True),
+            threading.Thread(target=self._serve_tcp, daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _parse(self, data: bytes) -> dns.message.Message:
+        return dns.message.from_wire(data, keyring=self.keyring)
+
+    def _soa(self, serial: int) -> dns.rrset.RRset:
+        return dns.rrset.from_text(
+            ZONE, 300, "IN", "SOA", f"ns.{ZONE} h.{ZONE} {serial} 3600 600 86400 300"
+        )
+
+    def _serve_udp(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data, peer = self.udp.recvfrom(4096)
+            except OSError:
+                continue
+            query = self._parse(data)
+            reply = dns.message.make_response(query)
+            reply.flags |= dns.flags.AA
+            reply.answer.append(self._soa(self.serial))
+            self.udp.sendto(reply.to_wire(), peer)
+
+    def _serve_tcp(self) -> None:
+        import struct
+
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2.0)
+                size = struct.unpack("!H", conn.recv(2))[0]
+                data = b""
+                while len(data) < size:
+                    data += conn.recv(size - len(data))
+                query = self._parse(data)
+                kind = dns.rdatatype.to_text(query.question[0].rdtype)
+                self.asked.append(kind)
+                script = self.answers.get(kind, dns.rcode.REFUSED)
+                if isinstance(script, int):
+                    reply = dns.message.make_response(query)
+                    reply.set_rcode(dns.rcode.Rcode(script))
+                    wires = [reply.to_wire()]
+                else:
+                    wires = []
+                    ctx = None
+                    for index, lines in enumerate(script):
+                        reply = dns.message.make_response(query)
+                        if not self.sign:
+                            reply.keyring = None
+                            reply.tsig = None
+                        for line in lines:
+                            reply.answer.append(dns.rrset.from_text(*line.split(None, 4)))
+                        if index and self.sign:
+                            reply.request_mac = b""
+                        wire = (
+                            reply.to_wire(multi=True, tsig_ctx=ctx)
+                            if self.sign
+                            else reply.to_wire()
+                        )
+                        ctx = reply.tsig_ctx if self.sign else None
+                        wires.append(wire)
+                for wire in wires:
+                    conn.sendall(struct.pack("!H", len(wire)) + wire)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(2)
+        self.udp.close()
+        self.tcp.close()
+
+
+def soa_line(serial: int) -> str:
+    return f"{ZONE} 300 IN SOA ns.{ZONE} h.{ZONE} {serial} 3600 600 86400 300"
+
+
+def rr(owner: str, target: str = ".") -> str:
+    return f"{owner}.{ZONE} 300 IN CNAME {target}"
+
+
+@pytest.fixture
+def scripted() -> Iterator[list[ScriptedPrimary]]:
+    started: list[ScriptedPrimary] = []
+    yield started
+    for primary in started:
+        primary.close()
+
+
+def fetch(
+    tmp_path: Path, primary: ScriptedPrimary, serial: int | None
+) -> tuple[ZoneConfig, secondary.Fetcher, Any]:
+    tsig = TsigKey("xfr-key", "hmac-sha256", key_file(tmp_path))
+    config = ZoneConfig(ZONE, tmp_path / "copy.zone", (Endpoint("127.0.0.1", primary.port),), tsig)
+    saved = None
+    if serial is not None:
+        config.file.write_text(ZONE_TEXT.format(serial=serial))
+        saved = secondary.peek_soa(config)
+    return config, secondary.Fetcher(config, config.primaries[0]), saved
+
+
+def test_broken_ixfr_falls_back_to_axfr(tmp_path: Path, scripted: list[ScriptedPrimary]) -> None:
+    broken = [[soa_line(2), soa_line(1), rr("not-in-our-copy.test"), soa_line(2), soa_line(2)]]
+    axfr = [[soa_line(2), f"{ZONE} 300 IN NS localhost.", rr("new.test")], [soa_line(2)]]
+    primary = ScriptedPrimary(2, {"IXFR": broken, "AXFR": axfr})
+    scripted.append(primary)
+    config, fetcher, saved = fetch(tmp_path, primary, 1)
+    checked = fetcher.check(None, saved)
+    assert primary.asked == ["IXFR", "AXFR"]
+    assert checked.kind == "axfr" and checked.serial == 2
+    assert "DeleteNotExact" in checked.ixfr_error or "delete" in checked.ixfr_error.lower()
+    assert "new.test.rpz.example. 300 IN CNAME ." in config.file.read_text()
+
+
+def test_good_ixfr_is_applied_to_the_saved_copy(
+    tmp_path: Path, scripted: list[ScriptedPrimary]
+) -> None:
+    diff = [[soa_line(2), soa_line(1), rr("bad.test"), soa_line(2), rr("added.test"), soa_line(2)]]
+    primary = ScriptedPrimary(2, {"IXFR": diff})
+    scripted.append(primary)
+    config, fetcher, saved = fetch(tmp_path, primary, 1)
+    checked = fetcher.check(None, saved)
+    assert checked.kind == "ixfr" and checked.serial == 2 and checked.zone is not None
+    text = config.file.read_text()
+    assert "added.test.rpz.example." in text and "bad.test.rpz.example." not in text
+    assert "*.wild.test.rpz.example. 300 IN CNAME ." in text  # untouched records stay
+
+
+def test_ixfr_refused_falls_back_and_a_primary_without_anything_fails(
+    tmp_path: Path, scripted: list[ScriptedPrimary]
+) -> None:
+    axfr = [[soa_line(3), f"{ZONE} 300 IN NS localhost.", soa_line(3)]]
+    primary = ScriptedPrimary(3, {"IXFR": dns.rcode.NOTIMP, "AXFR": axfr})
+    scripted.append(primary)
+    config, fetcher, saved = fetch(tmp_path, primary, 1)
+    checked = fetcher.check(None, saved)
+    assert checked.kind == "axfr" and "NOTIMP" in checked.ixfr_error
+    nothing = ScriptedPrimary(3, {"IXFR": dns.rcode.REFUSED, "AXFR": dns.rcode.REFUSED})
+    scripted.append(nothing)
+    (tmp_path / "b").mkdir()
+    config, fetcher, saved = fetch(tmp_path / "b", nothing, 1)
+    before = config.file.read_bytes()
+    with pytest.raises(TransferFailed, match="REFUSED"):
+        fetcher.check(None, saved)
+    assert config.file.read_bytes() == before
+
+
+def test_transfers_that_change_nothing(tmp_path: Path, scripted: list[ScriptedPrimary]) -> None:
+    # The same serial: nothing transferred, nothing written.
+    same = ScriptedPrimary(5, {})
+    scripted.append(same)
+    config, fetcher, saved = fetch(tmp_path, same, 5)
+    before = config.file.read_bytes()
+    checked = fetcher.check(None, saved)
+    assert checked.kind == "none" and same.asked == []
+    assert config.file.read_bytes() == before
+    # An older serial on the primary (RFC 1982): refused, nothing written.
+    older = ScriptedPrimary(4, {})
+    scripted.append(older)
+    config, fetcher, saved = fetch(tmp_path, older, 5)
+    with pytest.raises(TransferFailed, match="not newer"):
+        fetcher.check(None, saved)
+    assert config.file.read_bytes() == before and older.asked == []
+    # An AXFR that brings an older serial than the copy: refused.
+    stale = ScriptedPrimary(6, {"IXFR": dns.rcode.NOTIMP, "AXFR": [[soa_line(4), soa_line(4)]]})
+    scripted.append(stale)
+    config, fetcher, saved = fetch(tmp_path, stale, 5)
+    with pytest.raises(TransferFailed, match="not newer"):
+        fetcher.check(None, saved)
+    assert config.file.read_bytes() == before
+
+
+def test_unsigned_transfer_is_rejected_when_tsig_is_configured(
+    tmp_path: Path, scripted: list[ScriptedPrimary]
+) -> None:
+    axfr = [[soa_line(1), f"{ZONE} 300 IN NS localhost.", rr("evil.test"), soa_line(1)]]
+    primary = ScriptedPrimary(1, {"AXFR": axfr}, sign=False)
+    scripted.append(primary)
+    config, fetcher, saved = fetch(tmp_path, primary, None)
+    with pytest.raises(TransferFailed, match="TSIG"):
+        fetcher.check(None, saved)
+    assert not config.file.exists()
+    assert list(tmp_path.glob(".copy.zone.*")) == []
