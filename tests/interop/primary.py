@@ -48,11 +48,11 @@ def new_secret() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def zone_text(serial: int, names: Iterable[str]) -> str:
+def zone_text(serial: int, names: Iterable[str], refresh: int = 3600, retry: int = 600) -> str:
     """An RPZ zone: every name (relative to the zone) rewritten to NXDOMAIN (CNAME .)."""
     lines = [
         "$TTL 300",
-        f"@ IN SOA ns.{ZONE} hostmaster.{ZONE} {serial} 3600 600 86400 300",
+        f"@ IN SOA ns.{ZONE} hostmaster.{ZONE} {serial} {refresh} {retry} 86400 300",
         "@ IN NS localhost.",
     ]
     lines += [f"{name} IN CNAME ." for name in names]
@@ -70,19 +70,22 @@ class BindPrimary(Process):
         secret: str,
         serial: int = 1,
         provide_ixfr: bool = True,
+        port: int | None = None,
+        refresh: int = 3600,
+        retry: int = 600,
     ) -> None:
         named = need("named")
         self.nsupdate = need("nsupdate")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.host = "127.0.0.1"
-        self.port = free_port(self.host)
+        self.port = port if port is not None else free_port(self.host)
         self.secret = secret
         self.keyfile = workdir / "xfr.key"
         self.keyfile.write_text(
             f'key "{KEY_NAME}" {{ algorithm {ALGORITHM}; secret "{secret}"; }};\n'
         )
-        (workdir / "rpz.example.db").write_text(zone_text(serial, names))
+        (workdir / "rpz.example.db").write_text(zone_text(serial, names, refresh, retry))
         targets = " ".join(f"{host} port {port};" for host, port in notify)
         conf = workdir / "named.conf"
         conf.write_text(

@@ -344,3 +344,39 @@ def test_workers_transfer_once_and_all_reload(lab: Lab) -> None:
     answers = {answer(server, "added.test") for _ in range(40)}
     assert answers == {BLOCKED}
     assert len(server.events("zone_transferred")) == 2  # once per change, not per worker
+
+
+def test_refresh_timer_picks_up_a_change_without_notify(lab: Lab) -> None:
+    # No NOTIFY at all: the SOA refresh (5 s, the shortest the resolver accepts) finds it.
+    primary = BindPrimary(lab.root / "named-quiet", NAMES, [], lab.secret, refresh=5, retry=5)
+    lab.primaries.append(primary)
+    copy = lab.root / "copies" / "rpz.example.zone"
+    server = lab.fleet.start("s", [zone_entry(copy, primary, lab.secret_file)], lab.fleet.port())
+    server.wait_event("zone_transferred", TRANSFER_WAIT)
+    start = server.mark()
+    serial = primary.update(add=["polled.test"])
+    transferred = server.wait_event("zone_transferred", 5 + TRANSFER_WAIT, start)
+    assert transferred["reason"] == "refresh" and transferred["serial"] == serial
+    assert not events_after(server, "notify_received", start)
+    enforced_within(server, "polled.test", BLOCKED, 5.0)
+
+
+def test_retry_timer_after_the_primary_comes_back(lab: Lab) -> None:
+    # A saved copy (SOA retry 5 s), the primary not running yet: the first check fails,
+    # the retry after 5 s finds the primary and transfers.
+    port = lab.fleet.port()
+    copy = lab.root / "copies" / "rpz.example.zone"
+    copy.parent.mkdir()
+    copy.write_text(zone_text(0, ["old.test"], refresh=3600, retry=5))
+    server = lab.fleet.start(
+        "s", [zone_entry(copy, f"127.0.0.1:{port}", lab.secret_file)], lab.fleet.port()
+    )
+    failed = server.wait_event("zone_transfer_failed", TRANSFER_WAIT)
+    assert failed["reason"] == "start"
+    primary = BindPrimary(lab.root / "named-late", NAMES, [], lab.secret, port=port)
+    lab.primaries.append(primary)
+    transferred = server.wait_event("zone_transferred", 5 + TRANSFER_WAIT)
+    assert transferred["reason"] == "retry" and transferred["serial"] == 1
+    assert transferred["kind"] == "axfr"  # BIND has no journal from serial 0: whole zone
+    enforced_within(server, "bad.test", BLOCKED, 5.0)
+    assert answer(server, "old.test") == FORWARDED
