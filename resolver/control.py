@@ -248,17 +248,33 @@ def fetch_policies(base: str, timeout: float = 10.0) -> dict[str, Any]:
         raise ControlError(f"cannot read {base.rstrip('/')}/policies: {exc}") from None
 
 
-def fetch_entries(base: str, timeout: float = 60.0) -> Iterator[tuple[str, Scope, Action, str]]:
-    """Every entry the server has loaded: (name, scope, action, policy id), streamed."""
-    scopes = {label: scope for scope, label in FORMS.items()}
+SCOPES = {label.encode(): scope for scope, label in FORMS.items()}
+
+
+def fetch_entry_lines(base: str, timeout: float = 120.0) -> list[bytes]:
+    """Every line of GET /entries, without its newline."""
     url = base.rstrip("/") + "/entries"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            for raw in response:
-                fields = raw.decode("utf-8").rstrip("\n").split("\t")
-                if len(fields) != 4:
-                    raise ControlError(f"{url}: a line is not name, form, action, policy: {raw!r}")
-                name, form, action, policy = fields
-                yield name, scopes[form], Action.from_label(action), policy
-    except (OSError, KeyError, ValueError) as exc:
+            body: bytes = response.read()
+    except OSError as exc:
         raise ControlError(f"cannot read {url}: {exc}") from None
+    lines = body.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def parse_entry_line(line: bytes) -> tuple[bytes, Scope, Action, str]:
+    """(wire name, scope, action, policy id) of one line of GET /entries."""
+    fields = line.split(b"\t")
+    if len(fields) != 4 or not fields[0]:
+        raise ControlError(f"an /entries line is not name, form, action, policy: {line!r}")
+    name, form, action, policy = fields
+    try:
+        scope = SCOPES[form]
+        verb = Action.from_label(action.decode())
+    except (KeyError, UnicodeDecodeError):
+        raise ControlError(f"an /entries line has an unknown form or action: {line!r}") from None
+    wire_name = b"".join(bytes((len(label),)) + label for label in name.split(b"."))
+    return wire_name + b"\x00", scope, verb, policy.decode("utf-8", "replace")

@@ -1,12 +1,13 @@
 """`sinkhole diff`: what a reload would change, against what the running server enforces.
 
-The running server's entries come from its control endpoint; the new ones are
-built from the files as a reload would build them. Both sides are compiled with
-the server's matcher and every name either side has an entry for is decided twice,
-before and after: the name itself, and a name under it that no entry names. So a
-new exemption shows up as names unblocked, and a policy moved up the list as
-actions changed. Decisions are those for a client every scope includes, with every
-policy in force (client scopes and dates are the same on both sides).
+The running server's entries come from its control endpoint (GET /entries); the new
+ones are built from the files as a reload would build them, and written as the same
+lines. Lines on one side only name the entries that changed; the names they are for,
+and the names under them, are decided before and after with the server's matcher
+(layer by layer, as the server does): the name itself, and a name under it that no
+entry names. So a new exemption shows up as names unblocked, and a policy moved up
+the list as actions changed. Decisions are those for a client every scope includes,
+with every policy in force (client scopes and dates are the same on both sides).
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resolver.config import Config
-from resolver.control import fetch_entries, fetch_policies
+from resolver.control import (
+    entry_lines,
+    fetch_entry_lines,
+    fetch_policies,
+    parse_entry_line,
+)
 from resolver.names import to_wire
 from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
-from resolver.rules import pattern, wire_text, zone_rules
+from resolver.rules import pattern, wire_text
 from resolver.snapshot import BuildResult
 
 PROBE = b"\x01\xff"  # a label no policy name has: stands for "any other name under it"
@@ -138,25 +144,6 @@ def compile_layers(
     return [CompiledPolicy.build(layers[n]) for n in sorted(layers)]
 
 
-def file_entries(result: BuildResult) -> Iterator[Entry]:
-    """Every entry of a build, in the order the server reads them, then the zones' name
-    triggers."""
-    for policy, report in zip(result.policies, result.reports, strict=True):
-        policy_id = policy.info.id
-        for entry in policy.entries:
-            yield to_wire(entry.name), entry.scope, entry.action, policy_id
-        for name in report.listed:
-            yield name, Scope.SUBTREE, policy.action, policy_id
-    for rule in zone_rules(result.snapshot.policy):
-        if rule.network is None:
-            yield to_wire(rule.name), rule.scope, rule.action, rule.policy_id
-
-
-def server_entries(base: str) -> Iterator[Entry]:
-    for name, scope, action, policy in fetch_entries(base):
-        yield to_wire(name), scope, action, policy
-
-
 def decide(layers: list[CompiledPolicy], qname: bytes) -> Decision:
     """The first layer's verdict, as the server decides (for a client every scope
     includes)."""
@@ -239,20 +226,70 @@ def diff(config: Config, result: BuildResult, server: str) -> Diff:
     new_ids = [p.info.id for p in result.policies] + [z["id"] for z in new_zones]
     new_order = {policy_id: i for i, policy_id in enumerate(new_ids)}
     new_layer = {z["id"]: i + 1 for i, z in enumerate(new_zones)}
-    names: set[bytes] = set()
-
-    def collect(entries: Iterable[Entry]) -> Iterator[Entry]:
-        add = names.add
-        for entry in entries:
-            add(entry[0])
-            yield entry
-
-    before_layers = compile_layers(collect(server_entries(server)), old_order, old_layer)
-    after_layers = compile_layers(collect(file_entries(result)), new_order, new_layer)
-    out.names_before = sum(t.names() for t in before_layers)
-    out.names_after = sum(t.names() for t in after_layers)
-    out.changes = compare_tables(before_layers, after_layers, names)
+    reordered = kept_old != kept_new or [
+        z["id"] for z in running_zones if z["id"] in new_layer
+    ] != [z["id"] for z in new_zones if z["id"] in old_layer]
+    running_lines = fetch_entry_lines(server)
+    file_lines = b"".join(entry_lines(result)).split(b"\n")
+    if file_lines and not file_lines[-1]:
+        file_lines.pop()
+    out.names_before = len({line.split(b"\t", 1)[0] for line in running_lines})
+    out.names_after = len({line.split(b"\t", 1)[0] for line in file_lines})
+    out.changes = compare_lines(
+        running_lines, file_lines, (old_order, old_layer), (new_order, new_layer), reordered
+    )
     return out
+
+
+def compare_lines(
+    before: list[bytes],
+    after: list[bytes],
+    old: tuple[dict[str, int], dict[str, int]],
+    new: tuple[dict[str, int], dict[str, int]],
+    everything: bool = False,
+) -> list[Change]:
+    """The decisions that differ between two sets of entries, as /entries lines (each in
+    the order the server reads them, with its policies' order and layers).
+
+    Only names an entry was added to or removed from, and the names under them, can be
+    decided otherwise (a decision comes from entries at the name and its parents), so only
+    those are compared, on tables built from the entries at them and their parents: past
+    one set difference of the lines, the cost follows the change, not the size of the
+    lists. ``everything``: the policies were reordered, so every name is compared.
+    """
+    changed: set[bytes] | None = None
+    if not everything:
+        changed = {line.split(b"\t", 1)[0] for line in set(before).symmetric_difference(after)}
+        if not changed:
+            return []
+    names = {line.split(b"\t", 1)[0] for line in before}
+    names.update(line.split(b"\t", 1)[0] for line in after)
+    if changed is None:
+        affected = names
+    else:
+        affected = {n for n in names if n in changed or any(p in changed for p in _parents(n))}
+    relevant = set(affected)
+    for name in affected:
+        relevant.update(_parents(name))
+
+    def entries(lines: list[bytes]) -> Iterator[Entry]:
+        for line in lines:
+            if line.split(b"\t", 1)[0] in relevant:
+                yield parse_entry_line(line)
+
+    old_tables = compile_layers(entries(before), *old)
+    new_tables = compile_layers(entries(after), *new)
+    return compare_tables(old_tables, new_tables, (to_wire(n.decode()) for n in affected))
+
+
+def _parents(name: bytes) -> Iterator[bytes]:
+    """The parents of a name in text form, nearest first."""
+    while True:
+        dot = name.find(b".")
+        if dot < 0:
+            return
+        name = name[dot + 1 :]
+        yield name
 
 
 # --- text output ---------------------------------------------------------------------------
