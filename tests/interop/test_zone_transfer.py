@@ -112,7 +112,7 @@ def test_initial_axfr_writes_the_copy_and_reloads(lab: Lab) -> None:
     assert transferred["primary"] == primary.endpoint
     assert isinstance(transferred["duration_ms"], float)
     assert names_in(copy) == set(NAMES)
-    assert copy.read_text().startswith(f"; {ZONE} serial 1, axfr from {primary.endpoint}")
+    assert copy.read_text().startswith(f"; sinkhole: {ZONE} serial 1, axfr from {primary.endpoint}")
     # The change is applied: a policy reload follows the transfer.
     reloaded = server.wait_event("policy_reloaded", TRANSFER_WAIT)
     assert reloaded["timestamp"] >= transferred["timestamp"]
