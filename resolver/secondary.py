@@ -828,8 +828,10 @@ class Fetcher:
                 size = struct.unpack("!H", _recv_exactly(sock, 2, deadline))[0]
                 message = _recv_exactly(sock, size, deadline)
                 received, tsig_start = read_message(message, query.id)
-                chain.check(message, tsig_start, first)  # before the rcode: TSIG errors first
                 rcode = message[3] & 0xF
+                if rcode and tsig_start is None:
+                    raise TransferError(rcode)  # an unsigned refusal changes nothing anyway
+                chain.check(message, tsig_start, first)  # a TSIG error says more than NOTAUTH
                 if rcode:
                     raise TransferError(rcode)
                 first = False
