@@ -277,7 +277,7 @@ class _Loader:
     ) -> None:
         resolved = path.resolve()
         if resolved in stack:
-            raise PolicyError(f"$INCLUDE loop: {path} includes itself", str(stack[-1]), line)
+            raise PolicyError(f"$INCLUDE loop: {path} is already being read", str(stack[-1]), line)
         self.read_text(
             read_text(path), str(path), path.parent, origin, default_ttl, (*stack, resolved), depth
         )
@@ -430,6 +430,8 @@ class _Loader:
         this file's $ORIGIN (or the given one) and $TTL; afterwards both are as before."""
         body = line.split(";", 1)[0] if '"' not in line else line
         parts = _include_words(body.strip())
+        if parts is None:
+            raise PolicyError("unbalanced quote in $INCLUDE", source, index + 1)
         if len(parts) < 2 or len(parts) > 3:
             raise PolicyError("$INCLUDE needs a file name and at most an origin", source, index + 1)
         if depth >= MAX_INCLUDE_DEPTH:
@@ -440,7 +442,7 @@ class _Loader:
         if not path.is_absolute():
             path = base / path
         origin = _absolute(parts[2].lower(), current) if len(parts) == 3 else current
-        if not origin.endswith(self.origin) and origin != self.origin:
+        if origin != self.origin and not origin.endswith("." + self.origin):
             raise PolicyError(
                 f"$INCLUDE origin {origin} is outside the zone {self.origin}", source, index + 1
             )
@@ -821,8 +823,9 @@ def _parens(line: str, depth: int) -> int:
     return depth
 
 
-def _include_words(text: str) -> list[str]:
-    """The words of an $INCLUDE line: a quoted file name may hold spaces."""
+def _include_words(text: str) -> list[str] | None:
+    """The words of an $INCLUDE line (a quoted file name may hold spaces); None when a
+    quote is not closed."""
     words: list[str] = []
     rest = text
     while rest:
@@ -832,7 +835,7 @@ def _include_words(text: str) -> list[str]:
         if rest.startswith('"'):
             end = rest.find('"', 1)
             if end < 0:
-                raise PolicyError("unbalanced quote in $INCLUDE", "", 0)
+                return None
             words.append(rest[1:end])
             rest = rest[end + 1 :]
         else:

@@ -197,8 +197,14 @@ def test_include_errors_name_the_line(tmp_path: Path) -> None:
 
     loop = tmp_path / "loop.rpz"
     loop.write_text(HEAD + "$INCLUDE loop.rpz\n")
-    with pytest.raises(PolicyError, match="includes itself"):
+    with pytest.raises(PolicyError, match="already being read"):
         load_zone(ZoneConfig("rpz.test.", loop))
+
+    quote = tmp_path / "quote.rpz"
+    quote.write_text(HEAD + '$INCLUDE "never closed\n')
+    with pytest.raises(PolicyError, match="unbalanced quote") as info:
+        load_zone(ZoneConfig("rpz.test.", quote))
+    assert info.value.line == 4
 
     outside = tmp_path / "outside.rpz"
     outside.write_text(HEAD + "$INCLUDE main.rpz example.org.\n")
