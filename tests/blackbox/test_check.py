@@ -121,3 +121,29 @@ def test_json_output(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert report["errors"][0]["line"] == 5
+
+
+WARNING_LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): warning: (?P<message>.+)$")
+
+
+def test_warnings_alone_exit_0(tmp_path: Path) -> None:
+    policy = GOOD_POLICY + "  - www.good.example\n"
+    result = check("--config", str(write_setup(tmp_path, policy)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [warning] = [m.groupdict() for m in map(WARNING_LINE.match, result.stdout.splitlines()) if m]
+    assert warning["file"] == str(tmp_path / "policies" / "p.yaml")
+    assert (warning["line"], warning["col"]) == ("5", "5")
+    assert "already covered by good.example" in warning["message"]
+    assert result.stdout.splitlines()[-1].endswith("1 policies, 2 names, 1 warning")
+
+
+def test_every_broken_file_is_reported(tmp_path: Path) -> None:
+    config = write_setup(tmp_path, GOOD_POLICY + "  - twitter.com/uriminzok\n")
+    (tmp_path / "policies" / "q.yaml").write_text("id: q\nblock:\n  - 192.0.2.1\n")
+    result = check("--config", str(config))
+    assert result.returncode == 1
+    assert sorted((Path(e["file"]).name, e["line"]) for e in errors(result)) == [
+        ("p.yaml", "5"),
+        ("q.yaml", "3"),
+    ]
+    assert result.stdout.splitlines()[-1] == "failed: 2 errors, 0 warnings"
