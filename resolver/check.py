@@ -21,7 +21,7 @@ from typing import Any
 
 from resolver.config import Config, default_config, load_config
 from resolver.errors import SourceError
-from resolver.lists import ListReport
+from resolver.lists import ListReport, read_list
 from resolver.policy import Scope
 from resolver.policy_yaml import ListRef, PolicyFile, load_policy
 from resolver.rules import (
@@ -30,7 +30,6 @@ from resolver.rules import (
     key_position,
     list_lines,
     overlap,
-    read_list,
     wire_text,
 )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from resolver import wire
-from resolver.lists import READERS, ListReport
+from resolver.lists import ListReport, open_binary, read_list
 from resolver.policy import EVERYONE, Action, ClientScope, Network, Redirect, Scope, Verdict
 from resolver.policy_yaml import ListRef, PolicyFile
 
@@ -185,17 +185,6 @@ def list_rule(policy: PolicyFile, order: int, index: int, name: str, ref: ListRe
     )
 
 
-def read_list(ref: ListRef, report: ListReport) -> Iterator[bytes]:
-    """The wire names of a list, read as the server reads them."""
-    from resolver import lists
-
-    reader = getattr(lists, "read_list", None)
-    if reader is not None:
-        yield from reader(ref, report)
-    else:  # pragma: no cover - the reader table of older list modules
-        yield from READERS[ref.format](ref.path, report)
-
-
 def all_rules(policies: Iterable[PolicyFile]) -> Iterator[Rule]:
     """Every rule of every policy, list names included, in the order the server reads them."""
     index = 0
@@ -293,27 +282,18 @@ def key_position(source: str, keys: Iterable[str]) -> tuple[int, int]:
     return 0, 0
 
 
-def list_line(path: Path, name: str) -> int:
-    """The first line of a list file on which ``name`` appears as a whole name; 0 if none."""
-    found = list_lines(path, name, 1)
-    return found[0] if found else 0
-
-
 def list_lines(path: Path, name: str, count: int, limit: int = 5_000_000) -> list[int]:
     """The first ``count`` lines of a list file on which ``name`` appears as a whole name.
 
     Lists keep no line numbers for the names they yield; this finds them for display.
     """
-    from resolver import lists
 
     pattern_re = re.compile(
         rb"(?<![a-z0-9_.-])" + re.escape(name.encode()) + rb"\.?(?![a-z0-9_.-])"
     )
-    opener = getattr(lists, "open_binary", None)
     found: list[int] = []
     try:
-        handle = opener(path) if opener is not None else path.open("rb")
-        with handle as f:
+        with open_binary(path) as f:
             for number, line in enumerate(f, 1):
                 if number > limit:
                     break
