@@ -967,6 +967,7 @@ class ZoneFollower:
         self.busy = False
         self.again = False
         self._handle: asyncio.TimerHandle | None = None
+        self._check_timer = False  # the handle wakes for a check (else for the expiry)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -1174,13 +1175,17 @@ class ZoneFollower:
             return
         if self._handle is not None:
             self._handle.cancel()
-        delay = max(self.timer.wake_at() - self.clock(), 0.0)
+        wake = self.timer.wake_at()
+        # Checks are timed by the loop's monotonic clock: a wall-clock step cannot delay
+        # them (expiry stays on the wall clock, which the copy's date is in).
+        self._check_timer = wake >= self.timer.next_check
+        delay = max(wake - self.clock(), 0.0)
         self._handle = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._handle = None
         now = self.clock()
-        if self.timer.check_due(now):
+        if self._check_timer or self.timer.check_due(now):
             self._check_soon("retry" if self.timer.failures else "refresh")
         else:
             self._poll_expiry(now)

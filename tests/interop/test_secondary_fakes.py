@@ -459,3 +459,27 @@ def test_unsigned_transfer_is_rejected_when_tsig_is_configured(
         fetcher.check(None, saved)
     assert not config.file.exists()
     assert list(tmp_path.glob(".copy.zone.*")) == []
+
+
+def test_a_wall_clock_step_back_does_not_delay_the_refresh(
+    tmp_path: Path, fake_fetcher: type[FakeFetcher]
+) -> None:
+    log, clock = Log(), FakeClock()
+    config = zone_config(tmp_path, primaries=(PRIMARY,))
+    fake_fetcher.script = [1, 1]
+
+    async def run() -> None:
+        follower = ZoneFollower(config, lambda: None, log, clock)
+        follower.start()
+        await settle(follower)
+        follower.timer.next_check = clock.now + 0.05  # due in 50 ms of loop time
+        follower._schedule()
+        clock.now -= 86400  # the wall clock steps back a day
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(fake_fetcher.calls) == 2 and not follower.busy:
+                break
+        follower.close()
+
+    asyncio.run(run())
+    assert len(fake_fetcher.calls) == 2  # the refresh ran on time all the same
