@@ -152,27 +152,8 @@ def load_policy(path: Path) -> PolicyFile:
 Keys = dict[str, tuple[yaml.Node, yaml.Node]]
 
 
-class _PolicyDoc(Doc):
-    """A policy's YAML, where a value YAML cannot build (2026-13-01, a !!tag) is an error."""
-
-    def value(self, node: yaml.Node) -> Any:
-        try:
-            return super().value(node)
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            self.fail(node, f"cannot read this value ({problem}); write plain text or a number")
-        except ValueError as exc:
-            if node.tag.endswith(":timestamp"):
-                self.fail(
-                    node,
-                    f"{node.value} is not a valid date ({exc}); "
-                    "write dates as year-month-day, like 2026-01-01",
-                )
-            self.fail(node, f"cannot read {node.value!r} ({exc})")
-
-
 def parse_policy(text: str, source: str, base_dir: Path, sha256: str = "") -> PolicyFile:
-    doc = _PolicyDoc(text, source, PolicyError)
+    doc = Doc(text, source, PolicyError)
     if doc.root is None:
         doc.fail(None, "the policy file is empty: start it with a line like 'id: my-policy'")
     keys = doc.mapping(doc.root, "a policy file")

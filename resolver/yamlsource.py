@@ -66,13 +66,20 @@ class Doc:
         self.fail(node, f"{what} must be a list")
 
     def value(self, node: yaml.Node) -> Any:
+        """The value of a node; one YAML cannot build (2026-13-01, a !!tag) is an error."""
         try:
             return _construct(node, deep=True)
-        except yaml.constructor.ConstructorError as exc:
-            self.fail(node, f"not a plain value ({exc.problem}); write text, a number or a list")
-        except ValueError as exc:  # e.g. an impossible date such as 2026-13-01
-            text = node.value
-            self.fail(node, f"{text!r} looks like a date or number but is not ({exc}); quote it")
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            self.fail(node, f"cannot read this value ({problem}); write plain text or a number")
+        except ValueError as exc:
+            if node.tag.endswith(":timestamp"):
+                self.fail(
+                    node,
+                    f"{node.value} is not a valid date ({exc}); "
+                    "write dates as year-month-day, like 2026-01-01",
+                )
+            self.fail(node, f"cannot read {node.value!r} ({exc})")
 
     def string(self, node: yaml.Node, what: str) -> str:
         value = self.value(node)
