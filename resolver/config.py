@@ -12,7 +12,7 @@ import yaml
 from resolver.cache import CacheSettings
 from resolver.errors import ConfigError
 from resolver.policy import Answers
-from resolver.yamlsource import Doc
+from resolver.yamlsource import Doc, describe
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ALLOW = (
@@ -85,6 +85,7 @@ class Config:
     log_level: str = "info"
     workers: int = 0  # 0: one per CPU core this process may run on
     zones: tuple[ZoneConfig, ...] = ()  # RPZ zones, in order (first zone wins)
+    udp_batch: bool = True  # UDP in batches (recvmmsg/sendmmsg) where the platform has them
 
     def worker_count(self) -> int:
         if self.workers:
@@ -128,6 +129,7 @@ KNOWN_KEYS = frozenset(
         "log_level",
         "workers",
         "zones",
+        "udp_batch",
     }
 )
 ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire"})
@@ -274,6 +276,12 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             )
     if "zones" in keys:
         values["zones"] = _zones(doc, keys["zones"][1], base_dir)
+    if "udp_batch" in keys:
+        _, node = keys["udp_batch"]
+        flag = doc.value(node)
+        if not isinstance(flag, bool):
+            doc.fail(node, f"udp_batch must be true or false, not {describe(flag)}")
+        values["udp_batch"] = flag
     if "log_level" in keys:
         _, node = keys["log_level"]
         level = doc.string(node, "log_level").lower()
