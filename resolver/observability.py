@@ -28,7 +28,8 @@ MAX_BUFFERED = (
 def configure_logging(level: str = "info", worker: int | None = None) -> None:
     """JSON lines on stdout, each written whole (workers share the stream)."""
     try:
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        # One write(2) per line (write_through would send the newline on its own).
+        sys.stdout.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
     except AttributeError:
         pass
 
