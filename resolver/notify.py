@@ -29,6 +29,7 @@ import dns.tsig
 
 from resolver import wire
 from resolver.config import TsigKey, ZoneConfig
+from resolver.engine import client_address
 from resolver.errors import FormError
 
 OPCODE_NOTIFY = 4
@@ -40,17 +41,6 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 def is_notify(data: bytes) -> bool:
     """A NOTIFY request: QR clear, opcode 4 (the rest of the header is not looked at)."""
     return len(data) > 2 and data[2] & 0xF8 == OPCODE_NOTIFY << 3
-
-
-def host_address(host: str) -> Address | None:
-    """An address from the socket layer's text (scope ids and v4-mapped forms unwrapped)."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
 
 
 def read_secret(key: TsigKey) -> dns.tsig.Key:
@@ -91,7 +81,7 @@ class NotifyGate:
         self.zones = {z.name: z for z in zones}
         self.primaries: dict[str, frozenset[Address]] = {}
         for zone in self.zones.values():
-            hosts = (host_address(p.host) for p in zone.primaries)
+            hosts = (client_address(p.host) for p in zone.primaries)
             self.primaries[zone.name] = frozenset(a for a in hosts if a is not None)
         self.keyring: dict[dns.name.Name, dns.tsig.Key] = {}
         for zone in self.zones.values():
@@ -103,7 +93,7 @@ class NotifyGate:
                 self.keyring[key.name] = key
 
     def is_primary(self, zone: str, host: str) -> bool:
-        address = host_address(host)
+        address = client_address(host)
         return address is not None and address in self.primaries.get(zone, frozenset())
 
     def handle(self, data: bytes, client: str) -> NotifyOutcome:
