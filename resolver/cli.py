@@ -22,6 +22,13 @@ def _config(args: argparse.Namespace) -> tuple[Config, Path | None]:
     return default_config(), None
 
 
+def _load_failed(exc: SourceError, what: str) -> int:
+    """Report a file that does not load; the exit status for it."""
+    print(f"{exc.source}:{exc.line}:{exc.column}: error: {exc.message}", file=sys.stderr)
+    print(f"sinkhole: {what}; `sinkhole check` lists every error", file=sys.stderr)
+    return 2
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from resolver.app import run_server
 
@@ -60,12 +67,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         policies, compiled = explain.build(config, now)
         result = explain.explain(config, policies, compiled, args.name, qtype, client, now)
     except SourceError as exc:
-        print(f"{exc.source}:{exc.line}:{exc.column}: error: {exc.message}", file=sys.stderr)
-        print(
-            "sinkhole: the policies do not load; `sinkhole check` lists every error",
-            file=sys.stderr,
-        )
-        return 2
+        return _load_failed(exc, "the policies do not load")
     except ValueError as exc:
         print(f"sinkhole: {exc}", file=sys.stderr)
         return 2
@@ -86,12 +88,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         config, _ = _config(args)
         result = build_snapshot(config)
     except SourceError as exc:
-        print(f"{exc.source}:{exc.line}:{exc.column}: error: {exc.message}", file=sys.stderr)
-        print(
-            "sinkhole: the new files do not load; `sinkhole check` lists every error",
-            file=sys.stderr,
-        )
-        return 2
+        return _load_failed(exc, "the new files do not load")
     server = args.server or (f"http://{config.control}" if config.control else "")
     if not server:
         print(
@@ -139,12 +136,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         result = build_snapshot(config)
         client = explain_client(args.client) if args.client else verify.local_address(server)
     except SourceError as exc:
-        print(f"{exc.source}:{exc.line}:{exc.column}: error: {exc.message}", file=sys.stderr)
-        print(
-            "sinkhole: the policies do not load; `sinkhole check` lists every error",
-            file=sys.stderr,
-        )
-        return 2
+        return _load_failed(exc, "the policies do not load")
     except (ValueError, OSError) as exc:
         print(f"sinkhole: {exc}", file=sys.stderr)
         return 2

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
-from support.procs import FakeUpstream, Sinkhole, free_port, standard_settings, write_config
+from support.procs import (
+    FakeUpstream,
+    Sinkhole,
+    free_port,
+    standard_settings,
+    stop_all,
+    write_config,
+)
 
 from interop.primary import ALGORITHM, KEY_NAME, ZONE, BindPrimary
 
@@ -59,15 +65,4 @@ class Fleet:
         return server
 
     def close(self) -> list[str]:
-        problems = []
-        for server in self.started:
-            if server.returncode is not None:
-                continue
-            try:
-                code = server.stop(signal.SIGTERM)
-            except AssertionError as exc:
-                problems.append(str(exc))
-                continue
-            if code != 0:
-                problems.append(f"{server.name} exited with {code}\n{server.diagnostics()}")
-        return problems
+        return stop_all(self.started)

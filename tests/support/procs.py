@@ -343,17 +343,20 @@ class SinkholeFactory:
 
     def close(self) -> list[str]:
         """Stop every server still running with SIGTERM; describe those that did not exit 0."""
-        problems = []
-        for server in self.started:
-            if server.returncode is not None:
-                continue
-            try:
-                code = server.stop(signal.SIGTERM)
-            except AssertionError as exc:
-                problems.append(str(exc))
-                continue
-            if code != 0:
-                problems.append(
-                    f"{server.name} exited with {code} on SIGTERM\n{server.diagnostics()}"
-                )
-        return problems
+        return stop_all(self.started)
+
+
+def stop_all(servers: Iterable[Sinkhole]) -> list[str]:
+    """Stop every server still running with SIGTERM; describe those that did not exit 0."""
+    problems = []
+    for server in servers:
+        if server.returncode is not None:
+            continue
+        try:
+            code = server.stop(signal.SIGTERM)
+        except AssertionError as exc:
+            problems.append(str(exc))
+            continue
+        if code != 0:
+            problems.append(f"{server.name} exited with {code} on SIGTERM\n{server.diagnostics()}")
+    return problems
