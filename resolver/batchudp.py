@@ -19,17 +19,20 @@ import asyncio
 import ctypes
 import ctypes.util
 import errno
+import os
 import select
 import socket
 import sys
 from collections import deque
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resolver import wire
 from resolver.engine import Engine, udp_limit
-from resolver.upstream import Forwarder
+
+if TYPE_CHECKING:
+    from resolver.upstream import Forwarder
 
 BATCH = 64  # datagrams per recvmmsg / sendmmsg
 SLOT = 4096  # bytes per datagram buffer: a larger query is dropped (MSG_TRUNC)
@@ -121,14 +124,46 @@ def sockaddr_to_address(raw: bytes) -> Address | None:
     return None
 
 
-class AddressCache:
-    """Sockaddr bytes to address tuples, bounded: most traffic comes from few clients."""
+def address_to_sockaddr(address: Address) -> bytes | None:
+    """The kernel sockaddr for an address tuple as Python's socket module writes it
+    (the inverse of sockaddr_to_address); None when it is not one."""
+    try:
+        host: str = address[0].split("%", 1)[0]
+        port: int = address[1]
+        if len(address) == 2:
+            return (
+                _FAMILY4
+                + port.to_bytes(2, "big")
+                + socket.inet_pton(socket.AF_INET, host)
+                + bytes(8)
+            )
+        flowinfo: int = address[2]
+        scope_id: int = address[3]
+        return (
+            _FAMILY6
+            + port.to_bytes(2, "big")
+            + flowinfo.to_bytes(4, "big")
+            + socket.inet_pton(socket.AF_INET6, host)
+            + scope_id.to_bytes(4, sys.byteorder)
+        )
+    except (OSError, ValueError, TypeError, IndexError, AttributeError, OverflowError):
+        return None
 
-    __slots__ = ("limit", "seen")
+
+_FAMILY4 = socket.AF_INET.to_bytes(2, sys.byteorder)
+_FAMILY6 = socket.AF_INET6.to_bytes(2, sys.byteorder)
+
+
+class AddressCache:
+    """Sockaddr bytes to address tuples and back, bounded: most traffic comes from few
+    clients."""
+
+    __slots__ = ("limit", "raws", "seen")
 
     def __init__(self, limit: int = ADDRESS_CACHE) -> None:
         self.limit = limit
         self.seen: dict[bytes, Address | None] = {}
+        self.raws: dict[Address, bytes | None] = {}
 
     def get(self, raw: bytes) -> Address | None:
         try:
@@ -139,6 +174,18 @@ class AddressCache:
         if len(self.seen) >= self.limit:
             self.seen.clear()
         self.seen[raw] = found
+        return found
+
+    def raw(self, address: Address) -> bytes | None:
+        """The sockaddr bytes of ``address``."""
+        try:
+            return self.raws[address]
+        except KeyError:
+            pass
+        found = address_to_sockaddr(address)
+        if len(self.raws) >= self.limit:
+            self.raws.clear()
+        self.raws[address] = found
         return found
 
 
@@ -152,10 +199,13 @@ class Buffers:
     by the socket's family, so the kernel never shrinks them between calls.
     """
 
-    def __init__(self, family: int, count: int = BATCH, slot: int = SLOT) -> None:
+    def __init__(
+        self, family: int, count: int = BATCH, slot: int = SLOT, named: bool = True
+    ) -> None:
         self.count = count
         self.slot = slot
-        self.namelen = 16 if family == socket.AF_INET else NAME
+        # A connected socket's datagrams carry no address (msg_name NULL).
+        self.namelen = 0 if not named else 16 if family == socket.AF_INET else NAME
         self.data = (ctypes.c_char * (count * slot))()
         self.out = (ctypes.c_char * (count * slot))()
         self.names = (ctypes.c_char * (count * NAME))()
@@ -173,7 +223,7 @@ class Buffers:
                 (self.recv[i].msg_hdr, self.recv_iov),
                 (self.send[i].msg_hdr, self.send_iov),
             ):
-                hdr.msg_name = names_at + i * NAME
+                hdr.msg_name = names_at + i * NAME if named else None
                 hdr.msg_namelen = self.namelen
                 hdr.msg_iov = ctypes.addressof(iov) + i * _IOV
                 hdr.msg_iovlen = 1
@@ -212,6 +262,61 @@ class BatchStats:
     errors: int = 0  # unexpected exceptions caught in the callbacks
 
 
+class ConnectedBatch:
+    """Batch reads and writes on connected UDP sockets (the forwarder's upstream pool).
+
+    One instance serves every socket of a process: callbacks never overlap, and every
+    datagram read is copied out before the next call.
+    """
+
+    def __init__(self, count: int = BATCH, slot: int = SLOT) -> None:
+        if _CALLS is None:
+            raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available here")
+        self.buffers = Buffers(socket.AF_INET, count, slot, named=False)
+        self._recvmmsg, self._sendmmsg = _CALLS
+
+    def receive(self, fd: int) -> list[bytes]:
+        """The datagrams waiting on ``fd`` (at most one batch); [] when none. A socket
+        error (an ICMP error reported on a connected socket) raises OSError. Datagrams
+        larger than a slot are left out."""
+        b = self.buffers
+        n: int = self._recvmmsg(fd, b.recv_at, b.count, MSG_DONTWAIT, None)
+        if n < 0:
+            code = ctypes.get_errno()
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                return []
+            raise OSError(code, os.strerror(code))
+        slot, view, flags = b.slot, b.data_view, b.flags
+        return [
+            view[i * slot : i * slot + length].tobytes()
+            for i, length in enumerate(b.lengths[:n].tolist())
+            if not flags[i] & MSG_TRUNC
+        ]
+
+    def send(self, fd: int, datagrams: list[bytes]) -> int:
+        """Send ``datagrams`` (each at most a slot) in as few calls as the kernel allows;
+        how many went out. The rest could not be sent now (full buffer, socket error)."""
+        b = self.buffers
+        slot, out, lengths = b.slot, b.out_view, b.reply_lengths
+        total = 0
+        while total < len(datagrams):
+            chunk = datagrams[total : total + b.count]
+            for j, datagram in enumerate(chunk):
+                out[j * slot : j * slot + len(datagram)] = datagram
+                lengths[j] = len(datagram)
+            done = 0
+            while done < len(chunk):
+                sent: int = self._sendmmsg(fd, b.send_at + done * _HDR, len(chunk) - done, 0)
+                if sent > 0:
+                    done += sent
+                elif sent < 0 and ctypes.get_errno() == errno.EINTR:
+                    continue
+                else:
+                    return total + done
+            total += done
+        return total
+
+
 class BatchUdpListener:
     """Serves one bound, non-blocking UDP socket, in batches when datagrams queue up.
 
@@ -237,6 +342,8 @@ class BatchUdpListener:
         self.loop = loop or asyncio.get_running_loop()
         self.fd = sock.fileno()
         self.buffers = Buffers(sock.family, batch)
+        self.late_buffers = Buffers(sock.family, batch)  # forwarded answers, sent per turn
+        self._late: list[tuple[bytes, Address]] = []
         self.addresses = AddressCache()
         self.stats = BatchStats()
         self.queue: deque[tuple[bytes, Address]] = deque()
@@ -360,20 +467,20 @@ class BatchUdpListener:
             elif result is not None:
                 self._submit(result, self, addr)  # type: ignore[arg-type]
         if j:
-            self._send_staged(j)
+            self._send_staged(buffers, j)
         return n
 
     # --- sending -------------------------------------------------------------------
 
-    def _send_staged(self, count: int) -> None:
+    def _send_staged(self, buffers: Buffers, count: int) -> None:
         """Send the ``count`` staged replies with as few sendmmsg calls as the kernel allows."""
         if self.closed:
             return
         if self.queue:  # replies already waiting go first; these wait behind them
-            self._queue_staged(0, count)
+            self._queue_staged(buffers, 0, count)
             return
         start = 0
-        send_at = self.buffers.send_at
+        send_at = buffers.send_at
         while start < count:
             sent: int = self._sendmmsg(self.fd, send_at + start * _HDR, count - start, 0)
             self.stats.send_calls += 1
@@ -385,14 +492,14 @@ class BatchUdpListener:
             if code == errno.EINTR:
                 continue
             if code in (errno.EAGAIN, errno.EWOULDBLOCK):
-                self._queue_staged(start, count)
+                self._queue_staged(buffers, start, count)
                 return
             self.stats.dropped += 1  # this reply cannot be sent (e.g. the route is gone)
             start += 1
 
-    def _queue_staged(self, start: int, count: int) -> None:
+    def _queue_staged(self, buffers: Buffers, start: int, count: int) -> None:
         for j in range(start, count):
-            reply, raw = self.buffers.staged(j)
+            reply, raw = buffers.staged(j)
             addr = self.addresses.get(raw)
             if addr is None:  # pragma: no cover - only replies to decoded addresses are staged
                 self.stats.dropped += 1
@@ -400,12 +507,42 @@ class BatchUdpListener:
                 self._enqueue(reply, addr)
 
     def deliver(self, query: wire.Query, reply: bytes, addr: object) -> None:
-        """A forwarded query's answer (the forwarder's Sink interface)."""
+        """A forwarded query's answer (the forwarder's Sink interface). The answers
+        delivered in one turn of the event loop leave together at its end."""
         if self.closed:
             return
         if len(reply) > udp_limit(query):
             reply = wire.build_truncated(reply)
-        self._reply(reply, addr)  # type: ignore[arg-type]
+        late = self._late
+        late.append((reply, addr))  # type: ignore[arg-type]
+        if len(late) == 1:
+            self.loop.call_soon(self._send_late)
+
+    def _send_late(self) -> None:
+        """Send the answers delivered this turn: one sendto for one, else in batches."""
+        late, self._late = self._late, []
+        if self.closed:
+            return
+        if len(late) == 1 or self.queue:
+            for reply, addr in late:
+                self._reply(reply, addr)
+            return
+        buffers = self.late_buffers
+        slot, namelen, out = buffers.slot, buffers.namelen, buffers.out_view
+        names, lengths, raw_of = buffers.names_view, buffers.reply_lengths, self.addresses.raw
+        for first in range(0, len(late), buffers.count):
+            j = 0
+            for reply, addr in late[first : first + buffers.count]:
+                raw = raw_of(addr)
+                if raw is None or len(reply) > slot or len(raw) != namelen:
+                    self._reply(reply, addr)
+                    continue
+                out[j * slot : j * slot + len(reply)] = reply
+                lengths[j] = len(reply)
+                names[j * NAME : j * NAME + namelen] = raw
+                j += 1
+            if j:
+                self._send_staged(buffers, j)
 
     def _reply(self, reply: bytes, addr: Address) -> None:
         """One reply with sendto, or queued behind replies already waiting."""

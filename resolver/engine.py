@@ -15,6 +15,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Protocol
 
+from resolver import cache as answers
 from resolver import wire
 from resolver.cache import Answer, Cache
 from resolver.errors import FormError, NotImplementedQuery
@@ -203,20 +204,20 @@ class Engine:
                 if self.query_log is not None:
                     self.query_log.record(client, replay.query, Outcome.BLOCKED, replay.verdict, 0)
                 return data[:2] + replay.body
-            if answer.expires > now:  # an answer the cache evicted is expired at once
-                self.cache.touch(answer.key)
+            if self.cache.holds(answer, now):  # not expired, replaced or evicted
                 if replay.second != now:
                     self._refresh(replay, answer, now)
                 self.counters.cached += 1
                 if self.log_all and self.query_log is not None:
-                    self.query_log.record(client, replay.query, Outcome.CACHED, None, answer.rcode)
+                    rcode = answer[answers.RCODE]
+                    self.query_log.record(client, replay.query, Outcome.CACHED, None, rcode)
                 return data[:2] + replay.body
             del self._replay[data[2:]]
         return self._decide(data, client, now, tcp)
 
     def _refresh(self, replay: _Replay, answer: Answer, now: int) -> None:
         """Re-render a replayed cache answer for a new second (its TTLs count down)."""
-        replay.body = answer.render(replay.query, now)[2:]
+        replay.body = answers.render(answer, replay.query, now)[2:]
         replay.second = now
 
     def _remember(
@@ -304,8 +305,9 @@ class Engine:
                     depends = True  # served over TCP only: not replayed to UDP
             counters.cached += 1
             if self.log_all and self.query_log is not None:
-                self.query_log.record(client, query, Outcome.CACHED, None, answer.rcode)
-            reply = answer.render(query, now)
+                rcode = answer[answers.RCODE]
+                self.query_log.record(client, query, Outcome.CACHED, None, rcode)
+            reply = answers.render(answer, query, now)
             if not depends:
                 self._remember(data, reply, query, None, answer, now)
             return reply if len(reply) <= limit else wire.build_truncated(reply)
@@ -331,8 +333,8 @@ class Engine:
     def answer_from_upstream(self, query: wire.Query, reply: wire.Reply, now: int) -> Answer:
         """Cache (when allowed) and return the servable form of an upstream reply."""
         answer = self.cache.answer(query.cache_key, reply, now)
-        if reply.ancount:
-            self._read_facts(answer, self._snapshot.policy.has_response_ip, now)
+        if reply.targets or (reply.addresses and self._snapshot.policy.has_response_ip):
+            self._keep_facts((answer, reply.targets, reply.addresses), now)
         return answer
 
     # --- policy on upstream answers (RPZ: CNAME chains, response IPs) ---------------------
@@ -359,7 +361,7 @@ class Engine:
             or verdict.action is Action.ALLOW
             or (verdict.action is Action.TCP_ONLY and tcp)
         ):
-            return answer.render(query, now)
+            return answers.render(answer, query, now)
         reply = self._late(query, verdict, client, tcp)
         if reply is None and tcp:
             # DROP over TCP: the connection is owed an answer; refuse instead.
@@ -372,27 +374,24 @@ class Engine:
     ) -> tuple[Verdict | None, bool]:
         """The verdict on an answer's content (for a query name no entry covered), and
         whether it depended on the client or the clock."""
-        facts = self._facts.get(answer.key)
+        facts = self._facts.get(answer[answers.KEY])
         if facts is None or facts[0] is not answer:
             if not policy.has_response_ip:
                 return None, False  # no CNAME in it (answers with one are always read)
-            facts = self._read_facts(answer, True, answer.stored)
-            if facts is None:
+            targets, found = answer_facts(answer)
+            if not targets and not found:
                 return None, False
+            facts = self._keep_facts((answer, targets, found), answer[answers.STORED])
         applies = self._scopes_of(client) if policy.dynamic else _everyone
         return policy.screen(facts[1], facts[2] if policy.has_response_ip else (), applies)
 
-    def _read_facts(self, answer: Answer, addresses: bool, now: int) -> Facts | None:
-        """Read the CNAME targets (and addresses) of an answer once and keep them."""
-        targets, found = answer_facts(answer)
-        if not targets and not (addresses and found):
-            return None
-        facts = (answer, targets, found)
+    def _keep_facts(self, facts: Facts, now: int) -> Facts:
+        """Keep what the policy checks in an answer (its CNAME targets and addresses)."""
         memo = self._facts
         if len(memo) >= 2 * self.cache.settings.max_entries + 1024:
             # Keep every answer still served; answers past their TTL or evicted go.
-            self._facts = memo = {k: f for k, f in memo.items() if f[0].expires > now}
-        memo[answer.key] = facts
+            self._facts = memo = {k: f for k, f in memo.items() if self.cache.live(f[0], now)}
+        memo[facts[0][answers.KEY]] = facts
         return facts
 
     def _late(self, query: wire.Query, verdict: Verdict, client: str, tcp: bool) -> bytes | None:
@@ -421,10 +420,11 @@ def _everyone(scope: ClientScope) -> bool:
 def answer_facts(answer: Answer) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     """The CNAME targets (wire form, lower case, in order) and the A and AAAA data of an
     answer's answer section."""
-    ancount = answer.counts[0][2] << 8 | answer.counts[0][3]
+    counts = answer[answers.COUNTS_PLAIN]
+    ancount = counts[2] << 8 | counts[3]
     if not ancount:
         return (), ()
-    message = bytes(12) + answer.body  # offsets as in the upstream's message
+    message = bytes(12) + answer[answers.BODY]  # offsets as in the upstream's message
     targets: list[bytes] = []
     addresses: list[bytes] = []
     try:

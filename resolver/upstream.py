@@ -6,20 +6,26 @@ from the upstream's address (the kernel filters connected sockets) with the same
 ID and question. Identical questions in flight are coalesced. A try that times
 out moves to the next upstream; when the query's time budget is spent, every
 waiter gets SERVFAIL. A truncated reply is retried over TCP.
+
+Queries go out in batches: those decided in one turn of the event loop leave
+together, on one socket of the pool chosen at random for that turn, in one
+sendmmsg(2); replies are read with recvmmsg(2), as many as are waiting (plain
+send and recv where those calls do not exist).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from resolver import wire
-from resolver.cache import Answer
+from resolver.batchudp import BATCH, ConnectedBatch, batching_available
+from resolver.cache import RCODE, Answer, render
 from resolver.config import Endpoint
 from resolver.errors import FormError
 from resolver.tcpframe import Framer, frame
@@ -28,6 +34,9 @@ POOL_SIZE = 8
 SOCKET_USES = 2000  # queries per socket before it is replaced by one on a new port
 HOLD_DOWN = 5.0  # seconds an upstream that keeps failing is tried last
 FAILURES_TO_HOLD = 3
+READ_ROUNDS = 4  # full batches read from one socket per wake-up
+REPLY_SLOT = 65536  # bytes per reply buffer: any UDP datagram fits
+SWEEP = 0.05  # at most this late, a try that got no answer is given up
 
 
 class Sink(Protocol):
@@ -37,12 +46,13 @@ class Sink(Protocol):
 
 
 class Upstream:
-    __slots__ = ("endpoint", "failures", "held_until", "label", "sockets")
+    __slots__ = ("current", "endpoint", "failures", "held_until", "label", "sockets")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.label = str(endpoint)
         self.sockets: list[UpstreamSocket] = []
+        self.current: UpstreamSocket | None = None  # the socket this turn's queries use
         self.failures = 0
         self.held_until = 0.0
 
@@ -78,21 +88,22 @@ class Pending:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class UpstreamSocket(asyncio.DatagramProtocol):
+class UpstreamSocket:
     """One connected UDP socket to one upstream; replies are matched by ID and question."""
 
-    def __init__(self, forwarder: Forwarder, upstream: Upstream) -> None:
+    __slots__ = ("fd", "forwarder", "outbox", "pending", "retired", "sock", "upstream", "uses")
+
+    def __init__(self, forwarder: Forwarder, upstream: Upstream, sock: socket.socket) -> None:
         self.forwarder = forwarder
         self.upstream = upstream
+        self.sock = sock
+        self.fd = sock.fileno()
         self.pending: dict[int, Pending] = {}
-        self.transport: asyncio.DatagramTransport | None = None
+        self.outbox: list[bytes] = []  # queries of this turn, sent together
         self.uses = 0
         self.retired = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
+    def received(self, data: bytes) -> None:
         pending = self.pending.get(wire.reply_qid(data))
         if pending is None:
             self.forwarder.stats.unexpected += 1
@@ -105,10 +116,6 @@ class UpstreamSocket(asyncio.DatagramProtocol):
         del self.pending[pending.qid]
         self.forwarder.on_reply(pending, reply)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the try will time out and fail over.
-        self.forwarder.stats.socket_errors += 1
-
     def send(self, pending: Pending) -> None:
         qid = wire.random_id()
         while qid in self.pending:
@@ -117,8 +124,9 @@ class UpstreamSocket(asyncio.DatagramProtocol):
         pending.sock = self
         self.pending[qid] = pending
         self.uses += 1
-        assert self.transport is not None
-        self.transport.sendto(wire.build_upstream_query(pending.query, qid))
+        self.outbox.append(wire.build_upstream_query(pending.query, qid))
+        if len(self.outbox) == 1:
+            self.forwarder.outgoing(self)
 
 
 @dataclass
@@ -127,7 +135,7 @@ class ForwarderStats:
     timeouts: int = 0
     failed: int = 0
     unexpected: int = 0
-    socket_errors: int = 0
+    socket_errors: int = 0  # ICMP errors reported and sends the kernel refused
     tcp_retries: int = 0
     coalesced: int = 0
 
@@ -158,33 +166,107 @@ class Forwarder:
         self.stats = ForwarderStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outgoing: list[UpstreamSocket] = []  # sockets with queries to send this turn
+        # Tries in the order they were sent: (deadline, pending, try number). One timer
+        # sweeps them instead of a timer per query; most have been answered by then.
+        self._expiry: deque[tuple[float, Pending, int]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._batch = ConnectedBatch(slot=REPLY_SLOT) if batching_available() else None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for upstream in self.upstreams:
             for _ in range(self.pool_size):
-                upstream.sockets.append(await self._open(upstream))
+                upstream.sockets.append(self._open(upstream))
 
-    async def _open(self, upstream: Upstream) -> UpstreamSocket:
+    def _open(self, upstream: Upstream) -> UpstreamSocket:
+        """A new socket connected to ``upstream``, on a port the kernel picks at random."""
         assert self._loop is not None
         e = upstream.endpoint
         family = socket.AF_INET6 if ":" in e.host else socket.AF_INET
-        _, protocol = await self._loop.create_datagram_endpoint(
-            lambda: UpstreamSocket(self, upstream), remote_addr=(e.host, e.port), family=family
-        )
-        return protocol
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect((e.host, e.port))
+        except OSError:
+            sock.close()
+            raise
+        us = UpstreamSocket(self, upstream, sock)
+        self._loop.add_reader(us.fd, self._readable, us)
+        return us
+
+    def _close_socket(self, us: UpstreamSocket) -> None:
+        if self._loop is not None and us.sock.fileno() >= 0:
+            self._loop.remove_reader(us.fd)
+        us.sock.close()
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for upstream in self.upstreams:
             for sock in upstream.sockets:
-                if sock.transport is not None:
-                    sock.transport.close()
+                self._close_socket(sock)
         for task in self._tasks:
             task.cancel()
+
+    # --- datagrams in and out ------------------------------------------------
+
+    def _readable(self, us: UpstreamSocket) -> None:
+        """Read every reply waiting on ``us`` (a few batches at most per wake-up)."""
+        try:
+            for _ in range(READ_ROUNDS):
+                datagrams = self._receive(us)
+                for data in datagrams:
+                    us.received(data)
+                if len(datagrams) < BATCH:
+                    return
+        except OSError:
+            # ICMP port unreachable and the like: the try will time out and fail over.
+            self.stats.socket_errors += 1
+
+    def _receive(self, us: UpstreamSocket) -> list[bytes]:
+        if self._batch is not None:
+            return self._batch.receive(us.fd)
+        datagrams: list[bytes] = []
+        while len(datagrams) < BATCH:
+            try:
+                datagrams.append(us.sock.recv(REPLY_SLOT))
+            except (BlockingIOError, InterruptedError):
+                break
+        return datagrams
+
+    def outgoing(self, us: UpstreamSocket) -> None:
+        """``us`` has queries to send: they go at the end of this turn of the loop."""
+        if not self._outgoing:
+            assert self._loop is not None
+            self._loop.call_soon(self._send_outgoing)
+        self._outgoing.append(us)
+
+    def _send_outgoing(self) -> None:
+        sockets, self._outgoing = self._outgoing, []
+        for upstream in self.upstreams:
+            upstream.current = None  # the next turn picks a socket afresh
+        for us in sockets:
+            datagrams, us.outbox = us.outbox, []
+            if len(datagrams) == 1 or self._batch is None:
+                sent = self._send_each(us.sock, datagrams)
+            else:
+                sent = self._batch.send(us.fd, datagrams)
+            # Unsent queries time out and move on to the next try.
+            self.stats.socket_errors += len(datagrams) - sent
 
     @property
     def busy(self) -> int:
         return len(self.inflight)
+
+    @staticmethod
+    def _send_each(sock: socket.socket, datagrams: list[bytes]) -> int:
+        for sent, datagram in enumerate(datagrams):
+            try:
+                sock.send(datagram)
+            except OSError:
+                return sent
+        return len(datagrams)
 
     # --- the query life cycle ---------------------------------------------
 
@@ -200,7 +282,9 @@ class Forwarder:
             self._reply_failure_to(query, sink, addr)
             return
         now = time.monotonic()
-        pending = Pending(key, query, self._order(now), now, now + self.query_timeout)
+        ups = self.upstreams
+        order = ups if len(ups) == 1 else self._order(now)
+        pending = Pending(key, query, order, now, now + self.query_timeout)
         pending.waiters.append((query, sink, addr))
         self.inflight[key] = pending
         self._try(pending, now)
@@ -208,7 +292,7 @@ class Forwarder:
     def _order(self, now: float) -> list[Upstream]:
         """Upstreams in configured order, the ones held down for failing moved last."""
         ups = self.upstreams
-        if len(ups) == 1 or all(u.held_until <= now for u in ups):
+        if all(u.held_until <= now for u in ups):
             return ups
         return [u for u in ups if u.held_until <= now] + [u for u in ups if u.held_until > now]
 
@@ -219,15 +303,41 @@ class Forwarder:
             return
         upstream = pending.order[pending.tries % len(pending.order)]
         pending.tries += 1
-        sock = random.choice(upstream.sockets)
+        sock = upstream.current
+        if sock is None:
+            sockets = upstream.sockets
+            sock = upstream.current = sockets[wire.random_below(len(sockets))]
         sock.send(pending)
         self.stats.sent += 1
         if sock.uses >= SOCKET_USES and not sock.retired:
             self._replace(upstream, sock)
-        assert self._loop is not None
-        pending.timer = self._loop.call_later(
-            min(self.try_timeout, remaining), self._timeout, pending
-        )
+        if remaining < self.try_timeout:  # the query's last try: its own timer
+            assert self._loop is not None
+            pending.timer = self._loop.call_later(remaining, self._timeout, pending)
+            return
+        self._expiry.append((now + self.try_timeout, pending, pending.tries))
+        if self._sweeper is None:
+            assert self._loop is not None
+            self._sweeper = self._loop.call_later(self.try_timeout, self._sweep)
+
+    def _sweep(self) -> None:
+        """Time out the tries whose deadline has passed without an answer."""
+        self._sweeper = None
+        now = time.monotonic()
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, pending, tries = expiry.popleft()
+            sock = pending.sock
+            if (
+                pending.tries == tries
+                and sock is not None
+                and sock.pending.get(pending.qid) is pending
+            ):
+                self._timeout(pending)
+        if expiry:
+            assert self._loop is not None
+            wait = max(expiry[0][0] - now, SWEEP)
+            self._sweeper = self._loop.call_later(wait, self._sweep)
 
     def _timeout(self, pending: Pending) -> None:
         self.stats.timeouts += 1
@@ -247,6 +357,7 @@ class Forwarder:
     def on_reply(self, pending: Pending, reply: wire.Reply) -> None:
         if pending.timer is not None:
             pending.timer.cancel()
+            pending.timer = None
         assert pending.sock is not None
         upstream = pending.sock.upstream
         if reply.flags & wire.TC:
@@ -268,13 +379,13 @@ class Forwarder:
         serve = self.serve
         for query, sink, addr in pending.waiters:
             if serve is None:
-                sink.deliver(query, answer.render(query, int(now)), addr)
+                sink.deliver(query, render(answer, query, int(now)), addr)
             else:
                 out = serve(query, answer, sink, addr, int(now))
                 if out is not None:
                     sink.deliver(query, out, addr)
             if self.on_answer is not None:
-                self.on_answer(query, sink, addr, answer.rcode, label, latency)
+                self.on_answer(query, sink, addr, answer[RCODE], label, latency)
 
     def _fail(self, pending: Pending) -> None:
         if self.inflight.get(pending.key) is pending:
@@ -326,14 +437,15 @@ class Forwarder:
             writer.close()
 
     def _replace(self, upstream: Upstream, old: UpstreamSocket) -> None:
+        """Move ``upstream``'s socket ``old`` to a new random port. Replies to queries
+        still out on the old one are accepted until the query budget has passed."""
+        try:
+            new = self._open(upstream)
+        except OSError:
+            return  # keep using the old port; the next use tries again
         old.retired = True
-
-        async def swap() -> None:
-            new = await self._open(upstream)
-            upstream.sockets[upstream.sockets.index(old)] = new
-            # Late replies for queries still on the old socket are still accepted.
-            await asyncio.sleep(self.query_timeout)
-            if old.transport is not None:
-                old.transport.close()
-
-        self._spawn(swap())
+        if upstream.current is old:
+            upstream.current = new
+        upstream.sockets[upstream.sockets.index(old)] = new
+        assert self._loop is not None
+        self._loop.call_later(self.query_timeout, self._close_socket, old)

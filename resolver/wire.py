@@ -7,8 +7,10 @@ backwards. A malformed packet raises FormError and nothing else.
 
 from __future__ import annotations
 
-import random
+import os
 import struct
+from array import array
+from collections.abc import Iterator
 
 from resolver.errors import FormError, NotImplementedQuery
 
@@ -385,14 +387,33 @@ def build_soa_rdata(mname: bytes, rname: bytes, serial: int, minimum: int) -> by
     return mname + rname + struct.pack("!IIIII", serial, 1800, 900, 604800, minimum)
 
 
+_UPSTREAM_OPT = (build_opt(False), build_opt(True))
+
+
 def build_upstream_query(query: Query, qid: int) -> bytes:
     """The query we send upstream: a fresh ID, RD set, CD copied, our own EDNS record."""
     flags = RD | (query.flags & CD)
-    return HEADER.pack(qid, flags, 1, 0, 0, 1) + query.question + build_opt(query.do)
+    return HEADER.pack(qid, flags, 1, 0, 0, 1) + query.question + _UPSTREAM_OPT[query.do]
+
+
+def _random_words() -> Iterator[int]:
+    """16-bit values from the operating system's CSPRNG, read 4,096 at a time: IDs an
+    off-path attacker cannot predict from earlier ones (unlike a Mersenne Twister)."""
+    while True:
+        yield from array("H", os.urandom(8192))
+
+
+_RANDOM_WORDS = _random_words()
 
 
 def random_id() -> int:
-    return random.getrandbits(16)
+    """A query ID for upstream: 16 unpredictable bits."""
+    return next(_RANDOM_WORDS)
+
+
+def random_below(n: int) -> int:
+    """An unpredictable number in [0, n) for small n (a choice among a few sockets)."""
+    return next(_RANDOM_WORDS) % n
 
 
 # --- reading upstream replies ------------------------------------------------
@@ -403,10 +424,25 @@ class Reply:
 
     ``body`` holds the question and the kept sections (answer, and authority when
     it carries SOA or DNSSEC proofs); the OPT record and additional section are
-    left out. ``ttl_offsets`` are the offsets of every TTL field in ``body``.
+    left out. ``ttls`` holds (offset in ``body``, TTL) for every record kept. What a
+    policy may check in the answer section is read on the way: ``targets``, the
+    CNAME targets (wire form, lower case, in order), and ``addresses``, the A and
+    AAAA data.
     """
 
-    __slots__ = ("ancount", "body", "flags", "min_ttl", "negative", "nscount", "rcode", "ttls")
+    __slots__ = (
+        "addresses",
+        "ancount",
+        "body",
+        "flags",
+        "max_ttl",
+        "min_ttl",
+        "negative",
+        "nscount",
+        "rcode",
+        "targets",
+        "ttls",
+    )
 
     def __init__(
         self,
@@ -418,6 +454,9 @@ class Reply:
         ttls: list[tuple[int, int]],
         min_ttl: int | None,
         negative: bool,
+        targets: tuple[bytes, ...] = (),
+        addresses: tuple[bytes, ...] = (),
+        max_ttl: int | None = None,
     ) -> None:
         self.flags = flags
         self.rcode = rcode
@@ -425,8 +464,12 @@ class Reply:
         self.nscount = nscount
         self.body = body
         self.ttls = ttls
-        self.min_ttl = min_ttl
+        self.min_ttl = min_ttl  # the TTL to cache it for (RFC 2308 for negative answers)
+        # The longest record TTL kept (computed when not given).
+        self.max_ttl = max((t for _, t in ttls), default=0) if max_ttl is None else max_ttl
         self.negative = negative
+        self.targets = targets
+        self.addresses = addresses
 
 
 def _read_rr(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
@@ -441,6 +484,9 @@ def _read_rr(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
     if ttl & 0x80000000:
         ttl = 0  # RFC 2181 8: a TTL with the top bit set is read as zero
     return rtype, ttl, pos, end
+
+
+_ADDRESS_RR = {TYPE_A: 14, TYPE_AAAA: 26}  # fixed part and data of a well-formed address record
 
 
 def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
@@ -468,11 +514,20 @@ def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
     pos = qend
     ttls: list[tuple[int, int]] = []
     min_ttl: int | None = None
+    max_ttl = 0
+    targets: list[bytes] = []
+    addresses: list[bytes] = []
     for _ in range(ancount):
-        _type, ttl, fixed, pos = _read_rr(data, pos, size)
+        rtype, ttl, fixed, pos = _read_rr(data, pos, size)
         ttls.append((fixed - 8, ttl))  # the TTL field, counted from the end of the header
         if min_ttl is None or ttl < min_ttl:
             min_ttl = ttl
+        if ttl > max_ttl:
+            max_ttl = ttl
+        if _ADDRESS_RR.get(rtype) == pos - fixed:
+            addresses.append(data[fixed + 10 : pos])
+        elif rtype == TYPE_CNAME:
+            targets.append(read_name(data, fixed + 10)[0].lower())
     answer_end = pos
     keep_authority = False
     negative_ttl: int | None = None
@@ -497,12 +552,25 @@ def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
     if keep_authority:
         end = authority_end
         ttls.extend(authority_ttls)
+        max_ttl = max(max_ttl, *(t for _, t in authority_ttls))
     else:
         end = answer_end
         nscount = 0
     if negative:
         min_ttl = negative_ttl
-    return Reply(flags, rcode, ancount, nscount, data[12:end], ttls, min_ttl, negative)
+    return Reply(
+        flags,
+        rcode,
+        ancount,
+        nscount,
+        data[12:end],
+        ttls,
+        min_ttl,
+        negative,
+        tuple(targets),
+        tuple(addresses),
+        max_ttl,
+    )
 
 
 def reply_qid(data: bytes) -> int:

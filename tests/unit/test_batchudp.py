@@ -90,6 +90,23 @@ def test_address_cache_converts_each_sockaddr_once() -> None:
     assert cache.get(b"\x00") is None
 
 
+@pytest.mark.parametrize(
+    "address",
+    [("192.0.2.1", 53), ("127.0.0.1", 65535), ("fe80::1", 5353, 0x12345, 7), ("::1", 1, 0, 0)],
+)
+def test_address_tuples_become_the_kernel_sockaddr(address: tuple[Any, ...]) -> None:
+    raw = batchudp.address_to_sockaddr(address)
+    assert raw is not None and sockaddr_to_address(raw) == address
+    assert AddressCache().raw(address) == raw
+
+
+def test_address_tuples_with_a_scope_name_or_nonsense() -> None:
+    raw = batchudp.address_to_sockaddr(("fe80::1%lo", 53, 0, 1))
+    assert raw == sockaddr_in6("fe80::1", 53, scope_id=1)
+    for bad in [("not an address", 53), ("192.0.2.1",), ("192.0.2.1", 70000), (1, 2)]:
+        assert batchudp.address_to_sockaddr(bad) is None
+
+
 def test_address_cache_is_bounded() -> None:
     cache = AddressCache(limit=10)
     for port in range(25):
@@ -155,11 +172,20 @@ def test_staged_copies_out_a_reply_and_its_address() -> None:
 
 
 class FakeLoop:
-    """Records the listener's reader and writer; the test calls them."""
+    """Records the listener's reader, writer and end-of-turn callbacks; the test calls them."""
 
     def __init__(self) -> None:
         self.readers: dict[int, Callable[[], None]] = {}
         self.writers: dict[int, Callable[[], None]] = {}
+        self.soon: list[Callable[[], None]] = []
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self.soon.append(callback)
+
+    def end_turn(self) -> None:
+        soon, self.soon = self.soon, []
+        for callback in soon:
+            callback()
 
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
         self.readers[fd] = callback
@@ -352,7 +378,25 @@ def test_forwarded_answers_are_delivered_to_the_client(rig: Rig) -> None:
     [(query, sink, addr)] = rig.forwarder.submitted
     assert addr == client.getsockname()
     sink.deliver(query, b"answer", addr)
+    assert nothing_waiting(client)  # answers leave at the end of the loop's turn
+    rig.loop.end_turn()
     assert client.recv(65535) == b"answer"
+    assert rig.listener.stats.send_calls == 0  # a lone answer goes with sendto
+
+
+def test_answers_delivered_in_one_turn_leave_in_one_batch(rig: Rig) -> None:
+    clients = [rig.client() for _ in range(3)]
+    query = real_query()
+    for i in range(100):
+        rig.listener.deliver(query, b"answer %d" % i, clients[i % 3].getsockname())
+    assert len(rig.loop.soon) == 1
+    rig.loop.end_turn()
+    for c, client in enumerate(clients):
+        got = sorted(receive(client, len(range(c, 100, 3))))
+        assert got == sorted(b"answer %d" % i for i in range(c, 100, 3))
+        assert nothing_waiting(client)
+    stats = rig.listener.stats
+    assert stats.sent == 100 and stats.send_calls == 2  # a batch of 64, then 36
 
 
 def test_deliver_truncates_what_the_client_cannot_take(rig: Rig) -> None:
@@ -360,10 +404,14 @@ def test_deliver_truncates_what_the_client_cannot_take(rig: Rig) -> None:
     query = real_query("big.example")
     reply = wire.build_reply(query, wire.NOERROR) + bytes(600)
     rig.listener.deliver(query, reply, client.getsockname())
+    rig.loop.end_turn()
     got = client.recv(65535)
     assert len(got) <= wire.MAX_UDP_NO_EDNS and got[2] & 0x02  # TC set
-    rig.listener.close()
     rig.listener.deliver(query, b"late", client.getsockname())
+    rig.listener.close()  # closed before the turn ended: nothing goes out
+    rig.loop.end_turn()
+    rig.listener.deliver(query, b"later", client.getsockname())
+    rig.loop.end_turn()
     assert nothing_waiting(client)
 
 
@@ -403,6 +451,7 @@ def test_a_full_send_buffer_queues_the_replies_until_writable(rig: Rig) -> None:
     rig.readable()
     [(query, sink, addr)] = rig.forwarder.submitted
     sink.deliver(query, b"forwarded", addr)
+    rig.loop.end_turn()
     assert len(rig.listener.queue) == 6
     assert nothing_waiting(client)
     rig.listener._sendmmsg = real
@@ -550,3 +599,60 @@ def test_udp_batch_must_be_true_or_false(value: str) -> None:
         config(f"upstreams: []\nudp_batch: {value}\n")
     assert "udp_batch must be true or false" in info.value.message
     assert info.value.line == 2
+
+
+# --- connected sockets (the forwarder's upstream pool) -------------------------------
+
+
+@pytest.fixture
+def connected_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A non-blocking socket connected to a peer socket on loopback."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(2.0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.connect(peer.getsockname())
+    peer.connect(sock.getsockname())
+    yield sock, peer
+    sock.close()
+    peer.close()
+
+
+def test_connected_batch_sends_and_receives_many_per_call(
+    connected_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    sock, peer = connected_pair
+    batch = batchudp.ConnectedBatch(count=8, slot=512)
+    datagrams = [b"query %d" % i for i in range(20)]
+    assert batch.send(sock.fileno(), datagrams) == 20  # three calls of at most 8
+    assert [peer.recv(512) for _ in range(20)] == datagrams
+    assert batch.receive(sock.fileno()) == []  # nothing waiting: not an error
+    for i in range(10):
+        peer.send(b"reply %d" % i)
+    select.select([sock], [], [], 2.0)
+    assert batch.receive(sock.fileno()) == [b"reply %d" % i for i in range(8)]
+    assert batch.receive(sock.fileno()) == [b"reply 8", b"reply 9"]
+
+
+def test_connected_batch_leaves_out_datagrams_larger_than_a_slot(
+    connected_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    sock, peer = connected_pair
+    batch = batchudp.ConnectedBatch(count=8, slot=64)
+    peer.send(bytes(100))
+    peer.send(b"small")
+    select.select([sock], [], [], 2.0)
+    assert batch.receive(sock.fileno()) == [b"small"]
+
+
+def test_connected_batch_reports_socket_errors(
+    connected_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    sock, peer = connected_pair
+    batch = batchudp.ConnectedBatch(count=8, slot=512)
+    peer.close()  # nobody listens there now: ICMP port unreachable comes back
+    batch.send(sock.fileno(), [b"one", b"two"])
+    select.select([sock], [], [], 2.0)
+    with pytest.raises(ConnectionRefusedError):
+        batch.receive(sock.fileno())

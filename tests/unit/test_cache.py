@@ -10,7 +10,7 @@ import dnslib
 import pytest
 
 from resolver import wire
-from resolver.cache import Answer, Cache, CacheSettings
+from resolver.cache import EXPIRES, Cache, CacheSettings, make_answer, render
 
 from .packets import parsed
 
@@ -44,13 +44,13 @@ def decode(raw: bytes) -> dnslib.DNSRecord:
     return dnslib.DNSRecord.parse(raw)
 
 
-# --- Answer.render ----------------------------------------------------------------
+# --- render ---------------------------------------------------------------------
 
 
 def test_render_patches_id_flags_and_question_case() -> None:
-    answer = Answer(upstream_reply(ad=True), T0, 300, 0, 86400)
+    answer = make_answer(upstream_reply(ad=True), T0, 300, 0, 86400)
     q = parsed("WWW.Example.Com", qid=0xABCD, flags=wire.CD)
-    raw = answer.render(q, T0)
+    raw = render(answer, q, T0)
     reply = decode(raw)
     h = reply.header
     assert h.id == 0xABCD
@@ -59,53 +59,55 @@ def test_render_patches_id_flags_and_question_case() -> None:
     assert str(reply.q.qname) == "WWW.Example.Com."
     assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.1"]
 
-    other = decode(answer.render(parsed("www.example.com", qid=7, flags=wire.RD), T0))
+    other = decode(render(answer, parsed("www.example.com", qid=7, flags=wire.RD), T0))
     assert (other.header.id, other.header.rd, other.header.cd) == (7, 1, 0)
     assert str(other.q.qname) == "www.example.com."
 
 
 def test_render_keeps_rcode() -> None:
-    answer = Answer(upstream_reply(ttls=(), rcode=dns.rcode.NXDOMAIN, soa=(60, 60)), T0, 60, 0, 99)
-    reply = decode(answer.render(parsed("www.example.com"), T0))
+    answer = make_answer(
+        upstream_reply(ttls=(), rcode=dns.rcode.NXDOMAIN, soa=(60, 60)), T0, 60, 0, 99
+    )
+    reply = decode(render(answer, parsed("www.example.com"), T0))
     assert reply.header.rcode == wire.NXDOMAIN
     assert len(reply.auth) == 1
 
 
 @pytest.mark.parametrize("elapsed", [0, 1, 7, 199, 200, 250])
 def test_render_decrements_ttls_by_elapsed_seconds(elapsed: int) -> None:
-    answer = Answer(upstream_reply(ttls=(300, 200)), T0, 200, 0, 86400)
-    reply = decode(answer.render(parsed("www.example.com"), T0 + elapsed))
+    answer = make_answer(upstream_reply(ttls=(300, 200)), T0, 200, 0, 86400)
+    reply = decode(render(answer, parsed("www.example.com"), T0 + elapsed))
     assert sorted(rr.ttl for rr in reply.rr) == sorted(
         [max(300 - elapsed, 0), max(200 - elapsed, 0)]
     )
 
 
 def test_render_is_consistent_when_time_moves_back_and_forth() -> None:
-    answer = Answer(upstream_reply(ttls=(100,)), T0, 100, 0, 86400)
+    answer = make_answer(upstream_reply(ttls=(100,)), T0, 100, 0, 86400)
     q = parsed("www.example.com")
-    assert decode(answer.render(q, T0 + 10)).rr[0].ttl == 90
-    assert decode(answer.render(q, T0 + 10)).rr[0].ttl == 90
-    assert decode(answer.render(q, T0 + 30)).rr[0].ttl == 70
-    assert decode(answer.render(q, T0)).rr[0].ttl == 100
+    assert decode(render(answer, q, T0 + 10)).rr[0].ttl == 90
+    assert decode(render(answer, q, T0 + 10)).rr[0].ttl == 90
+    assert decode(render(answer, q, T0 + 30)).rr[0].ttl == 70
+    assert decode(render(answer, q, T0)).rr[0].ttl == 100
 
 
 def test_render_clamps_record_ttls() -> None:
-    answer = Answer(upstream_reply(ttls=(5, 100000)), T0, 60, 60, 3600)
-    reply = decode(answer.render(parsed("www.example.com"), T0))
+    answer = make_answer(upstream_reply(ttls=(5, 100000)), T0, 60, 60, 3600)
+    reply = decode(render(answer, parsed("www.example.com"), T0))
     assert sorted(rr.ttl for rr in reply.rr) == [60, 3600]
 
 
 def test_render_without_edns_has_no_opt() -> None:
-    answer = Answer(upstream_reply(), T0, 300, 0, 86400)
-    reply = decode(answer.render(parsed("www.example.com"), T0))
+    answer = make_answer(upstream_reply(), T0, 300, 0, 86400)
+    reply = decode(render(answer, parsed("www.example.com"), T0))
     assert reply.header.ar == 0
     assert reply.ar == []
 
 
 @pytest.mark.parametrize("do", [False, True])
 def test_render_with_edns_appends_opt_echoing_do(do: bool) -> None:
-    answer = Answer(upstream_reply(), T0, 300, 0, 86400)
-    reply = decode(answer.render(parsed("www.example.com", edns=True, do=do), T0))
+    answer = make_answer(upstream_reply(), T0, 300, 0, 86400)
+    reply = decode(render(answer, parsed("www.example.com", edns=True, do=do), T0))
     assert reply.header.ar == 1
     (opt,) = reply.ar
     assert opt.rtype == wire.TYPE_OPT
@@ -160,24 +162,24 @@ def test_expiry_at_the_smallest_ttl() -> None:
 def test_min_ttl_raises_short_ttls() -> None:
     cache = Cache(CacheSettings(min_ttl=60))
     entry = cache.answer(key("www.example.com"), upstream_reply(ttls=(5,)), T0)
-    assert entry.expires == T0 + 60
+    assert entry[EXPIRES] == T0 + 60
     assert cache.get(key("www.example.com"), T0 + 59) is entry
-    assert decode(entry.render(parsed("www.example.com"), T0)).rr[0].ttl == 60
+    assert decode(render(entry, parsed("www.example.com"), T0)).rr[0].ttl == 60
 
 
 def test_max_ttl_caps_long_ttls() -> None:
     cache = Cache(CacheSettings(max_ttl=3600))
     entry = cache.answer(key("www.example.com"), upstream_reply(ttls=(604800,)), T0)
-    assert entry.expires == T0 + 3600
+    assert entry[EXPIRES] == T0 + 3600
     assert cache.get(key("www.example.com"), T0 + 3600) is None
-    assert decode(entry.render(parsed("www.example.com"), T0)).rr[0].ttl == 3600
+    assert decode(render(entry, parsed("www.example.com"), T0)).rr[0].ttl == 3600
 
 
 def test_zero_ttl_is_not_cached() -> None:
     cache = Cache(CacheSettings())
     entry = cache.answer(key("www.example.com"), upstream_reply(ttls=(0,)), T0)
     assert len(cache) == 0
-    assert decode(entry.render(parsed("www.example.com"), T0)).rr[0].ttl == 0
+    assert decode(render(entry, parsed("www.example.com"), T0)).rr[0].ttl == 0
 
 
 @pytest.mark.parametrize("rcode", [dns.rcode.SERVFAIL, dns.rcode.REFUSED, dns.rcode.FORMERR])
@@ -186,14 +188,14 @@ def test_errors_are_not_cached_but_still_servable(rcode: int) -> None:
     entry = cache.answer(key("www.example.com"), upstream_reply(ttls=(), rcode=rcode), T0)
     assert len(cache) == 0
     assert cache.get(key("www.example.com"), T0) is None
-    assert decode(entry.render(parsed("www.example.com"), T0)).header.rcode == rcode
+    assert decode(render(entry, parsed("www.example.com"), T0)).header.rcode == rcode
 
 
 def test_negative_answer_with_soa_is_cached_for_the_negative_ttl() -> None:
     cache = Cache(CacheSettings())
     reply = upstream_reply("nx.example.com", (), rcode=dns.rcode.NXDOMAIN, soa=(900, 120))
     entry = cache.answer(key("nx.example.com"), reply, T0)
-    assert entry.expires == T0 + 120
+    assert entry[EXPIRES] == T0 + 120
     assert cache.get(key("nx.example.com"), T0 + 119) is entry
     assert cache.get(key("nx.example.com"), T0 + 120) is None
 
@@ -217,7 +219,7 @@ def test_max_entries_zero_disables_the_cache() -> None:
     entry = cache.answer(key("www.example.com"), upstream_reply(), T0)
     assert len(cache) == 0
     assert cache.get(key("www.example.com"), T0) is None
-    assert decode(entry.render(parsed("www.example.com"), T0)).rr[0].ttl == 300
+    assert decode(render(entry, parsed("www.example.com"), T0)).rr[0].ttl == 300
 
 
 def test_max_ttl_zero_disables_caching() -> None:
