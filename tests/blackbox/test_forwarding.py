@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import socket
 import time
 
 import dns.flags
+import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
@@ -141,3 +144,46 @@ def test_failover_to_the_second_upstream(
         assert addresses(r) == [UPSTREAM_IPV4]
         assert time.monotonic() - started < 1.0
         assert fake_upstream.count(name, "A") == 1
+
+
+def test_a_burst_of_misses_is_answered_query_by_query(
+    standard: Sinkhole, fake_upstream: FakeUpstream
+) -> None:
+    """300 new names sent at once (several batches each way): every client query gets
+    the answer to its own question, with its own ID, and each name is forwarded once."""
+    names = [unique("burst") for _ in range(300)]
+    ids = {name: 1000 + i for i, name in enumerate(names)}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.settimeout(5.0)
+        for name in names:
+            sock.sendto(make(name, "A", qid=ids[name]).to_wire(), v4(standard))
+        answered = {}
+        while len(answered) < len(names):
+            r = dns.message.from_wire(sock.recv(65535))
+            answered[r.question[0].name.to_text(omit_final_dot=True)] = r
+    for name in names:
+        r = answered[name]
+        assert r.id == ids[name]
+        assert r.rcode() == dns.rcode.NOERROR and addresses(r) == [UPSTREAM_IPV4]
+    assert sorted(n for _, n, _ in fake_upstream.queries() if "burst" in n) == sorted(
+        name + "." for name in names
+    )
+
+
+def test_upstream_queries_use_random_ports_and_ids(
+    standard: Sinkhole, fake_upstream: FakeUpstream
+) -> None:
+    """One query at a time: each leaves from a socket of the pool picked at random, with
+    an unpredictable ID (not a counter)."""
+    before = len(fake_upstream.sources())
+    for _ in range(40):
+        ask(v4(standard), unique("ports"), "A")
+    sources = fake_upstream.sources()[before:]
+    assert len(sources) == 40
+    ports = {port for port, _ in sources}
+    ids = [qid for _, qid in sources]
+    assert len(ports) >= 3, f"40 queries left from {len(ports)} source port(s)"
+    assert len(set(ids)) >= 36
+    steps = {(b - a) % 65536 for a, b in itertools.pairwise(ids)}
+    assert len(steps) >= 30, "query IDs follow a pattern"

@@ -13,7 +13,8 @@ behaviour by the name it asks for:
     anything    A 198.51.100.7 / AAAA 2001:db8::7 with TTL 300, AA set, plus NS and glue
 
 Every query it receives is appended to the file given by --log (one line per
-query: transport, qname, qtype), so tests can count what was forwarded.
+query: transport, qname, qtype, source port, ID), so tests can count what was
+forwarded and from where.
 
 Usage: python fake_upstream.py --port PORT [--host 127.0.0.1] [--log FILE]
 Prints "ready" on stdout once both sockets are bound.
@@ -87,12 +88,14 @@ class Log:
     def __init__(self, path: str | None) -> None:
         self.file = open(path, "a", buffering=1) if path else None  # noqa: SIM115
 
-    def write(self, transport: str, data: bytes) -> None:
+    def write(self, transport: str, data: bytes, port: int) -> None:
         if self.file is None:
             return
         try:
-            q = DNSRecord.parse(data).q
-            self.file.write(f"{transport} {str(q.qname).lower()} {QTYPE.get(q.qtype)}\n")
+            record = DNSRecord.parse(data)
+            q, qid = record.q, record.header.id
+            name, qtype = str(q.qname).lower(), QTYPE.get(q.qtype)
+            self.file.write(f"{transport} {name} {qtype} {port} {qid}\n")
         except Exception:
             self.file.write(f"{transport} unparsable\n")
 
@@ -105,7 +108,7 @@ class Udp(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.log.write("udp", data)
+        self.log.write("udp", data, addr[1])
         try:
             out = answer(data, tcp=False)
         except Exception:
@@ -119,7 +122,7 @@ async def serve_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
         while True:
             size = struct.unpack("!H", await reader.readexactly(2))[0]
             data = await reader.readexactly(size)
-            log.write("tcp", data)
+            log.write("tcp", data, writer.get_extra_info("peername")[1])
             out = answer(data, tcp=True)
             if out is not None:
                 writer.write(struct.pack("!H", len(out)) + out)

@@ -200,12 +200,15 @@ class FakeUpstream(Process):
 
     def queries(self) -> list[tuple[str, str, str]]:
         """(transport, lower-case name with trailing dot, type) for every query received."""
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3:
-                out.append((parts[0], parts[1], parts[2]))
-        return out
+        return [(t, n, q) for t, n, q, _, _ in self._lines()]
+
+    def sources(self, transport: str = "udp") -> list[tuple[int, int]]:
+        """(source port, query ID) of every query received over ``transport``, in order."""
+        return [(int(port), int(qid)) for t, _, _, port, qid in self._lines() if t == transport]
+
+    def _lines(self) -> list[list[str]]:
+        lines = (line.split() for line in self.log_path.read_text().splitlines())
+        return [parts for parts in lines if len(parts) == 5]
 
     def count(self, name: str, qtype: str | None = None, transport: str | None = None) -> int:
         """How many queries for ``name`` (any case, dot optional) reached the upstream."""
