@@ -85,6 +85,8 @@ class Cache:
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
         self._entries: OrderedDict[bytes, Answer] = OrderedDict()
+        # Marks the entry under a key recently used; KeyError when there is none.
+        self.touch = self._entries.move_to_end
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -204,9 +204,18 @@ class Engine:
                 if self.query_log is not None:
                     self.query_log.record(client, replay.query, Outcome.BLOCKED, replay.verdict, 0)
                 return data[:2] + replay.body
-            if self.cache.holds(answer, now):  # not expired, replaced or evicted
-                if replay.second != now:
-                    self._refresh(replay, answer, now)
+            # Rendered in this second: not expired (expiry is counted in whole seconds),
+            # so a hit only marks it recently used. At the next second the cache is asked
+            # again (not expired, replaced or evicted) and the TTLs counted down.
+            if replay.second == now:
+                try:
+                    self.cache.touch(answer[answers.KEY])
+                    live = True
+                except KeyError:  # evicted
+                    live = False
+            else:
+                live = self._refresh(replay, answer, now)
+            if live:
                 self.counters.cached += 1
                 if self.log_all and self.query_log is not None:
                     rcode = answer[answers.RCODE]
@@ -215,10 +224,14 @@ class Engine:
             del self._replay[data[2:]]
         return self._decide(data, client, now, tcp)
 
-    def _refresh(self, replay: _Replay, answer: Answer, now: int) -> None:
-        """Re-render a replayed cache answer for a new second (its TTLs count down)."""
+    def _refresh(self, replay: _Replay, answer: Answer, now: int) -> bool:
+        """Re-render a replayed cache answer for a new second; False when the cache no
+        longer serves it."""
+        if not self.cache.holds(answer, now):
+            return False
         replay.body = answers.render(answer, replay.query, now)[2:]
         replay.second = now
+        return True
 
     def _remember(
         self,
