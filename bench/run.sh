@@ -15,6 +15,7 @@ DUR=${DUR:-10}                      # seconds per dnsperf run (<= 30)
 BL_N=${BL_N:-100000}                # block-list size for the throughput phase
 SIZES=${SIZES:-"100000 1000000"}    # block-list sizes for the scale phase
 WORKLOADS=${WORKLOADS:-"blocked hit miss mix blocked_tcp"}
+LAT_WORKLOADS=${LAT_WORKLOADS:-"blocked hit mix"}   # latency at half of saturation
 SUTS=${SUTS:-"sinkhole dnsmasq unbound dnslib1k"}   # add "pdns" for PowerDNS Recursor
 RELOAD_QPS=${RELOAD_QPS:-2000}      # fixed query rate while reloading
 RELOAD_DUR=${RELOAD_DUR:-25}        # seconds of that run (<= 30); the reload is at t=3 s
@@ -50,7 +51,8 @@ sut_sizes() { local z; z=$(sut_opt "$1" sizes "$SIZES"); [ "$z" = none ] || echo
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
     "$(nproc) cores, kernel $(uname -r); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "settings: REPS=$REPS DUR=$DUR BL_N=$BL_N SIZES=\"$SIZES\" WORKLOADS=\"$WORKLOADS\"" \
-    "SUTS=\"$SUTS\" SKIP_LOAD=${SKIP_LOAD:-} SKIP_PERF=${SKIP_PERF:-}"
+    "SUTS=\"$SUTS\" LAT_WORKLOADS=\"$LAT_WORKLOADS\" SKIP_LOAD=${SKIP_LOAD:-} SKIP_PERF=${SKIP_PERF:-}" \
+    "SKIP_LATENCY=${SKIP_LATENCY:-} SKIP_WORKERS=${SKIP_WORKERS:-}"
   if [ "$REPS" -lt 3 ] || [ "$DUR" -lt 10 ]; then
     echo "**smoke-run settings (REPS < 3 or DUR < 10): the figures are a sanity check, not a measurement**"
   fi
@@ -140,11 +142,64 @@ if [ -z "${SKIP_PERF:-}" ]; then
       done
     done
   done
+  # Latency at half of saturation: a fixed rate (dnsperf -Q) of half the system's median
+  # saturation QPS for that workload, interleaved like the runs above.
+  if [ -z "${SKIP_LATENCY:-}" ]; then
+    echo -e "sut\tworkload\trep\ttarget_qps\tsent\tcompleted\tlost\tqps\tavg_ms\tp50_ms\tp99_ms\tnoerror_pct\tcpu_pct\tclient_cpu_pct" >"$RES/latency.tsv"
+    for rep in $(seq "$REPS"); do
+      for w in $LAT_WORKLOADS; do
+        for s in $SUTS; do
+          case " $(sut_opt "$s" workloads "$WORKLOADS") " in *" $w "*) ;; *) continue ;; esac
+          sat=$(awk -F'\t' -v s="$s" -v w="$w" '$1 == s && $2 == w {print $7}' "$RES/perf.tsv" \
+            | sort -g | awk '{v[NR] = $1} END {if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}')
+          [ -n "$sat" ] || continue
+          rate=$(awk -v q="$sat" 'BEGIN {r = int(q / 2); print (r < 1 ? 1 : r)}')
+          n=$(sut_bl "$s"); extra=(-Q "$rate")
+          case $w in
+            blocked) f="$DATA/q-blocked-$n.txt" ;;
+            hit) f="$DATA/q-hit.txt" ;;
+            mix) f="$SCRATCH/q-mix.txt"; extra+=(-n 1)
+                 "$PY" "$HERE/gen.py" mix "l$rep$s" $((DUR * 150000)) "$n" "$DATA" "$f" ;;
+            *) continue ;;
+          esac
+          for o in $SUTS; do [ "$o" = "$s" ] || kill -STOP "${PID[$o]}" 2>/dev/null || true; done
+          kill -CONT "${PID[$s]}" 2>/dev/null || true
+          sleep 1
+          r=$(PERF_OUTSTANDING=$(sut_opt "$s" outstanding "${PERF_OUTSTANDING:-200}") \
+            PERF_PID=${PID[$s]} perf "${PORT[$s]}" "$f" "$DUR" "${extra[@]}")
+          printf '%s\t%s\t%s\t%s\t%s\n' "$s" "$w" "$rep" "$rate" "$(echo "$r" | tr ' ' '\t')" >>"$RES/latency.tsv"
+          log "rep $rep latency $w $s at $rate q/s: $r"
+        done
+      done
+    done
+  fi
   for s in $SUTS; do kill -CONT "${PID[$s]}" 2>/dev/null || true; done
   for s in $SUTS; do
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "${VER[$s]}" "$(sut_bl "$s")" "${STARTUP[$s]}" \
       "${RSS0[$s]}" "$(rss_mib "${PID[$s]}")" >>"$RES/suts.tsv"
     stop_pid "${PID[$s]}"
+  done
+fi
+
+# ---- 3b. sinkhole's workers: blocked-name QPS with 1 worker on one core and with one
+# worker per core on every core (dnsperf keeps its core, so it shares one with a worker)
+if [ -z "${SKIP_PERF:-}" ] && [ -z "${SKIP_WORKERS:-}" ] && [[ " $SUTS " == *" sinkhole "* ]]; then
+  echo -e "workers\tcpus\trep\tsent\tcompleted\tlost\tqps\tavg_ms\tp50_ms\tp99_ms\tnoerror_pct\tcpu_pct\tclient_cpu_pct" >"$RES/workers.tsv"
+  all_cpus="0-$(($(nproc) - 1))"
+  for rep in $(seq "$REPS"); do
+    for wk in 1 "$(nproc)"; do
+      cpus=$SERVER_CPU; [ "$wk" = 1 ] || cpus=$all_cpus
+      d="$SCRATCH/workers-$wk"; rm -rf "$d"; mkdir -p "$d"
+      sut_sinkhole prepare "$d" 5391 "$BL_N"
+      echo "workers: $wk" >>"$d/config.yaml"
+      SERVER_CPU=$cpus sut_sinkhole start "$d" 5391 "$BL_N"
+      wait_answer 5391 "$(head -1 "$DATA/names-$BL_N.txt")" "$WARN_A" 300 "$(now)" >/dev/null \
+        || log "sinkhole with $wk workers did not answer; its log: $d/server.log"
+      r=$(PERF_PID=$SUT_PID perf 5391 "$DATA/q-blocked-$BL_N.txt" "$DUR")
+      printf '%s\t%s\t%s\t%s\n' "$wk" "$cpus" "$rep" "$(echo "$r" | tr ' ' '\t')" >>"$RES/workers.tsv"
+      log "rep $rep workers $wk on cpus $cpus: $r"
+      stop_pid "$SUT_PID"
+    done
   done
 fi
 
@@ -194,7 +249,7 @@ if [ -f "$RES/perf.tsv" ]; then
   "$PY" "$HERE/plot.py" "$RES/perf.tsv" "$RES/latest.png" || log "no chart: plot.py failed"
 fi
 mkdir -p "$RESULTS"
-for f in latest.md latest.png perf.tsv load.tsv suts.tsv; do
+for f in latest.md latest.png perf.tsv latency.tsv workers.tsv load.tsv suts.tsv; do
   if [ -f "$RES/$f" ]; then cp "$RES/$f" "$RESULTS/$f"; else rm -f "$RESULTS/$f"; fi
 done
 cat "$RES/latest.md"

@@ -100,14 +100,14 @@ def perf_section(perf: list[Row], order: list[str]) -> list[str]:
             if not rr:
                 continue
             cpu = med([num(r["cpu_pct"]) for r in rr])
-            q = med(qps(s, w))
+            median_qps = med(qps(s, w))
             lost = sum(int(v) for v in (num(r["lost"]) for r in rr) if not math.isnan(v))
             sent = sum(int(v) for v in (num(r["sent"]) for r in rr) if not math.isnan(v))
             body.append(
                 [
                     w,
                     s,
-                    fmt(q),
+                    fmt(median_qps),
                     fmt(med([num(r["avg_ms"]) for r in rr]), 2),
                     fmt(med([num(r["p50_ms"]) for r in rr]), 2),
                     fmt(med([num(r["p99_ms"]) for r in rr]), 2),
@@ -121,6 +121,73 @@ def perf_section(perf: list[Row], order: list[str]) -> list[str]:
     head += ["NOERROR %", "server CPU %", "dnsperf CPU %"]
     out += table(head, body)
     return out
+
+
+def latency_section(lat: list[Row], order: list[str]) -> list[str]:
+    """Latency at a fixed rate of half the median saturation QPS."""
+    workloads = list(dict.fromkeys(r["workload"] for r in lat))
+    reps = len({r["rep"] for r in lat})
+    body = []
+    for w in workloads:
+        for s in order:
+            runs = [r for r in lat if r["sut"] == s and r["workload"] == w]
+            if not runs:
+                continue
+
+            def m(key: str, runs: list[Row] = runs) -> float:
+                return med([num(r[key]) for r in runs])
+
+            worst = max((num(r["p99_ms"]) for r in runs), default=NAN)
+            lost = sum(int(num(r["lost"])) for r in runs if not math.isnan(num(r["lost"])))
+            sent = sum(int(num(r["sent"])) for r in runs if not math.isnan(num(r["sent"])))
+            body.append(
+                [
+                    w,
+                    s,
+                    fmt(m("target_qps")),
+                    fmt(m("qps")),
+                    fmt(m("avg_ms"), 2),
+                    fmt(m("p50_ms"), 2),
+                    fmt(m("p99_ms"), 2),
+                    fmt(worst, 2),
+                    f"{lost:,} / {sent:,}",
+                    fmt(m("cpu_pct")),
+                ]
+            )
+    head = ["workload", "system", "rate (q/s)", "QPS", "avg ms", "p50 ms", "p99 ms"]
+    head += ["worst p99 ms", "lost / sent", "server CPU %"]
+    return [
+        f"## Latency at half of saturation (fixed rate, medians of {reps} runs)",
+        "",
+        "Each system gets half of its own median saturation QPS for the workload above"
+        " (dnsperf -Q), so the latency is the system's own, not queueing in front of it.",
+        "",
+        *table(head, body),
+    ]
+
+
+def workers_section(rows_: list[Row]) -> list[str]:
+    body = []
+    for wk in dict.fromkeys(r["workers"] for r in rows_):
+        runs = [r for r in rows_ if r["workers"] == wk]
+        qps = [num(r["qps"]) for r in runs]
+        body.append(
+            [
+                wk,
+                runs[0]["cpus"],
+                f"{fmt(med(qps))} ({fmt(min(qps))}-{fmt(max(qps))})",
+                fmt(med([num(r["p99_ms"]) for r in runs]), 2),
+                fmt(med([num(r["cpu_pct"]) for r in runs])),
+            ]
+        )
+    return [
+        "## sinkhole workers: blocked names, QPS at saturation (median, min-max)",
+        "",
+        "One worker pinned to the server core, then one worker per core on every core;"
+        " dnsperf stays on its own core, so there it shares a core with a worker.",
+        "",
+        *table(["workers", "cores", "QPS", "p99 ms", "server CPU %"], body),
+    ]
 
 
 def main(res: Path) -> None:
@@ -147,6 +214,12 @@ def main(res: Path) -> None:
         out += table(head, [[r[k] for k in keys] for r in suts])
     if perf:
         out += perf_section(perf, order)
+    lat = rows(res / "latency.tsv")
+    if lat:
+        out += latency_section(lat, order)
+    workers = rows(res / "workers.tsv")
+    if workers:
+        out += workers_section(workers)
     load = rows(res / "load.tsv")
     if load:
         out += [

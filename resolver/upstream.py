@@ -63,6 +63,7 @@ class Pending:
     __slots__ = (
         "deadline",
         "key",
+        "number",
         "order",
         "qid",
         "query",
@@ -82,6 +83,7 @@ class Pending:
         self.started = started
         self.deadline = deadline
         self.tries = 0
+        self.number = 0  # of the try in flight (the forwarder's count)
         self.waiters: list[tuple[wire.Query, Sink, object]] = []
         self.sock: UpstreamSocket | None = None
         self.qid = 0
@@ -167,9 +169,13 @@ class Forwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._outgoing: list[UpstreamSocket] = []  # sockets with queries to send this turn
-        # Tries in the order they were sent: (deadline, pending, try number). One timer
-        # sweeps them instead of a timer per query; most have been answered by then.
-        self._expiry: deque[tuple[float, Pending, int]] = deque()
+        # Tries in the order they were sent, (deadline, try number), and the tries not yet
+        # answered by number. One timer sweeps them instead of a timer per query. The
+        # queue holds only numbers, so an answered query is freed at once (kept alive
+        # for the whole timeout, queries would pile up for the garbage collector).
+        self._expiry: deque[tuple[float, int]] = deque()
+        self._open_tries: dict[int, Pending] = {}
+        self._try_number = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._batch = ConnectedBatch(slot=REPLY_SLOT) if batching_available() else None
 
@@ -315,7 +321,10 @@ class Forwarder:
             assert self._loop is not None
             pending.timer = self._loop.call_later(remaining, self._timeout, pending)
             return
-        self._expiry.append((now + self.try_timeout, pending, pending.tries))
+        self._try_number = number = self._try_number + 1
+        pending.number = number
+        self._open_tries[number] = pending
+        self._expiry.append((now + self.try_timeout, number))
         if self._sweeper is None:
             assert self._loop is not None
             self._sweeper = self._loop.call_later(self.try_timeout, self._sweep)
@@ -324,15 +333,10 @@ class Forwarder:
         """Time out the tries whose deadline has passed without an answer."""
         self._sweeper = None
         now = time.monotonic()
-        expiry = self._expiry
+        expiry, open_tries = self._expiry, self._open_tries
         while expiry and expiry[0][0] <= now:
-            _, pending, tries = expiry.popleft()
-            sock = pending.sock
-            if (
-                pending.tries == tries
-                and sock is not None
-                and sock.pending.get(pending.qid) is pending
-            ):
+            pending = open_tries.pop(expiry.popleft()[1], None)
+            if pending is not None:  # no answer yet
                 self._timeout(pending)
         if expiry:
             assert self._loop is not None
@@ -355,6 +359,7 @@ class Forwarder:
                 self.on_failure(upstream.label, reason)
 
     def on_reply(self, pending: Pending, reply: wire.Reply) -> None:
+        self._open_tries.pop(pending.number, None)
         if pending.timer is not None:
             pending.timer.cancel()
             pending.timer = None
