@@ -181,24 +181,34 @@ if [ -z "${SKIP_PERF:-}" ]; then
   done
 fi
 
-# ---- 3b. sinkhole's workers: blocked-name QPS with 1 worker on one core and with one
-# worker per core on every core (dnsperf keeps its core, so it shares one with a worker)
+# ---- 3b. sinkhole's workers: QPS with 1 worker on one core and with one worker per core
+# on every core. dnsperf (and nsd) keep their core, so there they share it with a worker:
+# blocked names leave the extra worker little room (dnsperf itself needs most of its core),
+# cache misses leave it more.
 if [ -z "${SKIP_PERF:-}" ] && [ -z "${SKIP_WORKERS:-}" ] && [[ " $SUTS " == *" sinkhole "* ]]; then
-  echo -e "workers\tcpus\trep\tsent\tcompleted\tlost\tqps\tavg_ms\tp50_ms\tp99_ms\tnoerror_pct\tcpu_pct\tclient_cpu_pct" >"$RES/workers.tsv"
+  echo -e "workload\tworkers\tcpus\trep\tsent\tcompleted\tlost\tqps\tavg_ms\tp50_ms\tp99_ms\tnoerror_pct\tcpu_pct\tclient_cpu_pct" >"$RES/workers.tsv"
   all_cpus="0-$(($(nproc) - 1))"
   for rep in $(seq "$REPS"); do
-    for wk in 1 "$(nproc)"; do
-      cpus=$SERVER_CPU; [ "$wk" = 1 ] || cpus=$all_cpus
-      d="$SCRATCH/workers-$wk"; rm -rf "$d"; mkdir -p "$d"
-      sut_sinkhole prepare "$d" 5391 "$BL_N"
-      echo "workers: $wk" >>"$d/config.yaml"
-      SERVER_CPU=$cpus sut_sinkhole start "$d" 5391 "$BL_N"
-      wait_answer 5391 "$(head -1 "$DATA/names-$BL_N.txt")" "$WARN_A" 300 "$(now)" >/dev/null \
-        || log "sinkhole with $wk workers did not answer; its log: $d/server.log"
-      r=$(PERF_PID=$SUT_PID perf 5391 "$DATA/q-blocked-$BL_N.txt" "$DUR")
-      printf '%s\t%s\t%s\t%s\n' "$wk" "$cpus" "$rep" "$(echo "$r" | tr ' ' '\t')" >>"$RES/workers.tsv"
-      log "rep $rep workers $wk on cpus $cpus: $r"
-      stop_pid "$SUT_PID"
+    for w in blocked miss; do
+      for wk in 1 "$(nproc)"; do
+        cpus=$SERVER_CPU; [ "$wk" = 1 ] || cpus=$all_cpus
+        d="$SCRATCH/workers-$wk"; rm -rf "$d"; mkdir -p "$d"
+        sut_sinkhole prepare "$d" 5391 "$BL_N"
+        echo "workers: $wk" >>"$d/config.yaml"
+        SERVER_CPU=$cpus sut_sinkhole start "$d" 5391 "$BL_N"
+        wait_answer 5391 "$(head -1 "$DATA/names-$BL_N.txt")" "$WARN_A" 300 "$(now)" >/dev/null \
+          || log "sinkhole with $wk workers did not answer; its log: $d/server.log"
+        extra=()
+        case $w in
+          blocked) f="$DATA/q-blocked-$BL_N.txt" ;;
+          miss) f="$SCRATCH/q-miss.txt"; extra=(-n 1)
+                "$PY" "$HERE/gen.py" miss "w$rep$wk" $((DUR * 150000)) "$f" ;;
+        esac
+        r=$(PERF_PID=$SUT_PID perf 5391 "$f" "$DUR" "${extra[@]}")
+        printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$wk" "$cpus" "$rep" "$(echo "$r" | tr ' ' '\t')" >>"$RES/workers.tsv"
+        log "rep $rep workers $wk on cpus $cpus, $w: $r"
+        stop_pid "$SUT_PID"
+      done
     done
   done
 fi

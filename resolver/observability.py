@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -20,9 +22,10 @@ from resolver.engine import Outcome
 from resolver.policy import CompiledPolicy, Verdict
 
 FLUSH_INTERVAL = 0.25
-MAX_BUFFERED = (
-    50_000  # query-log records held between flushes; beyond that they are counted, not kept
-)
+MAX_BUFFERED = 100_000  # query-log records held between flushes; more are counted, not kept
+FLUSH_SLICE = 1000  # records written per turn of the event loop
+WRITE_SIZE = 4096  # at most this much per write(2), whole lines: atomic on a shared pipe
+_worker: int | None = None  # this process's worker number, on every line
 
 
 def configure_logging(level: str = "info", worker: int | None = None) -> None:
@@ -32,6 +35,9 @@ def configure_logging(level: str = "info", worker: int | None = None) -> None:
         sys.stdout.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
     except AttributeError:
         pass
+
+    global _worker
+    _worker = worker
 
     def add_worker(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         event["worker"] = worker
@@ -55,12 +61,29 @@ def get_logger() -> Any:
     return structlog.get_logger("sinkhole").bind()
 
 
+_QTYPE_NAMES: dict[int, str] = {}
+_RCODE_NAMES: dict[int, str] = {}
+
+
 def qtype_name(qtype: int) -> str:
-    return str(QTYPE.get(qtype, f"TYPE{qtype}"))
+    name = _QTYPE_NAMES.get(qtype)
+    if name is None:
+        name = _QTYPE_NAMES[qtype] = str(QTYPE.get(qtype, f"TYPE{qtype}"))
+    return name
 
 
 def rcode_name(rcode: int) -> str:
-    return str(RCODE.get(rcode, f"RCODE{rcode}"))
+    name = _RCODE_NAMES.get(rcode)
+    if name is None:
+        name = _RCODE_NAMES[rcode] = str(RCODE.get(rcode, f"RCODE{rcode}"))
+    return name
+
+
+def json_string(text: str) -> str:
+    """``text`` as a JSON string (as json.dumps writes it), quickly for plain text."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text)
 
 
 class QueryLog:
@@ -101,7 +124,12 @@ class QueryLog:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            self.flush()
+            records, self._records = self._records, []
+            # In slices, so queries are served between them.
+            for start in range(0, len(records), FLUSH_SLICE):
+                write_lines(self.lines(records[start : start + FLUSH_SLICE]))
+                await asyncio.sleep(0)
+            self._report_overflow()
 
     def stop(self) -> None:
         if self._task is not None:
@@ -110,30 +138,90 @@ class QueryLog:
 
     def flush(self) -> None:
         records, self._records = self._records, []
-        policy = self._policy()
-        log = self._log
-        for ts, client, query, outcome, verdict, rcode, upstream, latency in records:
-            fields: dict[str, Any] = {
-                "client": client,
-                "qname": query.text_name(),
-                "qtype": qtype_name(query.qtype),
-                "outcome": outcome.name.lower(),
-            }
-            if verdict is not None:
-                _, rule = policy.locate(query.qname)
-                fields["action"] = verdict.action.label
-                fields["policy"] = verdict.policy_id
-                fields["rule"] = wire.name_to_text(rule) if rule else ""
-            fields["rcode"] = rcode_name(rcode)
-            if upstream:
-                fields["upstream"] = upstream
-            if outcome is not Outcome.BLOCKED:
-                fields["latency_ms"] = round(latency * 1000, 3)
-            fields["query_time"] = ts
-            log.info("query", **fields)
+        if records:
+            write_lines(self.lines(records))
+        self._report_overflow()
+
+    def _report_overflow(self) -> None:
         if self.dropped:
-            log.warning("query_log_overflow", dropped=self.dropped)
+            self._log.warning("query_log_overflow", dropped=self.dropped)
             self.dropped = 0
+
+    def lines(self, records: list[tuple[Any, ...]]) -> list[str]:
+        """The JSON lines of ``records``: what structlog would write for
+        ``log.info("query", ...)``, built directly (through structlog a line costs ~30 us,
+        which at 100,000 blocked queries a second would stall serving)."""
+        policy = self._policy()
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        worker = "" if _worker is None else f', "worker": {_worker}'
+        tail = f', "event": "query"{worker}, "level": "info", "timestamp": "{stamp}"}}\n'
+        # Fragments shared by many lines, each built once per flush.
+        clients: dict[str, str] = {}
+        kinds: dict[tuple[int, Outcome], str] = {}
+        verdicts: dict[int, str] = {}
+        rcodes: dict[int, str] = {}
+        upstreams: dict[str, str] = {}
+        out = []
+        for ts, client, query, outcome, verdict, rcode, upstream, latency in records:
+            who = clients.get(client)
+            if who is None:
+                who = clients[client] = f'{{"client": {json_string(client)}, "qname": '
+            kind = kinds.get((query.qtype, outcome))
+            if kind is None:
+                kind = kinds[query.qtype, outcome] = (
+                    f', "qtype": "{qtype_name(query.qtype)}", "outcome": "{outcome.name.lower()}"'
+                )
+            qname = query.text_name()
+            parts = [who, _name_json(qname), kind]
+            if verdict is not None:
+                given = verdicts.get(id(verdict))
+                if given is None:
+                    given = verdicts[id(verdict)] = (
+                        f', "action": {json_string(verdict.action.label)}'
+                        f', "policy": {json_string(verdict.policy_id)}, "rule": '
+                    )
+                _, rule = policy.locate(query.qname)
+                parts += (given, _name_json(qname if rule == query.qname else _text(rule)))
+            code = rcodes.get(rcode)
+            if code is None:
+                code = rcodes[rcode] = f', "rcode": "{rcode_name(rcode)}"'
+            parts.append(code)
+            if upstream:
+                quoted = upstreams.get(upstream)
+                if quoted is None:
+                    quoted = upstreams[upstream] = f', "upstream": {json_string(upstream)}'
+                parts.append(quoted)
+            if outcome is not Outcome.BLOCKED:
+                parts.append(f', "latency_ms": {round(latency * 1000, 3)!r}')
+            parts.append(f', "query_time": {ts!r}{tail}')
+            out.append("".join(parts))
+        return out
+
+
+def _text(rule: bytes) -> str:
+    return wire.name_to_text(rule) if rule else ""
+
+
+def _name_json(text: str) -> str:
+    """A name's presentation form (printable ASCII) as a JSON string."""
+    if '"' in text or "\\" in text:
+        return json.dumps(text)
+    return f'"{text}"'
+
+
+def write_lines(lines: list[str]) -> None:
+    """Write whole lines to stdout in writes of at most WRITE_SIZE bytes (lines are ASCII)."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        if size + len(line) > WRITE_SIZE and chunk:
+            sys.stdout.write("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line)
+    if chunk:
+        sys.stdout.write("".join(chunk))
+    sys.stdout.flush()
 
 
 class StatsCollector(Collector):

@@ -65,6 +65,7 @@ class Query:
 
     __slots__ = (
         "_key",
+        "_text",
         "do",
         "edns",
         "flags",
@@ -98,6 +99,7 @@ class Query:
         self.udp_size = udp_size
         self.do = do
         self._key = b""
+        self._text = ""
 
     @property
     def cache_key(self) -> bytes:
@@ -108,7 +110,10 @@ class Query:
         return self._key
 
     def text_name(self) -> str:
-        return name_to_text(self.qname)
+        """The name in presentation form (lower case), worked out once."""
+        if not self._text:
+            self._text = name_to_text(self.qname)
+        return self._text
 
 
 def skip_name(data: bytes, pos: int) -> int:
@@ -580,6 +585,9 @@ def reply_qid(data: bytes) -> int:
 # --- names ------------------------------------------------------------------
 
 
+_PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in (0x2E, 0x5C))  # printed as they are
+
+
 def name_to_text(wire_name: bytes) -> str:
     """Presentation form of an uncompressed wire name, without the trailing dot."""
     labels = []
@@ -589,14 +597,17 @@ def name_to_text(wire_name: bytes) -> str:
         if n == 0:
             break
         label = wire_name[pos + 1 : pos + 1 + n]
-        labels.append(
-            "".join(
-                chr(c)
-                if 0x21 <= c <= 0x7E and c not in (0x2E, 0x5C)
-                else (f"\\{chr(c)}" if c in (0x2E, 0x5C) else f"\\{c:03d}")
-                for c in label
+        if label.translate(None, _PLAIN):  # something to escape
+            labels.append(
+                "".join(
+                    chr(c)
+                    if 0x21 <= c <= 0x7E and c not in (0x2E, 0x5C)
+                    else (f"\\{chr(c)}" if c in (0x2E, 0x5C) else f"\\{c:03d}")
+                    for c in label
+                )
             )
-        )
+        else:
+            labels.append(label.decode("ascii"))
         pos += n + 1
     return ".".join(labels) or "."
 

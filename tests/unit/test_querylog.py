@@ -1,0 +1,102 @@
+"""The query log's lines: exactly what structlog's JSON renderer would write, built fast."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import re
+from typing import Any
+
+import dns.message
+import pytest
+
+from resolver import observability, wire
+from resolver.engine import Outcome
+from resolver.observability import QueryLog, json_string, write_lines
+from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+
+ANSWERS = Answers((ipaddress.IPv4Address("192.0.2.80"),), (), 60)
+VERDICT = Verdict(PolicyInfo(id='order "17"', source="p.yaml"), Action.WARNING_PAGE, ANSWERS, 0)
+POLICY = CompiledPolicy.build([(wire.text_to_name("blocked.example"), Scope.SUBTREE, VERDICT)])
+STAMP = re.compile(r'"timestamp": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"')
+
+
+def query(name: str, qtype: str = "A") -> wire.Query:
+    return wire.parse_query(dns.message.make_query(name, qtype).to_wire())
+
+
+def expected(fields: dict[str, Any], worker: int | None = None) -> str:
+    """The line structlog writes for log.info("query", **fields) with our processors."""
+    event: dict[str, Any] = {**fields, "event": "query"}
+    if worker is not None:
+        event["worker"] = worker
+    event |= {"level": "info", "timestamp": "T"}
+    return json.dumps(event) + "\n"
+
+
+def same(line: str, want: str) -> bool:
+    return STAMP.sub('"timestamp": "T"', line) == want
+
+
+@pytest.mark.parametrize("worker", [None, 3])
+def test_lines_are_what_structlog_writes(
+    monkeypatch: pytest.MonkeyPatch, worker: int | None
+) -> None:
+    monkeypatch.setattr(observability, "_worker", worker)
+    log = QueryLog("all", lambda: POLICY)
+    records = [
+        (1.5, "192.0.2.7", query("www.Blocked.example"), Outcome.BLOCKED, VERDICT, 0, "", 0.0),
+        (2.25, "2001:db8::1", query("ok.example", "AAAA"), Outcome.FORWARDED, None, 0,
+         "127.0.0.1:53", 0.0012345),
+        (3.0, "::1", query("gone.example", "MX"), Outcome.SERVFAIL, None, 2, "", 0.0),
+        (4.0, "::1", query("seen.example"), Outcome.CACHED, None, 3, "", 0.0),
+    ]  # fmt: skip
+    lines = log.lines(records)
+    assert same(lines[0], expected(
+        {"client": "192.0.2.7", "qname": "www.blocked.example", "qtype": "A",
+         "outcome": "blocked", "action": "warning-page", "policy": 'order "17"',
+         "rule": "blocked.example", "rcode": "NOERROR", "query_time": 1.5}, worker))  # fmt: skip
+    assert same(lines[1], expected(
+        {"client": "2001:db8::1", "qname": "ok.example", "qtype": "AAAA",
+         "outcome": "forwarded", "rcode": "NOERROR", "upstream": "127.0.0.1:53",
+         "latency_ms": 1.234, "query_time": 2.25}, worker))  # fmt: skip
+    assert same(lines[2], expected(
+        {"client": "::1", "qname": "gone.example", "qtype": "MX", "outcome": "servfail",
+         "rcode": "SERVFAIL", "latency_ms": 0.0, "query_time": 3.0}, worker))  # fmt: skip
+    assert json.loads(lines[3])["rcode"] == "NXDOMAIN"
+
+
+@pytest.mark.parametrize(
+    "text", ["plain.example", 'quo"te', "back\\slash", "tab\there", "caf\u00e9", "\x00", ""]
+)
+def test_json_string_is_what_json_dumps_writes(text: str) -> None:
+    assert json_string(text) == json.dumps(text)
+
+
+def test_names_that_need_escaping_stay_valid_json() -> None:
+    name = b'\x04a"b\\\x03\x00\x01.\x07example\x00'
+    header = b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+    q = wire.parse_query(header + name + b"\x00\x01\x00\x01")
+    [line] = QueryLog("all", lambda: POLICY).lines(
+        [(1.0, "127.0.0.1", q, Outcome.CACHED, None, 0, "", 0.0)]
+    )
+    assert json.loads(line)["qname"] == wire.name_to_text(q.qname) == r'a"b\\.\000\001\..example'
+
+
+def test_lines_are_written_whole_in_writes_of_at_most_4096_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[str] = []
+
+    class Recorder(io.StringIO):
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return len(s)
+
+    monkeypatch.setattr("sys.stdout", Recorder())
+    lines = [f'{{"n": {i}, "pad": "{"x" * (i % 300)}"}}\n' for i in range(500)]
+    write_lines(lines)
+    assert "".join(writes) == "".join(lines)
+    assert all(len(w) <= observability.WRITE_SIZE and w.endswith("\n") for w in writes)
+    assert len(writes) < 50
