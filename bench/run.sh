@@ -52,7 +52,7 @@ sut_sizes() { local z; z=$(sut_opt "$1" sizes "$SIZES"); [ "$z" = none ] || echo
     "$(nproc) cores, kernel $(uname -r); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "settings: REPS=$REPS DUR=$DUR BL_N=$BL_N SIZES=\"$SIZES\" WORKLOADS=\"$WORKLOADS\"" \
     "SUTS=\"$SUTS\" LAT_WORKLOADS=\"$LAT_WORKLOADS\" SKIP_LOAD=${SKIP_LOAD:-} SKIP_PERF=${SKIP_PERF:-}" \
-    "SKIP_LATENCY=${SKIP_LATENCY:-} SKIP_WORKERS=${SKIP_WORKERS:-}"
+    "SKIP_LATENCY=${SKIP_LATENCY:-} SKIP_SETTINGS=${SKIP_SETTINGS:-}"
   if [ "$REPS" -lt 3 ] || [ "$DUR" -lt 10 ]; then
     echo "**smoke-run settings (REPS < 3 or DUR < 10): the figures are a sanity check, not a measurement**"
   fi
@@ -181,32 +181,36 @@ if [ -z "${SKIP_PERF:-}" ]; then
   done
 fi
 
-# ---- 3b. sinkhole's workers: QPS with 1 worker on one core and with one worker per core
-# on every core. dnsperf (and nsd) keep their core, so there they share it with a worker:
-# blocked names leave the extra worker little room (dnsperf itself needs most of its core),
-# cache misses leave it more.
-if [ -z "${SKIP_PERF:-}" ] && [ -z "${SKIP_WORKERS:-}" ] && [[ " $SUTS " == *" sinkhole "* ]]; then
-  echo -e "workload\tworkers\tcpus\trep\tsent\tcompleted\tlost\tqps\tavg_ms\tp50_ms\tp99_ms\tnoerror_pct\tcpu_pct\tclient_cpu_pct" >"$RES/workers.tsv"
+# ---- 3b. sinkhole's own settings: workers and the query log. One worker pinned to the
+# server core as above; one worker per core on every core, where dnsperf (and nsd) keep
+# their core and so share it with a worker; and the query log on (the default is
+# "blocked"), which the runs above turn off like the peers' logs.
+if [ -z "${SKIP_PERF:-}" ] && [ -z "${SKIP_SETTINGS:-}" ] && [[ " $SUTS " == *" sinkhole "* ]]; then
+  echo -e "workload\tsetting\tcpus\trep\tsent\tcompleted\tlost\tqps\tavg_ms\tp50_ms\tp99_ms\tnoerror_pct\tcpu_pct\tclient_cpu_pct" >"$RES/settings.tsv"
   all_cpus="0-$(($(nproc) - 1))"
   for rep in $(seq "$REPS"); do
     for w in blocked miss; do
-      for wk in 1 "$(nproc)"; do
-        cpus=$SERVER_CPU; [ "$wk" = 1 ] || cpus=$all_cpus
-        d="$SCRATCH/workers-$wk"; rm -rf "$d"; mkdir -p "$d"
+      for setting in "workers: 1" "workers: $(nproc)" "query_log: blocked" "query_log: all"; do
+        cpus=$SERVER_CPU; [ "$setting" != "workers: $(nproc)" ] || cpus=$all_cpus
+        d="$SCRATCH/setting"; rm -rf "$d"; mkdir -p "$d"
         sut_sinkhole prepare "$d" 5391 "$BL_N"
-        echo "workers: $wk" >>"$d/config.yaml"
+        case $setting in
+          workers:*) echo "$setting" >>"$d/config.yaml" ;;
+          query_log:*) sed -i "s/^query_log: .*/$setting/" "$d/config.yaml"
+                       echo "workers: 1" >>"$d/config.yaml" ;;
+        esac
         SERVER_CPU=$cpus sut_sinkhole start "$d" 5391 "$BL_N"
         wait_answer 5391 "$(head -1 "$DATA/names-$BL_N.txt")" "$WARN_A" 300 "$(now)" >/dev/null \
-          || log "sinkhole with $wk workers did not answer; its log: $d/server.log"
+          || log "sinkhole with $setting did not answer; its log: $d/server.log"
         extra=()
         case $w in
           blocked) f="$DATA/q-blocked-$BL_N.txt" ;;
           miss) f="$SCRATCH/q-miss.txt"; extra=(-n 1)
-                "$PY" "$HERE/gen.py" miss "w$rep$wk" $((DUR * 150000)) "$f" ;;
+                "$PY" "$HERE/gen.py" miss "w$rep${setting//[^a-z0-9]/}" $((DUR * 150000)) "$f" ;;
         esac
         r=$(PERF_PID=$SUT_PID perf 5391 "$f" "$DUR" "${extra[@]}")
-        printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$wk" "$cpus" "$rep" "$(echo "$r" | tr ' ' '\t')" >>"$RES/workers.tsv"
-        log "rep $rep workers $wk on cpus $cpus, $w: $r"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$setting" "$cpus" "$rep" "$(echo "$r" | tr ' ' '\t')" >>"$RES/settings.tsv"
+        log "rep $rep $w, sinkhole with $setting on cpus $cpus: $r"
         stop_pid "$SUT_PID"
       done
     done
@@ -259,7 +263,7 @@ if [ -f "$RES/perf.tsv" ]; then
   "$PY" "$HERE/plot.py" "$RES/perf.tsv" "$RES/latest.png" || log "no chart: plot.py failed"
 fi
 mkdir -p "$RESULTS"
-for f in latest.md latest.png perf.tsv latency.tsv workers.tsv load.tsv suts.tsv; do
+for f in latest.md latest.png perf.tsv latency.tsv settings.tsv load.tsv suts.tsv; do
   if [ -f "$RES/$f" ]; then cp "$RES/$f" "$RESULTS/$f"; else rm -f "$RESULTS/$f"; fi
 done
 cat "$RES/latest.md"

@@ -166,18 +166,18 @@ def latency_section(lat: list[Row], order: list[str]) -> list[str]:
     ]
 
 
-def workers_section(rows_: list[Row]) -> list[str]:
+def settings_section(rows_: list[Row]) -> list[str]:
     body = []
     for w in dict.fromkeys(r["workload"] for r in rows_):
-        for wk in dict.fromkeys(r["workers"] for r in rows_):
-            runs = [r for r in rows_ if r["workers"] == wk and r["workload"] == w]
+        for setting in dict.fromkeys(r["setting"] for r in rows_):
+            runs = [r for r in rows_ if r["setting"] == setting and r["workload"] == w]
             if not runs:
                 continue
             qps = [num(r["qps"]) for r in runs]
             body.append(
                 [
                     w,
-                    wk,
+                    setting,
                     runs[0]["cpus"],
                     f"{fmt(med(qps))} ({fmt(min(qps))}-{fmt(max(qps))})",
                     fmt(med([num(r["p99_ms"]) for r in runs]), 2),
@@ -185,14 +185,14 @@ def workers_section(rows_: list[Row]) -> list[str]:
                     fmt(med([num(r["client_cpu_pct"]) for r in runs])),
                 ]
             )
-    head = ["workload", "workers", "cores", "QPS", "p99 ms", "server CPU %", "dnsperf CPU %"]
+    head = ["workload", "setting", "cores", "QPS", "p99 ms", "server CPU %", "dnsperf CPU %"]
     return [
-        "## sinkhole workers: QPS at saturation (median, min-max)",
+        "## sinkhole settings: workers and the query log (QPS at saturation, median, min-max)",
         "",
-        "One worker pinned to the server core, then one worker per core on every core."
-        " dnsperf (and the fake upstream) keep their core, so there they share it with a"
-        " worker: on blocked names dnsperf needs most of that core itself; cache misses"
-        " leave the second worker more of it.",
+        "`workers: 1` is pinned to the server core, as above. One worker per core runs on"
+        " every core, where dnsperf (and the fake upstream) keep their core and so share it"
+        " with a worker. The query log (default `blocked`; off in the runs above, like the"
+        " peers' logs) writes one JSON line per logged query to a file.",
         "",
         *table(head, body),
     ]
@@ -225,9 +225,9 @@ def main(res: Path) -> None:
     lat = rows(res / "latency.tsv")
     if lat:
         out += latency_section(lat, order)
-    workers = rows(res / "workers.tsv")
-    if workers:
-        out += workers_section(workers)
+    settings = rows(res / "settings.tsv")
+    if settings:
+        out += settings_section(settings)
     load = rows(res / "load.tsv")
     if load:
         out += [

@@ -172,7 +172,9 @@ class QueryLog:
                     f', "qtype": "{qtype_name(query.qtype)}", "outcome": "{outcome.name.lower()}"'
                 )
             qname = query.text_name()
-            parts = [who, _name_json(qname), kind]
+            code = rcodes.get(rcode)
+            if code is None:
+                code = rcodes[rcode] = f', "rcode": "{rcode_name(rcode)}"'
             if verdict is not None:
                 given = verdicts.get(id(verdict))
                 if given is None:
@@ -181,20 +183,16 @@ class QueryLog:
                         f', "policy": {json_string(verdict.policy_id)}, "rule": '
                     )
                 _, rule = policy.locate(query.qname)
-                parts += (given, _name_json(qname if rule == query.qname else _text(rule)))
-            code = rcodes.get(rcode)
-            if code is None:
-                code = rcodes[rcode] = f', "rcode": "{rcode_name(rcode)}"'
-            parts.append(code)
+                rule_text = qname if rule == query.qname else _text(rule)
+                code = f"{given}{_name_json(rule_text)}{code}"
             if upstream:
                 quoted = upstreams.get(upstream)
                 if quoted is None:
                     quoted = upstreams[upstream] = f', "upstream": {json_string(upstream)}'
-                parts.append(quoted)
+                code += quoted
             if outcome is not Outcome.BLOCKED:
-                parts.append(f', "latency_ms": {round(latency * 1000, 3)!r}')
-            parts.append(f', "query_time": {ts!r}{tail}')
-            out.append("".join(parts))
+                code += f', "latency_ms": {round(latency * 1000, 3)!r}'
+            out.append(f'{who}{_name_json(qname)}{kind}{code}, "query_time": {ts!r}{tail}')
         return out
 
 
