@@ -183,6 +183,12 @@ def restart_under_load(scaled: Scaled, drain: bool) -> Load:
             time.sleep(0.2)  # queries already sent to it are answered before it stops
         old = scaled.instances[0]
         assert old.stop() == 0
+        if not drain:
+            # A crash: the instance stays away until dnsdist's health check notices (a
+            # restart quicker than one check interval would go unnoticed altogether).
+            assert wait_until(lambda: balancer.marked(0, "down", mark), WAIT), (
+                balancer.diagnostics()
+            )
         new = scaled.start(0)
         scaled.instances[0] = new
         loaded = new.wait_event("zone_copy_loaded", WAIT)  # the saved copy, enforced at once
@@ -190,9 +196,6 @@ def restart_under_load(scaled: Scaled, drain: bool) -> Load:
         if drain:
             balancer.console("getServer(0):setAuto()")
         else:
-            assert wait_until(lambda: balancer.marked(0, "down", mark), WAIT), (
-                balancer.diagnostics()
-            )
             assert wait_until(lambda: balancer.marked(0, "up", mark), WAIT), balancer.diagnostics()
         time.sleep(1.5)  # traffic to the restarted instance again
     finally:
