@@ -26,6 +26,9 @@ MAX_BUFFERED = 100_000  # query-log records held between flushes; more are count
 FLUSH_SLICE = 1000  # records written per turn of the event loop
 WRITE_SIZE = 4096  # at most this much per write(2), whole lines: atomic on a shared pipe
 _worker: int | None = None  # this process's worker number, on every line
+# A query-log record: time, client, qname (wire and text), qtype, Outcome value, id() of the
+# verdict (0: none), rcode, upstream, latency in seconds.
+Record = tuple[float, str, bytes, str, int, int, int, int, str, float]
 
 
 def configure_logging(level: str = "info", worker: int | None = None) -> None:
@@ -92,11 +95,22 @@ class QueryLog:
     ``mode`` is "blocked" (policy answers only) or "all".
     """
 
-    def __init__(self, mode: str, policy: Callable[[], CompiledPolicy]) -> None:
+    def __init__(
+        self,
+        mode: str,
+        policy: Callable[[], CompiledPolicy],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.mode = mode
         self.log_all = mode == "all"
         self._policy = policy
-        self._records: list[tuple[Any, ...]] = []
+        self._clock = clock
+        # Records are tuples of numbers, bytes and text only, so the cyclic garbage
+        # collector stops tracking them at once: kept for a quarter of a second, tuples
+        # holding objects would fill the old generation and bring on full collections.
+        # Verdicts are kept apart, by id(), until the lines are written.
+        self._records: list[Record] = []
+        self._verdicts: dict[int, Verdict] = {}
         self.dropped = 0
         self._log = get_logger()
         self._task: asyncio.Task[None] | None = None
@@ -114,9 +128,30 @@ class QueryLog:
         if len(self._records) >= MAX_BUFFERED:
             self.dropped += 1
             return
+        verdict_id = 0
+        if verdict is not None:
+            verdict_id = id(verdict)
+            self._verdicts[verdict_id] = verdict
         self._records.append(
-            (time.time(), client, query, outcome, verdict, rcode, upstream, latency)
+            (
+                self._clock(),
+                client,
+                query.qname,
+                query.text_name(),  # worked out once per query object (replays share it)
+                query.qtype,
+                outcome.value,
+                verdict_id,
+                rcode,
+                upstream,
+                latency,
+            )
         )
+
+    def take(self) -> tuple[list[Record], dict[int, Verdict]]:
+        """The records kept so far (and their verdicts); the log starts afresh."""
+        records, self._records = self._records, []
+        verdicts, self._verdicts = self._verdicts, {}
+        return records, verdicts
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -124,10 +159,10 @@ class QueryLog:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            records, self._records = self._records, []
+            records, verdicts = self.take()
             # In slices, so queries are served between them.
             for start in range(0, len(records), FLUSH_SLICE):
-                write_lines(self.lines(records[start : start + FLUSH_SLICE]))
+                write_lines(self.lines(records[start : start + FLUSH_SLICE], verdicts))
                 await asyncio.sleep(0)
             self._report_overflow()
 
@@ -137,9 +172,9 @@ class QueryLog:
         self.flush()
 
     def flush(self) -> None:
-        records, self._records = self._records, []
+        records, verdicts = self.take()
         if records:
-            write_lines(self.lines(records))
+            write_lines(self.lines(records, verdicts))
         self._report_overflow()
 
     def _report_overflow(self) -> None:
@@ -147,7 +182,7 @@ class QueryLog:
             self._log.warning("query_log_overflow", dropped=self.dropped)
             self.dropped = 0
 
-    def lines(self, records: list[tuple[Any, ...]]) -> list[str]:
+    def lines(self, records: list[Record], verdicts: dict[int, Verdict]) -> list[str]:
         """The JSON lines of ``records``: what structlog would write for
         ``log.info("query", ...)``, built directly (through structlog a line costs ~30 us,
         which at 100,000 blocked queries a second would stall serving)."""
@@ -155,44 +190,57 @@ class QueryLog:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         worker = "" if _worker is None else f', "worker": {_worker}'
         tail = f', "event": "query"{worker}, "level": "info", "timestamp": "{stamp}"}}\n'
-        # Fragments shared by many lines, each built once per flush.
+        # Fragments shared by many lines, each built once per call.
         clients: dict[str, str] = {}
-        kinds: dict[tuple[int, Outcome], str] = {}
-        verdicts: dict[int, str] = {}
+        kinds: dict[tuple[int, int], str] = {}
+        given_by: dict[int, str] = {}
         rcodes: dict[int, str] = {}
         upstreams: dict[str, str] = {}
         out = []
-        for ts, client, query, outcome, verdict, rcode, upstream, latency in records:
+        for (
+            ts,
+            client,
+            qname,
+            name,
+            qtype,
+            outcome,
+            verdict_id,
+            rcode,
+            upstream,
+            latency,
+        ) in records:
             who = clients.get(client)
             if who is None:
                 who = clients[client] = f'{{"client": {json_string(client)}, "qname": '
-            kind = kinds.get((query.qtype, outcome))
+            kind = kinds.get((qtype, outcome))
             if kind is None:
-                kind = kinds[query.qtype, outcome] = (
-                    f', "qtype": "{qtype_name(query.qtype)}", "outcome": "{outcome.name.lower()}"'
+                kind = kinds[qtype, outcome] = (
+                    f', "qtype": "{qtype_name(qtype)}"'
+                    f', "outcome": "{Outcome(outcome).name.lower()}"'
                 )
-            qname = query.text_name()
+            text = _name_json(name)
             code = rcodes.get(rcode)
             if code is None:
                 code = rcodes[rcode] = f', "rcode": "{rcode_name(rcode)}"'
-            if verdict is not None:
-                given = verdicts.get(id(verdict))
+            if verdict_id:
+                given = given_by.get(verdict_id)
                 if given is None:
-                    given = verdicts[id(verdict)] = (
+                    verdict = verdicts[verdict_id]
+                    given = given_by[verdict_id] = (
                         f', "action": {json_string(verdict.action.label)}'
                         f', "policy": {json_string(verdict.policy_id)}, "rule": '
                     )
-                _, rule = policy.locate(query.qname)
-                rule_text = qname if rule == query.qname else _text(rule)
-                code = f"{given}{_name_json(rule_text)}{code}"
+                _, rule = policy.locate(qname)
+                rule_text = text if rule == qname else _name_json(_text(rule))
+                code = f"{given}{rule_text}{code}"
             if upstream:
                 quoted = upstreams.get(upstream)
                 if quoted is None:
                     quoted = upstreams[upstream] = f', "upstream": {json_string(upstream)}'
                 code += quoted
-            if outcome is not Outcome.BLOCKED:
+            if outcome != Outcome.BLOCKED:
                 code += f', "latency_ms": {round(latency * 1000, 3)!r}'
-            out.append(f'{who}{_name_json(qname)}{kind}{code}, "query_time": {ts!r}{tail}')
+            out.append(f'{who}{text}{kind}{code}, "query_time": {ts!r}{tail}')
         return out
 
 

@@ -441,8 +441,28 @@ class CompiledPolicy:
 
     def locate(self, qname: bytes) -> tuple[Verdict | None, bytes]:
         """The verdict (for a client every scope includes) and the deciding entry's name."""
-        verdict, name, _ = self.match_client(qname, lambda scope: True)
-        return verdict, name
+        if self.dynamic:
+            verdict, name, _ = self.match_client(qname, lambda scope: True)
+            return verdict, name
+        table = self.table  # as match(), keeping the name
+        hit = table.get(qname)
+        if hit is not None:
+            if type(hit) is Verdict:
+                return hit, qname
+            if hit.here is not None:  # type: ignore[union-attr]
+                return hit.here, qname  # type: ignore[union-attr,return-value]
+        pos = 0
+        while True:
+            n = qname[pos]
+            if n == 0:
+                return None, b""
+            pos += n + 1
+            hit = table.get(qname[pos:])
+            if hit is not None:
+                if type(hit) is Verdict:
+                    return hit, qname[pos:]
+                if hit.below is not None:  # type: ignore[union-attr]
+                    return hit.below, qname[pos:]  # type: ignore[union-attr,return-value]
 
     def screen(
         self,

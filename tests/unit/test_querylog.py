@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import ipaddress
 import json
@@ -39,20 +40,28 @@ def same(line: str, want: str) -> bool:
     return STAMP.sub('"timestamp": "T"', line) == want
 
 
+def logged(*calls: tuple[Any, ...]) -> list[str]:
+    """The lines for ``calls`` to record(), each (time, then record's arguments)."""
+    times = iter([c[0] for c in calls])
+    log = QueryLog("all", lambda: POLICY, clock=lambda: next(times))
+    for call in calls:
+        log.record(*call[1:])
+    return log.lines(*log.take())
+
+
 @pytest.mark.parametrize("worker", [None, 3])
 def test_lines_are_what_structlog_writes(
     monkeypatch: pytest.MonkeyPatch, worker: int | None
 ) -> None:
     monkeypatch.setattr(observability, "_worker", worker)
-    log = QueryLog("all", lambda: POLICY)
-    records = [
-        (1.5, "192.0.2.7", query("www.Blocked.example"), Outcome.BLOCKED, VERDICT, 0, "", 0.0),
+    lines = logged(
+        (1.5, "192.0.2.7", query("www.Blocked.example"), Outcome.BLOCKED, VERDICT, 0),
         (2.25, "2001:db8::1", query("ok.example", "AAAA"), Outcome.FORWARDED, None, 0,
          "127.0.0.1:53", 0.0012345),
-        (3.0, "::1", query("gone.example", "MX"), Outcome.SERVFAIL, None, 2, "", 0.0),
-        (4.0, "::1", query("seen.example"), Outcome.CACHED, None, 3, "", 0.0),
-    ]  # fmt: skip
-    lines = log.lines(records)
+        (3.0, "::1", query("gone.example", "MX"), Outcome.SERVFAIL, None, 2),
+        (4.0, "::1", query("seen.example"), Outcome.CACHED, None, 3),
+        (5.0, "192.0.2.7", query("blocked.example"), Outcome.BLOCKED, VERDICT, 0),
+    )  # fmt: skip
     assert same(lines[0], expected(
         {"client": "192.0.2.7", "qname": "www.blocked.example", "qtype": "A",
          "outcome": "blocked", "action": "warning-page", "policy": 'order "17"',
@@ -65,6 +74,19 @@ def test_lines_are_what_structlog_writes(
         {"client": "::1", "qname": "gone.example", "qtype": "MX", "outcome": "servfail",
          "rcode": "SERVFAIL", "latency_ms": 0.0, "query_time": 3.0}, worker))  # fmt: skip
     assert json.loads(lines[3])["rcode"] == "NXDOMAIN"
+    assert json.loads(lines[4])["rule"] == "blocked.example"
+
+
+def test_records_are_not_tracked_by_the_garbage_collector() -> None:
+    """Kept for a quarter of a second under load, records must not fill the old
+    generation: they hold numbers, bytes and text only."""
+    log = QueryLog("all", lambda: POLICY)
+    log.record("192.0.2.7", query("www.blocked.example"), Outcome.BLOCKED, VERDICT, 0)
+    log.record("::1", query("ok.example"), Outcome.FORWARDED, None, 0, "127.0.0.1:53", 0.001)
+    gc.collect()
+    records, verdicts = log.take()
+    assert not any(gc.is_tracked(r) for r in records)
+    assert verdicts == {id(VERDICT): VERDICT}
 
 
 @pytest.mark.parametrize(
@@ -78,9 +100,7 @@ def test_names_that_need_escaping_stay_valid_json() -> None:
     name = b'\x04a"b\\\x03\x00\x01.\x07example\x00'
     header = b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
     q = wire.parse_query(header + name + b"\x00\x01\x00\x01")
-    [line] = QueryLog("all", lambda: POLICY).lines(
-        [(1.0, "127.0.0.1", q, Outcome.CACHED, None, 0, "", 0.0)]
-    )
+    [line] = logged((1.0, "127.0.0.1", q, Outcome.CACHED, None, 0))
     assert json.loads(line)["qname"] == wire.name_to_text(q.qname) == r'a"b\\.\000\001\..example'
 
 
