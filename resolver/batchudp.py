@@ -200,14 +200,20 @@ class Buffers:
     """
 
     def __init__(
-        self, family: int, count: int = BATCH, slot: int = SLOT, named: bool = True
+        self,
+        family: int,
+        count: int = BATCH,
+        slot: int = SLOT,
+        named: bool = True,
+        out_slot: int | None = None,
     ) -> None:
         self.count = count
-        self.slot = slot
+        self.slot = slot  # bytes per datagram read
+        self.out_slot = out_slot or slot  # bytes per datagram sent
         # A connected socket's datagrams carry no address (msg_name NULL).
         self.namelen = 0 if not named else 16 if family == socket.AF_INET else NAME
         self.data = (ctypes.c_char * (count * slot))()
-        self.out = (ctypes.c_char * (count * slot))()
+        self.out = (ctypes.c_char * (count * self.out_slot))()
         self.names = (ctypes.c_char * (count * NAME))()
         self.recv_iov = (_Iovec * count)()
         self.send_iov = (_Iovec * count)()
@@ -218,7 +224,7 @@ class Buffers:
         for i in range(count):
             self.recv_iov[i].iov_base = data_at + i * slot
             self.recv_iov[i].iov_len = slot
-            self.send_iov[i].iov_base = out_at + i * slot
+            self.send_iov[i].iov_base = out_at + i * self.out_slot
             for hdr, iov in (
                 (self.recv[i].msg_hdr, self.recv_iov),
                 (self.send[i].msg_hdr, self.send_iov),
@@ -245,7 +251,7 @@ class Buffers:
 
     def staged(self, j: int) -> tuple[bytes, bytes]:
         """Send header j's reply and sockaddr bytes, copied out."""
-        start, name = j * self.slot, j * NAME
+        start, name = j * self.out_slot, j * NAME
         reply = bytes(self.out_view[start : start + self.reply_lengths[j]])
         return reply, bytes(self.names_view[name : name + self.namelen])
 
@@ -269,10 +275,10 @@ class ConnectedBatch:
     datagram read is copied out before the next call.
     """
 
-    def __init__(self, count: int = BATCH, slot: int = SLOT) -> None:
+    def __init__(self, count: int = BATCH, slot: int = SLOT, out_slot: int = SLOT) -> None:
         if _CALLS is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available here")
-        self.buffers = Buffers(socket.AF_INET, count, slot, named=False)
+        self.buffers = Buffers(socket.AF_INET, count, slot, named=False, out_slot=out_slot)
         self._recvmmsg, self._sendmmsg = _CALLS
 
     def receive(self, fd: int) -> list[bytes]:
@@ -294,10 +300,11 @@ class ConnectedBatch:
         ]
 
     def send(self, fd: int, datagrams: list[bytes]) -> int:
-        """Send ``datagrams`` (each at most a slot) in as few calls as the kernel allows;
-        how many went out. The rest could not be sent now (full buffer, socket error)."""
+        """Send ``datagrams`` (each at most ``out_slot`` bytes) in as few calls as the
+        kernel allows; how many went out. The rest could not be sent now (full buffer,
+        socket error)."""
         b = self.buffers
-        slot, out, lengths = b.slot, b.out_view, b.reply_lengths
+        slot, out, lengths = b.out_slot, b.out_view, b.reply_lengths
         total = 0
         while total < len(datagrams):
             chunk = datagrams[total : total + b.count]
@@ -430,7 +437,7 @@ class BatchUdpListener:
         stats.recv_calls += 1
         handle = self._handle
         seen = self.addresses.seen
-        slot, namelen = buffers.slot, buffers.namelen
+        slot, out_slot, namelen = buffers.slot, buffers.out_slot, buffers.namelen
         view, out, reply_lengths = buffers.data_view, buffers.out_view, buffers.reply_lengths
         names = bytes(buffers.names_view[: n * NAME])
         now = int(monotonic())
@@ -455,10 +462,10 @@ class BatchUdpListener:
                 continue
             if result.__class__ is bytes:
                 size = len(result)
-                if n <= SEND_EACH or size > slot:  # small batches: each reply at once
+                if n <= SEND_EACH or size > out_slot:  # small batches: each reply at once
                     self._reply(result, addr)
                     continue
-                start = j * slot
+                start = j * out_slot
                 out[start : start + size] = result
                 reply_lengths[j] = size
                 if j != i - 1:  # earlier datagrams got no reply: move the address up
@@ -528,7 +535,7 @@ class BatchUdpListener:
                 self._reply(reply, addr)
             return
         buffers = self.late_buffers
-        slot, namelen, out = buffers.slot, buffers.namelen, buffers.out_view
+        slot, namelen, out = buffers.out_slot, buffers.namelen, buffers.out_view
         names, lengths, raw_of = buffers.names_view, buffers.reply_lengths, self.addresses.raw
         for first in range(0, len(late), buffers.count):
             j = 0

@@ -107,7 +107,7 @@ class Cache:
 
     def holds(self, answer: Answer, now: int) -> bool:
         """``live``, and a hit: marks it recently used."""
-        if answer[EXPIRES] <= now or self._entries.get(answer[KEY]) is not answer:
+        if not self.live(answer, now):
             return False
         self._entries.move_to_end(answer[KEY])
         return True

@@ -218,7 +218,7 @@ class QueryLog:
                     f', "qtype": "{qtype_name(qtype)}"'
                     f', "outcome": "{Outcome(outcome).name.lower()}"'
                 )
-            text = _name_json(name)
+            text = json_string(name)
             code = rcodes.get(rcode)
             if code is None:
                 code = rcodes[rcode] = f', "rcode": "{rcode_name(rcode)}"'
@@ -231,7 +231,7 @@ class QueryLog:
                         f', "policy": {json_string(verdict.policy_id)}, "rule": '
                     )
                 _, rule = policy.locate(qname)
-                rule_text = text if rule == qname else _name_json(_text(rule))
+                rule_text = text if rule == qname else json_string(_text(rule))
                 code = f"{given}{rule_text}{code}"
             if upstream:
                 quoted = upstreams.get(upstream)
@@ -246,13 +246,6 @@ class QueryLog:
 
 def _text(rule: bytes) -> str:
     return wire.name_to_text(rule) if rule else ""
-
-
-def _name_json(text: str) -> str:
-    """A name's presentation form (printable ASCII) as a JSON string."""
-    if '"' in text or "\\" in text:
-        return json.dumps(text)
-    return f'"{text}"'
 
 
 def write_lines(lines: list[str]) -> None:

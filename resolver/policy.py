@@ -323,6 +323,10 @@ def _finish(candidates: list[Verdict]) -> Side:
     return _Choice(tuple(ranked))
 
 
+def _in_every_scope(scope: ClientScope) -> bool:
+    return True
+
+
 def _everyone(scope: ClientScope) -> bool:
     return scope.everyone
 
@@ -441,28 +445,8 @@ class CompiledPolicy:
 
     def locate(self, qname: bytes) -> tuple[Verdict | None, bytes]:
         """The verdict (for a client every scope includes) and the deciding entry's name."""
-        if self.dynamic:
-            verdict, name, _ = self.match_client(qname, lambda scope: True)
-            return verdict, name
-        table = self.table  # as match(), keeping the name
-        hit = table.get(qname)
-        if hit is not None:
-            if type(hit) is Verdict:
-                return hit, qname
-            if hit.here is not None:  # type: ignore[union-attr]
-                return hit.here, qname  # type: ignore[union-attr,return-value]
-        pos = 0
-        while True:
-            n = qname[pos]
-            if n == 0:
-                return None, b""
-            pos += n + 1
-            hit = table.get(qname[pos:])
-            if hit is not None:
-                if type(hit) is Verdict:
-                    return hit, qname[pos:]
-                if hit.below is not None:  # type: ignore[union-attr]
-                    return hit.below, qname[pos:]  # type: ignore[union-attr,return-value]
+        verdict, name, _ = self.match_client(qname, _in_every_scope)
+        return verdict, name
 
     def screen(
         self,

@@ -288,9 +288,7 @@ class Forwarder:
             self._reply_failure_to(query, sink, addr)
             return
         now = time.monotonic()
-        ups = self.upstreams
-        order = ups if len(ups) == 1 else self._order(now)
-        pending = Pending(key, query, order, now, now + self.query_timeout)
+        pending = Pending(key, query, self._order(now), now, now + self.query_timeout)
         pending.waiters.append((query, sink, addr))
         self.inflight[key] = pending
         self._try(pending, now)
@@ -298,7 +296,7 @@ class Forwarder:
     def _order(self, now: float) -> list[Upstream]:
         """Upstreams in configured order, the ones held down for failing moved last."""
         ups = self.upstreams
-        if all(u.held_until <= now for u in ups):
+        if len(ups) == 1 or all(u.held_until <= now for u in ups):
             return ups
         return [u for u in ups if u.held_until <= now] + [u for u in ups if u.held_until > now]
 
