@@ -53,7 +53,7 @@ install_python_deps() {
 }
 
 _py_has_all() {
-  PYTHONPATH=$REPO "$1" -c 'import resolver.app, resolver.cli, dnslib, matplotlib' 2>/dev/null
+  PYTHONPATH=$REPO "$1" -c 'import resolver.service.app, resolver.service.cli, dnslib, matplotlib' 2>/dev/null
 }
 
 _externally_managed() {   # PEP 668: the distribution's Python refuses pip installs
@@ -64,7 +64,7 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNAL
 
 _pip_missing() {   # PY : pip-install what PY lacks
   local want=()
-  PYTHONPATH=$REPO "$1" -c 'import resolver.app, resolver.cli' 2>/dev/null || want+=(-e "$REPO")
+  PYTHONPATH=$REPO "$1" -c 'import resolver.service.app, resolver.service.cli' 2>/dev/null || want+=(-e "$REPO")
   "$1" -c 'import dnslib' 2>/dev/null || want+=(dnslib)
   "$1" -c 'import matplotlib' 2>/dev/null || want+=(matplotlib)
   [ ${#want[@]} -gt 0 ] || return 0

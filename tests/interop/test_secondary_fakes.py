@@ -34,9 +34,10 @@ from unit.test_secondary import (
     zone_config,
 )
 
-from resolver import secondary
-from resolver.config import Endpoint, TsigKey, ZoneConfig
-from resolver.secondary import (
+from resolver.core.endpoint import Endpoint
+from resolver.sources.config import TsigKey, ZoneConfig
+from resolver.zones import secondary
+from resolver.zones.secondary import (
     Checked,
     Records,
     Secondary,

@@ -31,10 +31,10 @@ from support.procs import (
     write_config,
 )
 
-from resolver import wire
-from resolver.config import load_config
-from resolver.policy import Scope
-from resolver.snapshot import build_snapshot
+from resolver.core import wire
+from resolver.core.policy import Scope
+from resolver.sources.config import load_config
+from resolver.sources.snapshot import build_snapshot
 
 ORIGIN = "rpz.sinkhole.invalid"
 ANSWER_TIMEOUT = 1.0

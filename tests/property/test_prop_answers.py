@@ -12,10 +12,10 @@ from dnslib import AAAA, QTYPE, RR, SOA, A, DNSRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver import wire
-from resolver.cache import Cache, CacheSettings
-from resolver.engine import ClientAcl, Engine, Snapshot
-from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core import wire
+from resolver.core.cache import Cache, CacheSettings
+from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
 
 ANSWERS = Answers(
     (ipaddress.IPv4Address("192.0.2.80"),), (ipaddress.IPv6Address("2001:db8::80"),), 60

@@ -9,10 +9,10 @@ from collections import OrderedDict
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver import wire
-from resolver.cache import EXPIRES, Cache, CacheSettings, render
-from resolver.engine import ClientAcl, Engine, Snapshot
-from resolver.policy import CompiledPolicy
+from resolver.core import wire
+from resolver.core.cache import EXPIRES, Cache, CacheSettings, render
+from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.policy import CompiledPolicy
 
 QNAME = b"\x03www\x07example\x00"
 QUESTION = QNAME + struct.pack("!HH", wire.TYPE_A, wire.CLASS_IN)

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver import lists
-from resolver.lists import ListReport, read_adblock, read_domains, read_hosts
-from resolver.names import is_public_suffix, normalise, to_wire
+from resolver.sources import lists
+from resolver.sources.lists import ListReport, read_adblock, read_domains, read_hosts
+from resolver.sources.names import is_public_suffix, normalise, to_wire
 
 NAMES = st.sampled_from(
     [

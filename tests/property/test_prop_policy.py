@@ -8,8 +8,8 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver import wire
-from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core import wire
+from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
 
 ALPHABET = ("a", "b", "c")
 ANSWERS = Answers((ipaddress.IPv4Address("192.0.2.80"),), (), 60)

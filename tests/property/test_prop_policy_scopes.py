@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver import wire
-from resolver.policy import (
+from resolver.core import wire
+from resolver.core.policy import (
     EVERYONE,
     Action,
     Answers,

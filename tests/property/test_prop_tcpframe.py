@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver.tcpframe import Framer, frame
+from resolver.core.tcpframe import Framer, frame
 
 
 @given(

@@ -13,11 +13,11 @@ import dns.rcode
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from resolver import wire
-from resolver.cache import Cache, CacheSettings
-from resolver.engine import ClientAcl, Engine, Snapshot
-from resolver.errors import FormError, NotImplementedQuery
-from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core import wire
+from resolver.core.cache import Cache, CacheSettings
+from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.errors import FormError, NotImplementedQuery
+from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
 
 HEADER = struct.Struct("!HHHHHH")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from resolver.cli import build_parser
-from resolver.config import Config
+from resolver.service.cli import build_parser
+from resolver.sources.config import Config
 
 from .conftest import REPO
 

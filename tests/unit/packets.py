@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from resolver import wire
+from resolver.core import wire
 
 
 def header(

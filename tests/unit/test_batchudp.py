@@ -18,22 +18,23 @@ from typing import Any
 import dns.message
 import pytest
 
-from resolver import batchudp, wire
-from resolver.batchudp import (
+from resolver.core import wire
+from resolver.core.errors import ConfigError
+from resolver.edge import batchudp, mmsg
+from resolver.edge.batchudp import BatchUdpListener
+from resolver.edge.mmsg import (
     NAME,
     AddressCache,
-    BatchUdpListener,
     Buffers,
     _Iovec,
     _Mmsghdr,
     _Msghdr,
     sockaddr_to_address,
 )
-from resolver.config import parse_config
-from resolver.errors import ConfigError
+from resolver.sources.config import parse_config
 
 pytestmark = pytest.mark.skipif(
-    not batchudp.batching_available(), reason="recvmmsg/sendmmsg exist on Linux only"
+    not mmsg.batching_available(), reason="recvmmsg/sendmmsg exist on Linux only"
 )
 
 FAMILY = socket.AF_INET.to_bytes(2, sys.byteorder)
@@ -95,16 +96,16 @@ def test_address_cache_converts_each_sockaddr_once() -> None:
     [("192.0.2.1", 53), ("127.0.0.1", 65535), ("fe80::1", 5353, 0x12345, 7), ("::1", 1, 0, 0)],
 )
 def test_address_tuples_become_the_kernel_sockaddr(address: tuple[Any, ...]) -> None:
-    raw = batchudp.address_to_sockaddr(address)
+    raw = mmsg.address_to_sockaddr(address)
     assert raw is not None and sockaddr_to_address(raw) == address
     assert AddressCache().raw(address) == raw
 
 
 def test_address_tuples_with_a_scope_name_or_nonsense() -> None:
-    raw = batchudp.address_to_sockaddr(("fe80::1%lo", 53, 0, 1))
+    raw = mmsg.address_to_sockaddr(("fe80::1%lo", 53, 0, 1))
     assert raw == sockaddr_in6("fe80::1", 53, scope_id=1)
     for bad in [("not an address", 53), ("192.0.2.1",), ("192.0.2.1", 70000), (1, 2)]:
-        assert batchudp.address_to_sockaddr(bad) is None
+        assert mmsg.address_to_sockaddr(bad) is None
 
 
 def test_address_cache_is_bounded() -> None:
@@ -152,10 +153,10 @@ def test_views_read_and_write_the_header_fields() -> None:
     b = Buffers(socket.AF_INET, count=8, slot=512)
     for i in range(8):
         b.recv[i].msg_len = 100 + i
-        b.recv[i].msg_hdr.msg_flags = batchudp.MSG_TRUNC if i == 5 else 0
+        b.recv[i].msg_hdr.msg_flags = mmsg.MSG_TRUNC if i == 5 else 0
         b.reply_lengths[i] = 300 + i
     assert b.lengths[:8].tolist() == [100 + i for i in range(8)]
-    assert [bool(b.flags[i] & batchudp.MSG_TRUNC) for i in range(8)] == [i == 5 for i in range(8)]
+    assert [bool(b.flags[i] & mmsg.MSG_TRUNC) for i in range(8)] == [i == 5 for i in range(8)]
     assert [b.send_iov[i].iov_len for i in range(8)] == [300 + i for i in range(8)]
 
 
@@ -417,10 +418,10 @@ def test_deliver_truncates_what_the_client_cannot_take(rig: Rig) -> None:
 
 def test_oversized_datagrams_are_counted_not_answered(rig: Rig) -> None:
     client = rig.client()
-    client.sendto(packet(1) + bytes(batchudp.SLOT), rig.where)
+    client.sendto(packet(1) + bytes(mmsg.SLOT), rig.where)
     rig.readable()  # a single read
     rig.listener.single = False
-    client.sendto(packet(2) + bytes(batchudp.SLOT), rig.where)
+    client.sendto(packet(2) + bytes(mmsg.SLOT), rig.where)
     client.sendto(packet(3), rig.where)
     rig.readable()  # batch read
     assert client.recv(65535) == b"R" + packet(3)
@@ -552,9 +553,9 @@ def test_close_stops_reading_and_is_idempotent(rig: Rig) -> None:
 
 
 def test_a_real_engine_answers_through_the_batch_path(rig: Rig) -> None:
-    from resolver.cache import Cache, CacheSettings
-    from resolver.engine import ClientAcl, Engine, Snapshot
-    from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+    from resolver.core.cache import Cache, CacheSettings
+    from resolver.core.engine import ClientAcl, Engine, Snapshot
+    from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
 
     answers = Answers(
         (ipaddress.IPv4Address("192.0.2.80"),), (ipaddress.IPv6Address("2001:db8::80"),), 60
@@ -623,7 +624,7 @@ def test_connected_batch_sends_and_receives_many_per_call(
     connected_pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sock, peer = connected_pair
-    batch = batchudp.ConnectedBatch(count=8, slot=512)
+    batch = mmsg.ConnectedBatch(count=8, slot=512)
     datagrams = [b"query %d" % i for i in range(20)]
     assert batch.send(sock.fileno(), datagrams) == 20  # three calls of at most 8
     assert [peer.recv(512) for _ in range(20)] == datagrams
@@ -639,7 +640,7 @@ def test_connected_batch_leaves_out_datagrams_larger_than_a_slot(
     connected_pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sock, peer = connected_pair
-    batch = batchudp.ConnectedBatch(count=8, slot=64)
+    batch = mmsg.ConnectedBatch(count=8, slot=64)
     peer.send(bytes(100))
     peer.send(b"small")
     select.select([sock], [], [], 2.0)
@@ -650,7 +651,7 @@ def test_connected_batch_reports_socket_errors(
     connected_pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sock, peer = connected_pair
-    batch = batchudp.ConnectedBatch(count=8, slot=512)
+    batch = mmsg.ConnectedBatch(count=8, slot=512)
     peer.close()  # nobody listens there now: ICMP port unreachable comes back
     batch.send(sock.fileno(), [b"one", b"two"])
     select.select([sock], [], [], 2.0)

@@ -9,8 +9,8 @@ import dns.rrset
 import dnslib
 import pytest
 
-from resolver import wire
-from resolver.cache import EXPIRES, Cache, CacheSettings, make_answer, render
+from resolver.core import wire
+from resolver.core.cache import EXPIRES, Cache, CacheSettings, make_answer, render
 
 from .packets import parsed
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resolver.check import Diagnostic, reload_errors, render_text, run_check
-from resolver.config import load_config
-from resolver.errors import PolicyError
+from resolver.core.errors import PolicyError
+from resolver.sources.config import load_config
+from resolver.tools.check import Diagnostic, reload_errors, render_text, run_check
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from resolver.cache import CacheSettings
-from resolver.config import (
+from resolver.core.cache import CacheSettings
+from resolver.core.errors import ConfigError
+from resolver.sources.config import (
     Config,
     Endpoint,
     load_config,
@@ -17,7 +18,6 @@ from resolver.config import (
     parse_endpoint,
     resolv_conf_upstreams,
 )
-from resolver.errors import ConfigError
 
 SOURCE = "/etc/sinkhole/sinkhole.yaml"
 BASE = Path("/etc/sinkhole")

@@ -11,10 +11,10 @@ import dns.rrset
 import dnslib
 import pytest
 
-from resolver import wire
-from resolver.cache import Cache, CacheSettings
-from resolver.engine import ClientAcl, Engine, Outcome, Snapshot
-from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core import wire
+from resolver.core.cache import Cache, CacheSettings
+from resolver.core.engine import ClientAcl, Engine, Outcome, Snapshot
+from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
 
 from .packets import header, query, question
 

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resolver import wire
-from resolver.config import Config, load_config
-from resolver.errors import SourceError
-from resolver.explain import (
+from resolver.core import wire
+from resolver.core.errors import SourceError
+from resolver.core.policy import Action
+from resolver.sources.config import Config, load_config
+from resolver.sources.rules import all_rules, zone_rules
+from resolver.tools.explain import (
     Explanation,
     agrees,
     build,
@@ -26,8 +28,6 @@ from resolver.explain import (
     render_text,
     scope_test,
 )
-from resolver.policy import Action
-from resolver.rules import all_rules, zone_rules
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 LAB = "10.1.0.0/16"

@@ -11,10 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver import cli, wire
-from resolver.config import Config
-from resolver.export import write_zone
-from resolver.policy import (
+from resolver.core import wire
+from resolver.core.policy import (
     Action,
     Answers,
     ClientScope,
@@ -24,8 +22,11 @@ from resolver.policy import (
     Scope,
     Verdict,
 )
-from resolver.policy_yaml import PolicyFile
-from resolver.rpz import parse_zone
+from resolver.service import cli
+from resolver.sources.config import Config
+from resolver.sources.policy_yaml import PolicyFile
+from resolver.sources.rpz import parse_zone
+from resolver.tools.export import write_zone
 
 ANSWERS = Answers((ipaddress.IPv4Address("192.0.2.80"),), (ipaddress.IPv6Address("2001:db8::80"),))
 INFO = PolicyInfo(id="court", source="court.yaml", reference="Order 7", title="Court order")

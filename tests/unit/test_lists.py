@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from resolver import lists, wire
-from resolver.errors import PolicyError
-from resolver.lists import (
+from resolver.core import wire
+from resolver.core.errors import PolicyError
+from resolver.sources import lists
+from resolver.sources.lists import (
     MAX_REPORTED,
     READERS,
     ListReport,
@@ -20,8 +21,8 @@ from resolver.lists import (
     read_hosts,
     read_list,
 )
-from resolver.names import normalise
-from resolver.policy_yaml import ListRef
+from resolver.sources.names import normalise
+from resolver.sources.policy_yaml import ListRef
 
 Reader = Callable[[Path, ListReport], Iterator[bytes]]
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 from publicsuffixlist import PublicSuffixList
 
-from resolver import wire
-from resolver.names import is_public_suffix, normalise, parse_entry, public_suffixes, to_wire
-from resolver.policy import Scope
+from resolver.core import wire
+from resolver.core.policy import Scope
+from resolver.sources.names import (
+    is_public_suffix,
+    normalise,
+    parse_entry,
+    public_suffixes,
+    to_wire,
+)
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import ipaddress
 import dnslib
 import pytest
 
-from resolver import wire
-from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core import wire
+from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
 
 from .packets import parsed
 

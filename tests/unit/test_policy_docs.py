@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from resolver.errors import PolicyError
-from resolver.lists import ListReport, read_list
-from resolver.policy_yaml import (
+from resolver.core.errors import PolicyError
+from resolver.sources.lists import ListReport, read_list
+from resolver.sources.policy_yaml import (
     ALLOW_ENTRY_KEYS,
     BLOCK_ENTRY_KEYS,
     LIST_FORMATS,

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resolver import wire, yamlsource
-from resolver.errors import PolicyError
-from resolver.policy import EVERYONE, Action, Answers, ClientScope, Redirect, Scope
-from resolver.policy_yaml import (
+from resolver.core import wire
+from resolver.core.errors import PolicyError
+from resolver.core.policy import EVERYONE, Action, Answers, ClientScope, Redirect, Scope
+from resolver.sources import yamlsource
+from resolver.sources.policy_yaml import (
     BLOCK_ACTIONS,
     LIST_FORMATS,
     Entry,

@@ -12,10 +12,11 @@ from typing import Any
 import dns.message
 import pytest
 
-from resolver import observability, wire
-from resolver.engine import Outcome
-from resolver.observability import QueryLog, json_string, write_lines
-from resolver.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core import wire
+from resolver.core.engine import Outcome
+from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.service import observability
+from resolver.service.observability import QueryLog, json_string, write_lines
 
 ANSWERS = Answers((ipaddress.IPv4Address("192.0.2.80"),), (), 60)
 VERDICT = Verdict(PolicyInfo(id='order "17"', source="p.yaml"), Action.WARNING_PAGE, ANSWERS, 0)

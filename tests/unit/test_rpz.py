@@ -22,12 +22,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver import rpz, wire
-from resolver.cache import Answer, Cache, CacheSettings
-from resolver.config import ZoneConfig, parse_config
-from resolver.engine import ClientAcl, Engine, Snapshot
-from resolver.errors import PolicyError
-from resolver.policy import (
+from resolver.core import wire
+from resolver.core.cache import Answer, Cache, CacheSettings
+from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.errors import PolicyError
+from resolver.core.policy import (
     Action,
     Answers,
     ClientScope,
@@ -38,8 +37,10 @@ from resolver.policy import (
     Scope,
     Verdict,
 )
-from resolver.rpz import LoadedZone, ip_trigger, load_zone, parse_zone
-from resolver.snapshot import build_snapshot
+from resolver.sources import rpz
+from resolver.sources.config import ZoneConfig, parse_config
+from resolver.sources.rpz import LoadedZone, ip_trigger, load_zone, parse_zone
+from resolver.sources.snapshot import build_snapshot
 
 ORIGIN = "rpz.test"
 HEAD = (
@@ -562,7 +563,7 @@ def test_not_utf8_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_a_transferred_zone_without_a_copy_yet_is_empty(tmp_path: Path) -> None:
-    from resolver.config import Endpoint
+    from resolver.core.endpoint import Endpoint
 
     loaded = load_zone(
         ZoneConfig("rpz.test.", tmp_path / "absent.rpz", (Endpoint("127.0.0.1", 53),))

@@ -23,14 +23,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver import secondary, wire
-from resolver.cache import Cache, CacheSettings
-from resolver.config import Endpoint, TsigKey, ZoneConfig
-from resolver.engine import ClientAcl, Engine, Snapshot
-from resolver.errors import FormError
-from resolver.notify import NotifyGate, is_notify, read_secret
-from resolver.policy import CompiledPolicy
-from resolver.secondary import (
+from resolver.core import wire
+from resolver.core.cache import Cache, CacheSettings
+from resolver.core.endpoint import Endpoint
+from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.errors import FormError
+from resolver.core.policy import CompiledPolicy
+from resolver.sources.config import TsigKey, ZoneConfig
+from resolver.zones import secondary
+from resolver.zones.notify import NotifyGate, is_notify, read_secret
+from resolver.zones.secondary import (
     NO_COPY_RETRY,
     Records,
     Timers,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resolver.tcpframe import Framer, frame
+from resolver.core.tcpframe import Framer, frame
 
 MESSAGES = [b"first message", b"", b"x" * 300, b"\x00\x01\x02", b"y" * 65535]
 

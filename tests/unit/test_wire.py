@@ -14,8 +14,8 @@ import dns.rrset
 import dnslib
 import pytest
 
-from resolver import wire
-from resolver.errors import FormError, NotImplementedQuery
+from resolver.core import wire
+from resolver.core.errors import FormError, NotImplementedQuery
 
 from .packets import header, name, opt, parsed, query, question, record, soa_rdata
 

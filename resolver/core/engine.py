@@ -1,0 +1,456 @@
+"""The per-query decision, bytes in and bytes out (sans I/O).
+
+The fast path is one flat function: client check, parse, policy, cache. Only a
+cache miss leaves it, as a Query for the forwarder. Policy runs before the cache,
+so the cache only ever holds upstream answers and a reload needs no flush.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from typing import Protocol
+
+from resolver.core import cache as answers
+from resolver.core import wire
+from resolver.core.cache import Answer, Cache
+from resolver.core.errors import FormError, NotImplementedQuery
+from resolver.core.policy import Action, ClientScope, CompiledPolicy, PolicyInfo, Verdict
+
+Facts = tuple[Answer, tuple[bytes, ...], tuple[bytes, ...]]  # answer, CNAME targets, addresses
+
+MAX_TCP = 65535
+
+
+class Outcome(enum.IntEnum):
+    """How a query was answered: drives metrics labels and query-log fields."""
+
+    BLOCKED = 1
+    CACHED = 2
+    FORWARDED = 3
+    REFUSED = 4
+    FORMERR = 5
+    NOTIMP = 6
+    SERVFAIL = 7
+    DROPPED = 8
+
+
+@dataclass(slots=True)
+class Counters:
+    """Plain integer counters (one per Outcome, by its lower-case name), read by /metrics."""
+
+    blocked: int = 0
+    cached: int = 0
+    forwarded: int = 0
+    refused: int = 0
+    formerr: int = 0
+    notimp: int = 0
+    servfail: int = 0
+    dropped: int = 0
+    refused_clients: int = 0
+    responses_ignored: int = 0
+    upstream_failures: int = 0
+
+    def by_outcome(self) -> dict[Outcome, int]:
+        return {o: getattr(self, o.name.lower()) for o in Outcome}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a reload replaces, built off the hot path and swapped as one reference."""
+
+    policy: CompiledPolicy
+    policies: tuple[PolicyInfo, ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+class QueryLog(Protocol):
+    def record(
+        self,
+        client: str,
+        query: wire.Query,
+        outcome: Outcome,
+        verdict: Verdict | None,
+        rcode: int,
+    ) -> None: ...
+
+
+class ClientAcl:
+    """Which client addresses are served; decisions are memoised per address string."""
+
+    def __init__(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        self.networks = tuple(networks)
+        self.seen: dict[str, bool] = {}  # decisions by address text; the engine reads it directly
+
+    def allows(self, host: str) -> bool:
+        seen = self.seen.get(host)
+        if seen is None:
+            seen = self._decide(host)
+            if len(self.seen) >= 65536:
+                self.seen.clear()
+            self.seen[host] = seen
+        return seen
+
+    def _decide(self, host: str) -> bool:
+        address = client_address(host)
+        if address is None:
+            return False
+        return any(address in net for net in self.networks if net.version == address.version)
+
+
+def client_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address from the socket layer's text (scope ids and v4-mapped unwrapped)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def udp_limit(query: wire.Query) -> int:
+    """How large an answer over UDP may be: the client's EDNS size, at most ours."""
+    return min(query.udp_size, wire.EDNS_UDP_SIZE) if query.edns else wire.MAX_UDP_NO_EDNS
+
+
+REPLAY_LIMIT = 200_000  # repeated questions remembered; the oldest tenth goes when full
+
+
+class _Replay:
+    """A reply already built for exactly these query bytes (everything after the ID).
+
+    Most traffic repeats the same questions, byte for byte. Keyed by the query
+    bytes, a repeat needs no parsing at all: a blocked answer is replayed as is,
+    a cached one is re-rendered at most once a second (its TTLs count down).
+    """
+
+    __slots__ = ("answer", "body", "query", "second", "verdict")
+
+    def __init__(
+        self,
+        body: bytes,
+        query: wire.Query,
+        verdict: Verdict | None,
+        answer: Answer | None,
+        second: int,
+    ) -> None:
+        self.body = body
+        self.query = query
+        self.verdict = verdict
+        self.answer = answer
+        self.second = second
+
+
+class Engine:
+    """Decides every query. Assigning ``snapshot`` (a reload) replaces the policy at once."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        cache: Cache,
+        acl: ClientAcl,
+        counters: Counters | None = None,
+        query_log: QueryLog | None = None,
+        log_all: bool = False,
+    ) -> None:
+        self._snapshot = snapshot
+        self._replay: dict[bytes, _Replay] = {}
+        self._scope_memo: dict[tuple[str, int], bool] = {}
+        self.cache = cache
+        self._acl = acl
+        self._acl_seen = acl.seen
+        self.counters = counters or Counters()
+        self.query_log = query_log
+        self.log_all = log_all
+        # NOTIFY requests (opcode 4) go here instead of being answered NOTIMP: (data, client)
+        # -> the answer. Set by the composition root for the zones followed by transfer.
+        self.on_notify: Callable[[bytes, str], bytes | None] | None = None
+        # What the policy checks in an upstream answer, by cache key: the CNAME chain's
+        # names (for every answer that has one) and, once response-IP triggers exist, its
+        # addresses. Checked on every serve, so a reload applies to cached answers at once.
+        self._facts: dict[bytes, Facts] = {}
+
+    @property
+    def acl(self) -> ClientAcl:
+        return self._acl
+
+    @acl.setter
+    def acl(self, acl: ClientAcl) -> None:
+        self._acl = acl
+        self._acl_seen = acl.seen
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @snapshot.setter
+    def snapshot(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._replay = {}  # replies built under the old policy must not be replayed
+        self._scope_memo = {}  # keyed by id() of the old snapshot's scopes
+
+    def handle(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
+        """Answer ``data`` from ``client``: reply bytes, a Query to forward, or None to drop."""
+        replay = self._replay.get(data[2:])
+        if replay is not None and (self._acl_seen.get(client) or self.acl.allows(client)):
+            answer = replay.answer
+            if answer is None:
+                self.counters.blocked += 1
+                if self.query_log is not None:
+                    self.query_log.record(client, replay.query, Outcome.BLOCKED, replay.verdict, 0)
+                return data[:2] + replay.body
+            # Rendered in this second: not expired (expiry is counted in whole seconds),
+            # so a hit only marks it recently used. At the next second the cache is asked
+            # again (not expired, replaced or evicted) and the TTLs counted down.
+            if replay.second == now:
+                try:
+                    self.cache.touch(answer[answers.KEY])
+                    live = True
+                except KeyError:  # evicted
+                    live = False
+            else:
+                live = self._refresh(replay, answer, now)
+            if live:
+                self.counters.cached += 1
+                if self.log_all and self.query_log is not None:
+                    rcode = answer[answers.RCODE]
+                    self.query_log.record(client, replay.query, Outcome.CACHED, None, rcode)
+                return data[:2] + replay.body
+            del self._replay[data[2:]]
+        return self._decide(data, client, now, tcp)
+
+    def _refresh(self, replay: _Replay, answer: Answer, now: int) -> bool:
+        """Re-render a replayed cache answer for a new second; False when the cache no
+        longer serves it."""
+        if not self.cache.holds(answer, now):
+            return False
+        replay.body = answers.render(answer, replay.query, now)[2:]
+        replay.second = now
+        return True
+
+    def _remember(
+        self,
+        data: bytes,
+        reply: bytes,
+        query: wire.Query,
+        verdict: Verdict | None,
+        answer: Answer | None,
+        now: int,
+    ) -> None:
+        if len(reply) > udp_limit(query):
+            return  # only answers that suit both transports
+        replay = self._replay
+        if len(replay) >= REPLAY_LIMIT:
+            for key in list(islice(replay, REPLAY_LIMIT // 10)):
+                del replay[key]
+        replay[data[2:]] = _Replay(reply[2:], query, verdict, answer, now)
+
+    def policy_clock(self, now: datetime) -> list[tuple[PolicyInfo, bool]]:
+        """Switch dated policies on or off at ``now``; the policies that changed."""
+        changed = self._snapshot.policy.set_clock(now)
+        if changed:
+            self._replay = {}
+        return changed
+
+    def _decide(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
+        """The full path: check the client, parse, apply the policy, look in the cache."""
+        counters = self.counters
+        if len(data) > 2 and data[2] & 0x80:
+            counters.responses_ignored += 1  # a response, not a query: never answer it
+            return None
+        if self.on_notify is not None and len(data) > 2 and data[2] & 0x78 == 0x20:  # NOTIFY
+            return self.on_notify(data, client)
+        if not self.acl.allows(client):
+            counters.refused_clients += 1
+            counters.refused += 1
+            return self._error(data, wire.REFUSED)
+        try:
+            query = wire.parse_query(data)
+        except wire.BadVersion as exc:
+            counters.formerr += 1
+            return wire.build_reply(exc.query, wire.BADVERS)
+        except FormError:
+            counters.formerr += 1
+            return wire.build_error_reply(data, wire.FORMERR)
+        except NotImplementedQuery as exc:
+            counters.notimp += 1
+            notimp_query = exc.query if isinstance(exc.query, wire.Query) else None
+            return wire.build_error_reply(data, wire.NOTIMP, notimp_query)
+        if query.qtype == wire.TYPE_AXFR or query.qtype == wire.TYPE_IXFR:
+            counters.refused += 1
+            return wire.build_reply(query, wire.REFUSED)
+
+        limit = MAX_TCP if tcp else udp_limit(query)
+        policy = self._snapshot.policy
+        if policy.dynamic:
+            verdict, _, depends = policy.match_client(query.qname, self._scopes_of(client))
+        else:
+            verdict, depends = policy.match(query.qname), False
+        if verdict is not None and verdict.action is not Action.ALLOW:
+            action = verdict.action
+            if action is not Action.TCP_ONLY or not tcp:  # tcp-only: forwarded over TCP
+                if self.query_log is not None:
+                    self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
+                if action is Action.DROP:
+                    counters.dropped += 1
+                    return None
+                counters.blocked += 1
+                reply = verdict.render(query)
+                if not depends and action is not Action.TCP_ONLY:
+                    self._remember(data, reply, query, verdict, None, now)
+                return reply if len(reply) <= limit else wire.build_truncated(reply)
+            depends = True  # tcp-only, asked over TCP: the answer must not be replayed to UDP
+
+        answer = self.cache.get(query.cache_key, now)
+        if answer is not None:
+            if verdict is None and (self._facts or policy.has_response_ip):
+                late, later = self._screen(answer, policy, client)
+                depends = depends or later
+                if late is not None and late.action is not Action.ALLOW:
+                    if late.action is not Action.TCP_ONLY or not tcp:
+                        out = self._late(query, late, client, tcp)  # never replayed
+                        return None if out is None else wire.fit(out, limit)
+                    depends = True  # served over TCP only: not replayed to UDP
+            counters.cached += 1
+            if self.log_all and self.query_log is not None:
+                rcode = answer[answers.RCODE]
+                self.query_log.record(client, query, Outcome.CACHED, None, rcode)
+            reply = answers.render(answer, query, now)
+            if not depends:
+                self._remember(data, reply, query, None, answer, now)
+            return reply if len(reply) <= limit else wire.build_truncated(reply)
+        return query
+
+    def _scopes_of(self, client: str) -> Callable[[ClientScope], bool]:
+        """Whether a client scope includes ``client`` (memoised per client and scope)."""
+        memo = self._scope_memo
+
+        def applies(scope: ClientScope) -> bool:
+            key = (client, id(scope))
+            found = memo.get(key)
+            if found is None:
+                address = client_address(client)
+                found = address is not None and scope.applies(address)
+                if len(memo) >= 65536:
+                    memo.clear()
+                memo[key] = found
+            return found
+
+        return applies
+
+    def answer_from_upstream(self, query: wire.Query, reply: wire.Reply, now: int) -> Answer:
+        """Cache (when allowed) and return the servable form of an upstream reply."""
+        answer = self.cache.answer(query.cache_key, reply, now)
+        if reply.targets or (reply.addresses and self._snapshot.policy.has_response_ip):
+            self._keep_facts((answer, reply.targets, reply.addresses), now)
+        return answer
+
+    # --- policy on upstream answers (RPZ: CNAME chains, response IPs) ---------------------
+
+    def serve_forwarded(
+        self, query: wire.Query, answer: Answer, sink: object, addr: object, now: int
+    ) -> bytes | None:
+        """The reply to one client waiting for an upstream answer (the forwarder's ``serve``).
+
+        The query name is checked again (a reload may have come while the query was out),
+        then, when no entry covered it, the answer's CNAME chain and addresses.
+        """
+        tcp = not isinstance(addr, tuple)
+        client = str(getattr(sink, "client", "")) if tcp else str(addr[0])  # type: ignore[index]
+        policy = self._snapshot.policy
+        if policy.dynamic:
+            verdict, _, _ = policy.match_client(query.qname, self._scopes_of(client))
+        else:
+            verdict = policy.match(query.qname)
+        if verdict is None and (self._facts or policy.has_response_ip):
+            verdict, _ = self._screen(answer, policy, client)
+        if (
+            verdict is None
+            or verdict.action is Action.ALLOW
+            or (verdict.action is Action.TCP_ONLY and tcp)
+        ):
+            return answers.render(answer, query, now)
+        reply = self._late(query, verdict, client, tcp)
+        if reply is None and tcp:
+            # DROP over TCP: the connection is owed an answer; refuse instead.
+            ede = wire.build_ede(verdict.policy.ede, verdict.ede_text)
+            reply = wire.build_reply(query, wire.REFUSED, ede=ede)
+        return reply
+
+    def _screen(
+        self, answer: Answer, policy: CompiledPolicy, client: str
+    ) -> tuple[Verdict | None, bool]:
+        """The verdict on an answer's content (for a query name no entry covered), and
+        whether it depended on the client or the clock."""
+        facts = self._facts.get(answer[answers.KEY])
+        if facts is None or facts[0] is not answer:
+            if not policy.has_response_ip:
+                return None, False  # no CNAME in it (answers with one are always read)
+            targets, found = answer_facts(answer)
+            if not targets and not found:
+                return None, False
+            facts = self._keep_facts((answer, targets, found), answer[answers.STORED])
+        applies = self._scopes_of(client) if policy.dynamic else _everyone
+        return policy.screen(facts[1], facts[2] if policy.has_response_ip else (), applies)
+
+    def _keep_facts(self, facts: Facts, now: int) -> Facts:
+        """Keep what the policy checks in an answer (its CNAME targets and addresses)."""
+        memo = self._facts
+        if len(memo) >= 2 * self.cache.settings.max_entries + 1024:
+            # Keep every answer still served; answers past their TTL or evicted go.
+            self._facts = memo = {k: f for k, f in memo.items() if self.cache.live(f[0], now)}
+        memo[facts[0][answers.KEY]] = facts
+        return facts
+
+    def _late(self, query: wire.Query, verdict: Verdict, client: str, tcp: bool) -> bytes | None:
+        """A policy answer decided after forwarding: for the original query name."""
+        if self.query_log is not None:
+            self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
+        if verdict.action is Action.DROP:
+            self.counters.dropped += 1
+            return None
+        self.counters.blocked += 1
+        return verdict.render(query)
+
+    @staticmethod
+    def _error(data: bytes, rcode: int) -> bytes | None:
+        try:
+            query = wire.parse_query(data)
+        except (FormError, NotImplementedQuery):
+            query = None
+        return wire.build_error_reply(data, rcode, query)
+
+
+def _everyone(scope: ClientScope) -> bool:
+    return scope.everyone
+
+
+def answer_facts(answer: Answer) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """The CNAME targets (wire form, lower case, in order) and the A and AAAA data of an
+    answer's answer section."""
+    counts = answer[answers.COUNTS_PLAIN]
+    ancount = counts[2] << 8 | counts[3]
+    if not ancount:
+        return (), ()
+    message = bytes(12) + answer[answers.BODY]  # offsets as in the upstream's message
+    targets: list[bytes] = []
+    addresses: list[bytes] = []
+    try:
+        pos = wire.skip_name(message, 12) + 4
+        for _ in range(ancount):
+            rtype, fixed, end = wire.skip_rr(message, pos)
+            if rtype == wire.TYPE_CNAME:
+                targets.append(wire.read_name(message, fixed + 10)[0].lower())
+            elif (rtype == wire.TYPE_A and end - fixed == 14) or (
+                rtype == wire.TYPE_AAAA and end - fixed == 26
+            ):
+                addresses.append(message[fixed + 10 : end])
+            pos = end
+    except FormError:
+        pass  # parse_reply checked it; nothing more to read
+    return tuple(targets), tuple(addresses)

@@ -1,0 +1,630 @@
+"""DNS wire format for the per-query path: read queries and replies, build answers (sans I/O).
+
+Everything here works on bytes and is bounded: every read is checked against the
+packet length, names are limited to 255 octets, compression pointers must point
+backwards. A malformed packet raises FormError and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from array import array
+from collections.abc import Iterator
+
+from resolver.core.errors import FormError, NotImplementedQuery
+
+HEADER = struct.Struct("!HHHHHH")
+U16 = struct.Struct("!H")
+U32 = struct.Struct("!I")
+RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+
+# Header flag bits.
+QR = 0x8000
+AA = 0x0400
+TC = 0x0200
+RD = 0x0100
+RA = 0x0080
+AD = 0x0020
+CD = 0x0010
+OPCODE_MASK = 0x7800
+
+# Rcodes.
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+BADVERS = 16
+
+# Types and classes.
+TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA = 1, 2, 5, 6
+TYPE_AAAA, TYPE_OPT, TYPE_DS, TYPE_RRSIG, TYPE_NSEC, TYPE_NSEC3 = 28, 41, 43, 46, 47, 50
+TYPE_IXFR, TYPE_AXFR, TYPE_MAILB, TYPE_MAILA, TYPE_ANY = 251, 252, 253, 254, 255
+CLASS_IN = 1
+
+# EDNS.
+EDNS_DO = 0x8000
+EDNS_UDP_SIZE = 1232  # the payload size we advertise (DNS flag day 2020)
+EDE_OPTION = 15
+EDE_BLOCKED, EDE_CENSORED, EDE_FILTERED = 15, 16, 17
+EDE_NETWORK_ERROR, EDE_NO_REACHABLE_AUTHORITY = 23, 22
+
+MAX_NAME = 255
+MAX_UDP_NO_EDNS = 512
+
+# Types whose presence in an authority section carries information a client needs
+# (negative caching, DNSSEC proofs); an authority section without them is only
+# NS records and glue, which minimal answers leave out.
+_AUTHORITY_KEEP = frozenset({TYPE_SOA, TYPE_NSEC, TYPE_NSEC3})
+
+
+class Query:
+    """A parsed query: the header, the one question and the EDNS state.
+
+    ``qname`` is the question name in wire form, lower-cased, ending with the root
+    label: the key for policy matching and caching. ``question`` is the question as
+    the client sent it (case preserved), to be echoed in the answer.
+    """
+
+    __slots__ = (
+        "_key",
+        "_text",
+        "do",
+        "edns",
+        "flags",
+        "qclass",
+        "qid",
+        "qname",
+        "qtype",
+        "question",
+        "udp_size",
+    )
+
+    def __init__(
+        self,
+        qid: bytes,
+        flags: int,
+        qname: bytes,
+        qtype: int,
+        qclass: int,
+        question: bytes,
+        edns: bool,
+        udp_size: int,
+        do: bool,
+    ) -> None:
+        self.qid = qid
+        self.flags = flags
+        self.qname = qname
+        self.qtype = qtype
+        self.qclass = qclass
+        self.question = question
+        self.edns = edns
+        self.udp_size = udp_size
+        self.do = do
+        self._key = b""
+        self._text = ""
+
+    @property
+    def cache_key(self) -> bytes:
+        """Name (case-folded), type, class, DO and CD: what must differ between cached answers."""
+        if not self._key:
+            bits = (1 if self.do else 0) | (2 if self.flags & CD else 0)
+            self._key = self.qname + self.question[-4:] + bytes((bits,))
+        return self._key
+
+    def text_name(self) -> str:
+        """The name in presentation form (lower case), worked out once."""
+        if not self._text:
+            self._text = name_to_text(self.qname)
+        return self._text
+
+
+def skip_name(data: bytes, pos: int) -> int:
+    """Return the offset just past the (possibly compressed) name at ``pos``."""
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise FormError("name runs past the end of the packet")
+        n = data[pos]
+        if n == 0:
+            return pos + 1
+        if n & 0xC0 == 0xC0:
+            if pos + 2 > end:
+                raise FormError("truncated compression pointer")
+            return pos + 2
+        if n & 0xC0:
+            raise FormError("unknown label type")
+        pos += n + 1
+
+
+def read_name(data: bytes, pos: int) -> tuple[bytes, int]:
+    """Read a possibly compressed name; return its uncompressed wire form and the next offset.
+
+    Pointers must point strictly backwards, which rules out loops; the total length
+    is bounded by MAX_NAME.
+    """
+    end = len(data)
+    labels: list[bytes] = []
+    total = 1
+    after = -1
+    limit = pos
+    while True:
+        if pos >= end:
+            raise FormError("name runs past the end of the packet")
+        n = data[pos]
+        if n == 0:
+            pos += 1
+            break
+        if n & 0xC0 == 0xC0:
+            if pos + 2 > end:
+                raise FormError("truncated compression pointer")
+            target = ((n & 0x3F) << 8) | data[pos + 1]
+            if after < 0:
+                after = pos + 2
+            if target >= limit:
+                raise FormError("compression pointer does not point backwards")
+            limit = target
+            pos = target
+            continue
+        if n & 0xC0:
+            raise FormError("unknown label type")
+        if pos + 1 + n > end:
+            raise FormError("label runs past the end of the packet")
+        total += n + 1
+        if total > MAX_NAME:
+            raise FormError("name longer than 255 octets")
+        labels.append(data[pos : pos + 1 + n])
+        pos += n + 1
+    return b"".join(labels) + b"\x00", (after if after >= 0 else pos)
+
+
+def _parse_opt(data: bytes, pos: int) -> tuple[int, int, int]:
+    """Parse an OPT RR at ``pos``; return (udp size, ttl field, end offset)."""
+    if pos + 11 > len(data) or data[pos] != 0:
+        raise FormError("OPT record must be owned by the root name")
+    _type, udp_size, ttl, rdlen = RR_FIXED.unpack_from(data, pos + 1)
+    end = pos + 11 + rdlen
+    if end > len(data):
+        raise FormError("OPT record runs past the end of the packet")
+    # Options must be well formed: code, length, data.
+    opt = pos + 11
+    while opt < end:
+        if opt + 4 > end:
+            raise FormError("truncated EDNS option")
+        opt += 4 + U16.unpack_from(data, opt + 2)[0]
+        if opt > end:
+            raise FormError("EDNS option runs past the OPT record")
+    return udp_size, ttl, end
+
+
+def skip_rr(data: bytes, pos: int) -> tuple[int, int, int]:
+    """Skip one resource record; return (type, offset of its fixed part, next offset)."""
+    pos = skip_name(data, pos)
+    if pos + 10 > len(data):
+        raise FormError("truncated resource record")
+    rtype, _rclass, _ttl, rdlen = RR_FIXED.unpack_from(data, pos)
+    end = pos + 10 + rdlen
+    if end > len(data):
+        raise FormError("resource record runs past the end of the packet")
+    return rtype, pos, end
+
+
+def parse_query(data: bytes) -> Query:
+    """Parse a query: header, exactly one question, and the OPT record if any.
+
+    Raises FormError for malformed input and NotImplementedQuery for a well-formed
+    query we do not serve. Responses (QR=1) must be filtered out by the caller.
+    """
+    size = len(data)
+    if size < 12:
+        raise FormError("shorter than a DNS header")
+    if data[4:6] != b"\x00\x01":
+        raise FormError("a query must carry exactly one question")
+    # The question name: uncompressed (nothing precedes it that a pointer could use).
+    pos = 12
+    while True:
+        if pos >= size:
+            raise FormError("question name runs past the end of the packet")
+        n = data[pos]
+        if n == 0:
+            break
+        if n > 63:
+            raise FormError("bad label in the question name")
+        pos += n + 1
+    name_end = pos + 1
+    if name_end - 12 > MAX_NAME:
+        raise FormError("question name longer than 255 octets")
+    qend = name_end + 4
+    if qend > size:
+        raise FormError("truncated question")
+    qtype = (data[name_end] << 8) | data[name_end + 1]
+
+    edns = False
+    do = False
+    udp_size = MAX_UDP_NO_EDNS
+    version = 0
+    counts = data[6:12]
+    if counts == b"\x00\x00\x00\x00\x00\x01" and data[qend : qend + 3] == b"\x00\x00\x29":
+        # The usual shape: one question and our own kind of OPT record.
+        if qend + 11 > size:
+            raise FormError("truncated OPT record")
+        rdlen = (data[qend + 9] << 8) | data[qend + 10]
+        if rdlen:
+            _parse_opt(data, qend)  # checks the options are well formed
+        edns = True
+        udp_size = max((data[qend + 3] << 8) | data[qend + 4], MAX_UDP_NO_EDNS)
+        version = data[qend + 6]
+        do = bool(data[qend + 7] & 0x80)
+    elif counts != b"\x00\x00\x00\x00\x00\x00":
+        _ancount, _nscount, arcount = struct.unpack_from("!HHH", data, 6)
+        pos = qend
+        for _ in range(_ancount + _nscount):
+            pos = skip_rr(data, pos)[2]
+        for _ in range(arcount):
+            pos_name_end = skip_name(data, pos)
+            if pos_name_end + 2 <= size and U16.unpack_from(data, pos_name_end)[0] == TYPE_OPT:
+                if edns:
+                    raise FormError("more than one OPT record")
+                size_field, ttl, pos = _parse_opt(data, pos)
+                edns = True
+                udp_size = max(size_field, MAX_UDP_NO_EDNS)
+                do = bool(ttl & EDNS_DO)
+                version = (ttl >> 16) & 0xFF
+            else:
+                pos = skip_rr(data, pos)[2]
+
+    flags = (data[2] << 8) | data[3]
+    qclass = (data[name_end + 2] << 8) | data[name_end + 3]
+    query = Query(
+        data[:2], flags, data[12:name_end].lower(), qtype, qclass, data[12:qend], edns, udp_size, do
+    )
+    if version:
+        raise BadVersion(query)
+    if flags & OPCODE_MASK:
+        # Other opcodes (NOTIFY, UPDATE ...) lay out their sections differently:
+        # answer with the header alone rather than echo what we do not read.
+        raise NotImplementedQuery("only standard queries are served")
+    if qclass != CLASS_IN:
+        if qtype == TYPE_OPT or qtype == 0:
+            raise FormError("invalid question type")
+        raise NotImplementedQuery("only class IN is served", query)
+    if qtype == TYPE_OPT or qtype == 0:
+        raise FormError("invalid question type")
+    if qtype in (TYPE_MAILA, TYPE_MAILB):
+        raise NotImplementedQuery("obsolete meta type", query)
+    return query
+
+
+class BadVersion(FormError):
+    """An EDNS version we do not speak: answered with BADVERS (RFC 6891 6.1.3)."""
+
+    def __init__(self, query: Query) -> None:
+        super().__init__("unsupported EDNS version")
+        self.query = query
+
+
+# --- building answers -------------------------------------------------------
+
+
+def build_opt(do: bool, ext_rcode: int = 0, options: bytes = b"") -> bytes:
+    """An OPT pseudo-record advertising our UDP payload size."""
+    ttl = (ext_rcode << 24) | (EDNS_DO if do else 0)
+    return b"\x00" + RR_FIXED.pack(TYPE_OPT, EDNS_UDP_SIZE, ttl, len(options)) + options
+
+
+def build_ede(code: int, text: str = "") -> bytes:
+    """An Extended DNS Error option (RFC 8914)."""
+    payload = U16.pack(code) + text.encode("utf-8")
+    return U16.pack(EDE_OPTION) + U16.pack(len(payload)) + payload
+
+
+def reply_flags(query_flags: int, rcode: int) -> int:
+    """Flags of an answer we originate: QR, RA, and the opcode, RD and CD copied from the query."""
+    return QR | RA | (query_flags & (OPCODE_MASK | RD | CD)) | (rcode & 0xF)
+
+
+def build_reply(
+    query: Query,
+    rcode: int,
+    answer: bytes = b"",
+    ancount: int = 0,
+    authority: bytes = b"",
+    nscount: int = 0,
+    ede: bytes = b"",
+) -> bytes:
+    """A complete answer to ``query`` built from record bytes that follow the question."""
+    if query.edns:
+        extra = build_opt(query.do, rcode >> 4, ede)
+        arcount = 1
+    else:
+        extra = b""
+        arcount = 0
+    header = HEADER.pack(
+        U16.unpack(query.qid)[0], reply_flags(query.flags, rcode), 1, ancount, nscount, arcount
+    )
+    return header + query.question + answer + authority + extra
+
+
+def build_error_reply(data: bytes, rcode: int, query: Query | None = None) -> bytes | None:
+    """An error answer (FORMERR, NOTIMP, REFUSED, SERVFAIL ...) to a packet.
+
+    With a parsed query the question (and an OPT record) is echoed; otherwise only
+    the header is, and a packet without a readable header gets no answer at all.
+    """
+    if query is not None:
+        return build_reply(query, rcode)
+    if len(data) < 12:
+        return None
+    qid, flags = struct.unpack_from("!HH", data)
+    flags = QR | RA | (flags & (OPCODE_MASK | RD | CD)) | (rcode & 0xF)
+    return HEADER.pack(qid, flags, 0, 0, 0, 0)
+
+
+def build_truncated(reply: bytes) -> bytes:
+    """The header and question of ``reply`` with TC set: the client retries over TCP.
+
+    Keeps the OPT record (so the client still sees EDNS) when it is the last record.
+    """
+    qid, flags, _qd, _an, _ns, arcount = HEADER.unpack_from(reply)
+    pos = skip_name(reply, 12) + 4
+    opt = b""
+    if arcount:
+        # Our own answers put the OPT record last; find it by walking the records.
+        start = pos
+        _, _, _, ancount, nscount, _ = HEADER.unpack_from(reply)
+        for _ in range(ancount + nscount + arcount):
+            rtype, _fixed, end = skip_rr(reply, start)
+            if rtype == TYPE_OPT:
+                opt = reply[start:end]
+            start = end
+    return HEADER.pack(qid, flags | TC, 1, 0, 0, 1 if opt else 0) + reply[12:pos] + opt
+
+
+def fit(reply: bytes, limit: int) -> bytes:
+    """``reply`` if it fits in ``limit`` octets, else its truncated form."""
+    return reply if len(reply) <= limit else build_truncated(reply)
+
+
+def build_record(rtype: int, ttl: int, rdata: bytes, owner: bytes = b"\xc0\x0c") -> bytes:
+    """A resource record of class IN; the owner defaults to a pointer to the question name."""
+    return owner + RR_FIXED.pack(rtype, CLASS_IN, ttl, len(rdata)) + rdata
+
+
+def build_soa_rdata(mname: bytes, rname: bytes, serial: int, minimum: int) -> bytes:
+    """SOA rdata (names in wire form); refresh, retry and expire are fixed, sane values."""
+    return mname + rname + struct.pack("!IIIII", serial, 1800, 900, 604800, minimum)
+
+
+_UPSTREAM_OPT = (build_opt(False), build_opt(True))
+
+
+def build_upstream_query(query: Query, qid: int) -> bytes:
+    """The query we send upstream: a fresh ID, RD set, CD copied, our own EDNS record."""
+    flags = RD | (query.flags & CD)
+    return HEADER.pack(qid, flags, 1, 0, 0, 1) + query.question + _UPSTREAM_OPT[query.do]
+
+
+def _random_words() -> Iterator[int]:
+    """16-bit values from the operating system's CSPRNG, read 4,096 at a time: IDs an
+    off-path attacker cannot predict from earlier ones (unlike a Mersenne Twister)."""
+    while True:
+        yield from array("H", os.urandom(8192))
+
+
+_RANDOM_WORDS = _random_words()
+
+
+def random_id() -> int:
+    """A query ID for upstream: 16 unpredictable bits."""
+    return next(_RANDOM_WORDS)
+
+
+def random_below(n: int) -> int:
+    """An unpredictable number in [0, n) for small n (a choice among a few sockets)."""
+    return next(_RANDOM_WORDS) % n
+
+
+# --- reading upstream replies ------------------------------------------------
+
+
+class Reply:
+    """An upstream reply, normalised into the template an answer is rendered from.
+
+    ``body`` holds the question and the kept sections (answer, and authority when
+    it carries SOA or DNSSEC proofs); the OPT record and additional section are
+    left out. ``ttls`` holds (offset in ``body``, TTL) for every record kept. What a
+    policy may check in the answer section is read on the way: ``targets``, the
+    CNAME targets (wire form, lower case, in order), and ``addresses``, the A and
+    AAAA data.
+    """
+
+    __slots__ = (
+        "addresses",
+        "ancount",
+        "body",
+        "flags",
+        "max_ttl",
+        "min_ttl",
+        "negative",
+        "nscount",
+        "rcode",
+        "targets",
+        "ttls",
+    )
+
+    def __init__(
+        self,
+        flags: int,
+        rcode: int,
+        ancount: int,
+        nscount: int,
+        body: bytes,
+        ttls: list[tuple[int, int]],
+        min_ttl: int | None,
+        negative: bool,
+        targets: tuple[bytes, ...] = (),
+        addresses: tuple[bytes, ...] = (),
+        max_ttl: int | None = None,
+    ) -> None:
+        self.flags = flags
+        self.rcode = rcode
+        self.ancount = ancount
+        self.nscount = nscount
+        self.body = body
+        self.ttls = ttls
+        self.min_ttl = min_ttl  # the TTL to cache it for (RFC 2308 for negative answers)
+        # The longest record TTL kept (computed when not given).
+        self.max_ttl = max((t for _, t in ttls), default=0) if max_ttl is None else max_ttl
+        self.negative = negative
+        self.targets = targets
+        self.addresses = addresses
+
+
+def _read_rr(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
+    """One resource record: (type, TTL, offset of its fixed part, next offset)."""
+    pos = skip_name(data, pos)
+    if pos + 10 > size:
+        raise FormError("truncated resource record")
+    rtype, _rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
+    end = pos + 10 + rdlen
+    if end > size:
+        raise FormError("resource record runs past the end of the packet")
+    if ttl & 0x80000000:
+        ttl = 0  # RFC 2181 8: a TTL with the top bit set is read as zero
+    return rtype, ttl, pos, end
+
+
+_ADDRESS_RR = {TYPE_A: 14, TYPE_AAAA: 26}  # fixed part and data of a well-formed address record
+
+
+def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
+    """Read an upstream reply to the query we sent with ``qid`` and ``question``.
+
+    Raises FormError if it is malformed or does not answer that query (wrong ID or
+    question: a late or spoofed packet).
+    """
+    size = len(data)
+    if size < 12:
+        raise FormError("shorter than a DNS header")
+    rid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    if rid != qid or not flags & QR:
+        raise FormError("not an answer to our query")
+    if qdcount != 1:
+        raise FormError("reply without exactly one question")
+    qend = 12 + len(question)
+    # The name may differ in letter case only; type and class must be the same.
+    if (
+        data[qend - 4 : qend] != question[-4:]
+        or data[12 : qend - 4].lower() != question[:-4].lower()
+    ):
+        raise FormError("reply to another question")
+    rcode = flags & 0xF
+    pos = qend
+    ttls: list[tuple[int, int]] = []
+    min_ttl: int | None = None
+    max_ttl = 0
+    targets: list[bytes] = []
+    addresses: list[bytes] = []
+    for _ in range(ancount):
+        rtype, ttl, fixed, pos = _read_rr(data, pos, size)
+        ttls.append((fixed - 8, ttl))  # the TTL field, counted from the end of the header
+        if min_ttl is None or ttl < min_ttl:
+            min_ttl = ttl
+        if ttl > max_ttl:
+            max_ttl = ttl
+        if _ADDRESS_RR.get(rtype) == pos - fixed:
+            addresses.append(data[fixed + 10 : pos])
+        elif rtype == TYPE_CNAME:
+            targets.append(read_name(data, fixed + 10)[0].lower())
+    answer_end = pos
+    keep_authority = False
+    negative_ttl: int | None = None
+    authority_ttls: list[tuple[int, int]] = []
+    for _ in range(nscount):
+        rtype, ttl, fixed, pos = _read_rr(data, pos, size)
+        authority_ttls.append((fixed - 8, ttl))
+        if rtype in _AUTHORITY_KEEP:
+            keep_authority = True
+        if rtype == TYPE_SOA:
+            # Two names, then exactly five 32-bit fields.
+            if skip_name(data, skip_name(data, fixed + 10)) + 20 != pos:
+                raise FormError("malformed SOA")
+            # RFC 2308: the negative TTL is the lesser of the SOA's TTL and MINIMUM.
+            minimum = U32.unpack_from(data, pos - 4)[0]
+            negative_ttl = min(ttl, minimum)
+    authority_end = pos
+    for _ in range(arcount):
+        pos = _read_rr(data, pos, size)[3]
+
+    negative = rcode == NXDOMAIN or (rcode == NOERROR and ancount == 0)
+    if keep_authority:
+        end = authority_end
+        ttls.extend(authority_ttls)
+        max_ttl = max(max_ttl, *(t for _, t in authority_ttls))
+    else:
+        end = answer_end
+        nscount = 0
+    if negative:
+        min_ttl = negative_ttl
+    return Reply(
+        flags,
+        rcode,
+        ancount,
+        nscount,
+        data[12:end],
+        ttls,
+        min_ttl,
+        negative,
+        tuple(targets),
+        tuple(addresses),
+        max_ttl,
+    )
+
+
+def reply_qid(data: bytes) -> int:
+    return (data[0] << 8) | data[1] if len(data) >= 2 else -1
+
+
+# --- names ------------------------------------------------------------------
+
+
+_PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in (0x2E, 0x5C))  # printed as they are
+
+
+def name_to_text(wire_name: bytes) -> str:
+    """Presentation form of an uncompressed wire name, without the trailing dot."""
+    labels = []
+    pos = 0
+    while pos < len(wire_name):
+        n = wire_name[pos]
+        if n == 0:
+            break
+        label = wire_name[pos + 1 : pos + 1 + n]
+        if label.translate(None, _PLAIN):  # something to escape
+            labels.append(
+                "".join(
+                    chr(c)
+                    if 0x21 <= c <= 0x7E and c not in (0x2E, 0x5C)
+                    else (f"\\{chr(c)}" if c in (0x2E, 0x5C) else f"\\{c:03d}")
+                    for c in label
+                )
+            )
+        else:
+            labels.append(label.decode("ascii"))
+        pos += n + 1
+    return ".".join(labels) or "."
+
+
+def text_to_name(text: str) -> bytes:
+    """Wire form of an ASCII presentation name (no escapes), lower-cased, root-terminated."""
+    text = text.strip().rstrip(".").lower()
+    if not text:
+        return b"\x00"
+    out = bytearray()
+    for label in text.split("."):
+        raw = label.encode("ascii")
+        if not 0 < len(raw) <= 63:
+            raise ValueError(f"bad label length in {text!r}")
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    if len(out) > MAX_NAME:
+        raise ValueError(f"name longer than 255 octets: {text!r}")
+    return bytes(out)

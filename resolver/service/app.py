@@ -1,0 +1,486 @@
+"""The composition root: configuration, snapshot, listeners, signals, systemd, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from resolver.core import wire
+from resolver.core.cache import Cache
+from resolver.core.engine import ClientAcl, Counters, Engine, Outcome
+from resolver.core.errors import SourceError
+from resolver.edge.batchudp import BatchUdpListener
+from resolver.edge.mmsg import batching_available
+from resolver.edge.server import TcpConnection, TcpServerState, UdpListener, bind_tcp, bind_udp
+from resolver.edge.upstream import Forwarder, Sink
+from resolver.service import sdnotify
+from resolver.service.observability import MetricsServer, QueryLog, configure_logging, get_logger
+from resolver.sources.config import Config, load_config
+from resolver.sources.snapshot import BuildResult, build_snapshot
+from resolver.tools.check import reload_errors
+from resolver.tools.control import ControlServer, Loaded, name_changes, removed_policies
+
+if TYPE_CHECKING:
+    from resolver.zones.secondary import Secondary
+
+GRACE_SECONDS = 2.0
+RESTART_ONLY = (
+    "listen",
+    "upstreams",
+    "cache",
+    "upstream_timeout",
+    "query_timeout",
+    "metrics",
+    "control",
+    "workers",
+    "udp_batch",
+)
+STATS_INTERVAL = 1.0
+
+
+def build_frozen(config: Config) -> BuildResult:
+    """Build the snapshot with the cyclic garbage collector paused, then freeze what exists.
+
+    A million-name policy is millions of objects; without this, each full collection
+    walks them all and stalls query serving for a fraction of a second. Frozen
+    objects are still freed by reference counting when a reload replaces them.
+    """
+    gc.disable()
+    try:
+        return build_snapshot(config)
+    finally:
+        gc.enable()
+        gc.freeze()
+
+
+def source_error_fields(exc: SourceError) -> dict[str, Any]:
+    return {"file": exc.source, "line": exc.line, "column": exc.column, "error": exc.message}
+
+
+class App:
+    """One serving process: the whole server, or one worker of a Supervisor.
+
+    As a worker (``link`` is the write end of a pipe to the supervisor) it binds
+    its listeners with SO_REUSEPORT and reports "ready", reload outcomes and its
+    counters over the pipe instead of talking to systemd.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        link: int | None = None,
+        slot: int | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.link = link
+        self.slot = slot  # the worker's number under a supervisor
+        self.log = get_logger()
+        self.counters = Counters()
+        self.reloads = 0
+        self.reload_failures = 0
+        self._stop = asyncio.Event()
+        self._reloading = False
+        self._reload_again = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._udp: list[asyncio.BaseTransport | BatchUdpListener] = []
+        self._tcp: list[asyncio.Server] = []
+        self.engine: Engine | None = None
+        self.forwarder: Forwarder | None = None
+        self.tcp_state: TcpServerState | None = None
+        self.query_log: QueryLog | None = None
+        self.metrics: MetricsServer | None = None
+        self.control: ControlServer | None = None
+        self.loaded: Loaded | None = None  # what the control endpoint shows
+        self._clock: asyncio.TimerHandle | None = None
+        self.secondary: Secondary | None = None  # zone transfers, when not a worker
+
+    # --- start-up ------------------------------------------------------------
+
+    async def run(self) -> int:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        # Signals first: a stop asked for during start-up is a clean stop, not a kill.
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        self._follow_zones(config)
+        try:
+            result = build_frozen(config)
+        except SourceError as exc:
+            self.log.error("policy_load_failed", **source_error_fields(exc))
+            return 1
+        for warning in result.warnings:
+            self.log.warning("list_lines_skipped", detail=warning)
+        for warning in result.zone_warnings:
+            self.log.warning("zone_warning", detail=warning)
+        if not config.upstreams:
+            self.log.warning(
+                "no_upstreams", detail="nothing can be forwarded: every allowed name gets SERVFAIL"
+            )
+
+        engine = self.engine = Engine(
+            result.snapshot, Cache(config.cache), ClientAcl(config.allow_clients), self.counters
+        )
+        self._set_query_log(config.query_log)
+        self._set_notify(config)
+        forwarder = self.forwarder = Forwarder(
+            config.upstreams,
+            engine.answer_from_upstream,
+            config.upstream_timeout,
+            config.query_timeout,
+            on_failure=self._on_upstream_failure,
+            on_answer=self._on_forwarded,
+            serve=engine.serve_forwarded,
+        )
+        await forwarder.start()
+        reuse = self.link is not None
+        self.tcp_state = TcpServerState(
+            engine, forwarder, config.tcp_idle_timeout, config.tcp_max_connections
+        )
+        try:
+            for endpoint in config.listen:
+                udp_sock = bind_udp(endpoint, reuse)
+                if config.udp_batch and batching_available():
+                    self._udp.append(BatchUdpListener(engine, forwarder, udp_sock, loop))
+                else:
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda: UdpListener(engine, forwarder), sock=udp_sock
+                    )
+                    self._udp.append(transport)
+                tcp_sock = bind_tcp(endpoint, reuse)
+                self._tcp.append(
+                    await loop.create_server(partial(TcpConnection, self.tcp_state), sock=tcp_sock)
+                )
+            if config.metrics is not None and self.link is None:
+                self.metrics = MetricsServer(self.stats)
+                await self.metrics.start(config.metrics.host, config.metrics.port)
+            self.loaded = Loaded(result, datetime.now(UTC))
+            if config.control is not None and (self.link is None or self.slot == 0):
+                self.control = ControlServer(lambda: self.loaded)  # one worker serves it
+                await self.control.start(config.control.host, config.control.port)
+        except OSError as exc:
+            self.log.error("listen_failed", error=str(exc))
+            self._close()
+            return 1
+
+        self.log.info(
+            "started",
+            pid=os.getpid(),
+            config=config.source,
+            listen=[str(e) for e in config.listen],
+            upstreams=[str(e) for e in config.upstreams],
+            policies=[r.as_dict() for r in result.reports],
+            zones=[z.as_dict() for z in result.zones],
+            names=result.snapshot.policy.names(),
+            query_log=config.query_log,
+            metrics=str(config.metrics) if config.metrics else None,
+            udp_batch=config.udp_batch and batching_available(),
+        )
+        self._arm_clock()
+        if self.secondary is not None:
+            self.secondary.start()  # in the background: the saved copies are enforced already
+        if self.link is None:
+            sdnotify.ready(f"serving {result.snapshot.policy.names()} blocked names")
+        else:
+            self._report(f"ready {result.snapshot.policy.names()}")
+            self._spawn(self._report_stats)
+        await self._stop.wait()
+        return await self._shutdown()
+
+    def _set_query_log(self, mode: str) -> None:
+        assert self.engine is not None
+        engine = self.engine
+        if self.query_log is not None:
+            self.query_log.stop()
+            self.query_log = None
+        if mode != "off":
+            self.query_log = QueryLog(mode, lambda: engine.snapshot.policy)
+            self.query_log.start()
+        engine.query_log = self.query_log
+        engine.log_all = mode == "all"
+
+    # --- callbacks from the forwarder ---------------------------------------
+
+    def _on_upstream_failure(self, upstream: str, reason: str) -> None:
+        self.counters.upstream_failures += 1
+        self.log.warning("upstream_failed", upstream=upstream, reason=reason)
+
+    def _on_forwarded(
+        self, query: wire.Query, sink: Sink, addr: object, rcode: int, upstream: str, latency: float
+    ) -> None:
+        if upstream:
+            self.counters.forwarded += 1
+        else:
+            self.counters.servfail += 1
+        log = self.query_log
+        if log is not None and (log.log_all or not upstream):
+            client = addr[0] if isinstance(addr, tuple) else getattr(sink, "client", "")
+            outcome = Outcome.FORWARDED if upstream else Outcome.SERVFAIL
+            log.record(client, query, outcome, None, rcode, upstream, latency)
+
+    # --- reload ----------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: rebuild the snapshot off the hot path; repeated signals coalesce."""
+        if self.engine is None:
+            return  # still starting: the policy being loaded is read after the signal anyway
+        if self._reloading:
+            self._reload_again = True
+            return
+        self._reloading = True
+        self._spawn(self._reload)
+
+    async def _reload(self) -> None:
+        if self.link is None:
+            sdnotify.reloading()
+        ok = False
+        try:
+            while True:
+                self._reload_again = False
+                ok = await self._reload_once()
+                if not self._reload_again:
+                    break
+        finally:
+            self._reloading = False
+            if self.link is None:
+                sdnotify.ready()
+            else:
+                self._report("reloaded ok" if ok else "reloaded failed")
+
+    # --- the pipe to a supervisor --------------------------------------------------
+
+    def _report(self, message: str) -> None:
+        if self.link is None:
+            return
+        try:
+            os.write(self.link, message.encode() + b"\n")
+        except OSError:
+            self._stop.set()  # the supervisor is gone: stop rather than serve unsupervised
+
+    async def _report_stats(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            self._report("stats " + json.dumps(self.stats(), separators=(",", ":")))
+
+    async def _reload_once(self) -> bool:
+        assert self.engine is not None
+        started = time.monotonic()
+        try:
+            config = load_config(self.config_path) if self.config_path else self.config
+            result: BuildResult = await asyncio.to_thread(build_frozen, config)
+        except SourceError as exc:
+            self.reload_failures += 1
+            errors = await asyncio.to_thread(reload_errors, self.config_path, self.config, exc)
+            self.log.error(
+                "policy_reload_failed",
+                kept="previous policy",
+                **source_error_fields(exc),
+                errors=[source_error_fields(e) for e in errors],
+            )
+            return False
+        before = self.engine.snapshot.policy.names()
+        self.engine.snapshot = result.snapshot  # the atomic swap
+        self.engine.acl = ClientAcl(config.allow_clients)
+        changed = [k for k in RESTART_ONLY if getattr(config, k) != getattr(self.config, k)]
+        if config.query_log != self.config.query_log:
+            self._set_query_log(config.query_log)
+        self.config = config
+        self.reloads += 1
+        self._arm_clock()
+        self._follow_zones(config)
+        self._set_notify(config)
+        for warning in result.warnings:
+            self.log.warning("list_lines_skipped", detail=warning)
+        for warning in result.zone_warnings:
+            self.log.warning("zone_warning", detail=warning)
+        swapped = time.monotonic()
+        previous = self.loaded.result if self.loaded is not None else None
+        changes = await asyncio.to_thread(name_changes, previous, result)
+        self.loaded = Loaded(result, datetime.now(UTC), changes)
+        self.log.info(
+            "policy_reloaded",
+            duration_ms=round((swapped - started) * 1000, 1),
+            names=result.snapshot.policy.names(),
+            names_before=before,
+            policies=[
+                {
+                    **r.as_dict(),
+                    "added": changes[r.id][0],
+                    "removed": changes[r.id][1],
+                }
+                for r in result.reports
+            ],
+            policies_removed=removed_policies(previous, result),
+            zones=[z.as_dict() for z in result.zones],
+        )
+        if changed:
+            self.log.warning(
+                "restart_required", keys=changed, detail="these settings apply at the next start"
+            )
+        return True
+
+    # --- zones followed by zone transfer (resolver/secondary.py) ------------------------
+
+    def _follow_zones(self, config: Config) -> None:
+        """Without a supervisor this process keeps the zone copies current itself. Before the
+        first snapshot, ``prepare`` drops a copy that expired while stopped (on_expire: drop)."""
+        if self.link is not None:
+            return  # the supervisor transfers, once for all workers
+        if self.secondary is not None:
+            self.secondary.reconfigure(config.zones)
+        elif any(z.primaries for z in config.zones):
+            from resolver.zones.secondary import Secondary
+
+            self.secondary = Secondary(config.zones, self.request_reload, self.log)
+            self.secondary.prepare()
+            if self.engine is not None:
+                self.secondary.start()
+
+    def _set_notify(self, config: Config) -> None:
+        """Route NOTIFY to the zones' gate; without zones it stays NOTIMP at no cost."""
+        assert self.engine is not None
+        if any(z.primaries for z in config.zones):
+            from resolver.zones.secondary import NotifyListener
+
+            self.engine.on_notify = NotifyListener(config.zones, self._forward_notify, self.log)
+        else:
+            self.engine.on_notify = None
+
+    def _forward_notify(self, zone: str, client: str) -> None:
+        if self.secondary is not None:
+            self.secondary.notify(zone, client)
+        else:
+            self._report(f"notify {zone} {client}")  # the supervisor checks and transfers
+
+    # --- dated policies ---------------------------------------------------------
+
+    def _arm_clock(self) -> None:
+        """Wake up when the next dated policy comes into force or expires (no reload needed)."""
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+        assert self.engine is not None
+        now = datetime.now(UTC)
+        moment = self.engine.snapshot.policy.next_change(now)
+        if moment is None:
+            return
+        # Wake at least hourly, so a wall-clock step cannot delay the switch for long.
+        delay = min((moment - now).total_seconds(), 3600.0) + 0.001
+        self._clock = asyncio.get_running_loop().call_later(max(delay, 0.0), self._on_clock)
+
+    def _on_clock(self) -> None:
+        assert self.engine is not None
+        for info, active in self.engine.policy_clock(datetime.now(UTC)):
+            self.log.info(
+                "policy_in_force" if active else "policy_expired",
+                policy=info.id,
+                file=info.source,
+                effective_from=info.effective_from.isoformat() if info.effective_from else None,
+                expires=info.expires.isoformat() if info.expires else None,
+            )
+        self._arm_clock()
+
+    # --- shutdown --------------------------------------------------------------
+
+    def _spawn(self, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.ensure_future(factory())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _close(self) -> None:
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            server.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.control is not None:
+            self.control.close()
+
+    async def _shutdown(self) -> int:
+        if self.link is None:
+            sdnotify.stopping()
+        self.log.info("stopping")
+        self._close()
+        deadline = time.monotonic() + GRACE_SECONDS
+        while self.forwarder is not None and self.forwarder.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.tcp_state is not None:
+            for conn in list(self.tcp_state.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+        if self.forwarder is not None:
+            self.forwarder.close()
+        if self.query_log is not None:
+            self.query_log.stop()
+        for task in self._tasks:
+            task.cancel()
+        if self._clock is not None:
+            self._clock.cancel()
+        if self.secondary is not None:
+            self.secondary.close()
+        self.log.info("stopped")
+        return 0
+
+    # --- numbers for /metrics ---------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        assert self.engine is not None and self.forwarder is not None
+        c = self.counters
+        f = self.forwarder.stats
+        return {
+            "outcomes": {o.name.lower(): v for o, v in c.by_outcome().items()},
+            "refused_clients": c.refused_clients,
+            "responses_ignored": c.responses_ignored,
+            "upstream_sent": f.sent,
+            "upstream_timeouts": f.timeouts,
+            "upstream_unexpected": f.unexpected,
+            "reloads": self.reloads,
+            "reload_failures": self.reload_failures,
+            "policy_names": self.engine.snapshot.policy.names(),
+            "cache_entries": len(self.engine.cache),
+            "inflight": self.forwarder.busy,
+            "tcp_connections": len(self.tcp_state.connections) if self.tcp_state else 0,
+            "udp_dropped": sum(
+                u.stats.dropped for u in self._udp if isinstance(u, BatchUdpListener)
+            ),
+        }
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        return None
+    return uvloop.new_event_loop
+
+
+def run_server(
+    config: Config, config_path: Path | None, worker: tuple[int, int] | None = None
+) -> int:
+    """Serve: in this process, or as ``worker`` (id, pipe fd) of a supervisor, or as the
+    supervisor of one worker per core."""
+    if worker is None and config.worker_count() > 1:
+        from resolver.service.workers import Supervisor
+
+        configure_logging(config.log_level)
+        with asyncio.Runner() as runner:
+            return runner.run(Supervisor(config, config_path).run())
+    configure_logging(config.log_level, worker[0] if worker else None)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        link, slot = (worker[1], worker[0]) if worker else (None, None)
+        return runner.run(App(config, config_path, link, slot).run())

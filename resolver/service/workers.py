@@ -1,0 +1,279 @@
+"""Several serving processes on SO_REUSEPORT sockets, one per core, under one supervisor.
+
+The supervisor serves no queries. It starts the workers (each a full server in its
+own process: own cache, own policy copy), tells systemd when all are ready, hands
+SIGHUP to every worker and reports READY again once all have reloaded, restarts a
+worker that dies, serves /metrics with the workers' counters summed, and stops
+them all on SIGTERM or SIGINT. Workers talk back over a pipe, one line a message:
+``ready``, ``reloaded ok|failed``, ``stats {json}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from resolver.core.errors import SourceError
+from resolver.service import sdnotify
+from resolver.service.observability import MetricsServer, get_logger
+from resolver.sources.config import Config, ZoneConfig, load_config
+
+if TYPE_CHECKING:
+    from resolver.zones.secondary import Secondary
+
+STOP_GRACE = 10.0
+RESTART_DELAY = 1.0
+
+
+class Worker:
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+        self.process: asyncio.subprocess.Process | None = None
+        self.ready = False
+        self.stats: dict[str, Any] = {}
+        self.restarts = 0
+        self.names = 0
+
+
+class Supervisor:
+    def __init__(self, config: Config, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.log = get_logger()
+        self.workers = [Worker(i) for i in range(config.worker_count())]
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._failed_start = False
+        self._all_ready = asyncio.Event()
+        self._reload_waiting: set[int] = set()
+        self._reload_failed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.metrics: MetricsServer | None = None
+        self.secondary: Secondary | None = None  # zone transfers: here, once for all workers
+        self._missed_reload: set[int] = set()  # workers that were starting during a reload
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        self._follow_zones(self.config.zones)
+        for worker in self.workers:
+            await self._start(worker)
+        ready = asyncio.ensure_future(self._all_ready.wait())
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if self._all_ready.is_set() and not self._stop.is_set():
+            if self.config.metrics is not None:
+                self.metrics = MetricsServer(self.stats)
+                try:
+                    await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
+                except OSError as exc:
+                    self.log.error("listen_failed", error=str(exc), what="metrics")
+                    self._failed_start = True
+                    self._stop.set()
+            if not self._failed_start:
+                self.log.info("workers_ready", workers=len(self.workers))
+                names = max(w.names for w in self.workers)
+                sdnotify.ready(f"serving {names} blocked names ({len(self.workers)} workers)")
+                if self.secondary is not None:
+                    self.secondary.start()
+        await stop
+        ready.cancel()
+        return await self._shutdown()
+
+    # --- workers ---------------------------------------------------------------------
+
+    def _argv(self, worker: Worker, fd: int) -> list[str]:
+        argv = [sys.executable, "-m", "resolver", "serve", "--worker", f"{worker.slot}:{fd}"]
+        if self.config_path is not None:
+            argv += ["--config", str(self.config_path)]
+        return argv
+
+    async def _start(self, worker: Worker) -> None:
+        read_fd, write_fd = os.pipe()
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        worker.ready = False
+        try:
+            worker.process = await asyncio.create_subprocess_exec(
+                *self._argv(worker, write_fd), pass_fds=(write_fd,), env=env
+            )
+        finally:
+            os.close(write_fd)
+        process = worker.process
+        self._spawn(lambda: self._listen(worker, process, read_fd))
+
+    async def _listen(
+        self, worker: Worker, process: asyncio.subprocess.Process, read_fd: int
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        try:
+            while line := await reader.readline():
+                self._on_message(worker, line.decode(errors="replace").strip())
+        finally:
+            transport.close()
+        code = await process.wait()
+        self._on_exit(worker, process, code)
+
+    def _on_message(self, worker: Worker, message: str) -> None:
+        kind, _, rest = message.partition(" ")
+        if kind == "ready":
+            worker.ready = True
+            worker.names = int(rest) if rest.isdigit() else 0
+            if worker.slot in self._missed_reload and worker.process is not None:
+                self._missed_reload.discard(worker.slot)
+                worker.process.send_signal(signal.SIGHUP)  # it may have read the files before
+            if all(w.ready for w in self.workers):
+                self._all_ready.set()
+        elif kind == "reloaded":
+            self._reload_failed |= rest != "ok"
+            self._reload_waiting.discard(worker.slot)
+            if not self._reload_waiting:
+                self.log.info("workers_reloaded", ok=not self._reload_failed)
+                sdnotify.ready()
+        elif kind == "notify" and self.secondary is not None:
+            zone, _, client = rest.partition(" ")
+            self.secondary.notify(zone, client)  # checks the client against the primaries
+        elif kind == "stats":
+            try:
+                worker.stats = json.loads(rest)
+            except ValueError:
+                pass
+
+    def _on_exit(self, worker: Worker, process: asyncio.subprocess.Process, code: int) -> None:
+        if worker.process is not process:
+            return
+        self._reload_waiting.discard(worker.slot)
+        if self._stopping:
+            return
+        if not worker.ready and not self._all_ready.is_set():
+            # A worker that cannot start (bad policy, address in use) fails the start.
+            self.log.error("worker_start_failed", worker=worker.slot, exit_code=code)
+            self._failed_start = True
+            self._stop.set()
+            return
+        worker.restarts += 1
+        self.log.error(
+            "worker_exited", worker=worker.slot, exit_code=code, restarting_in=RESTART_DELAY
+        )
+        worker.ready = False
+
+        async def restart() -> None:
+            await asyncio.sleep(RESTART_DELAY)
+            if not self._stopping:
+                await self._start(worker)
+
+        self._spawn(restart)
+
+    def _reload(self) -> None:
+        sdnotify.reloading()
+        self._reload_failed = False
+        # A worker still starting reads the files as they are now; signalling it
+        # before it has installed its handlers would kill it.
+        self._reload_waiting = {
+            w.slot for w in self.workers if w.ready and w.process and w.process.returncode is None
+        }
+        for worker in self.workers:
+            if worker.slot in self._reload_waiting and worker.process is not None:
+                worker.process.send_signal(signal.SIGHUP)
+            elif not worker.ready:
+                self._missed_reload.add(worker.slot)
+        if not self._reload_waiting:
+            sdnotify.ready()
+
+    # --- zones followed by zone transfer (resolver/secondary.py) --------------------------
+
+    def _on_sighup(self) -> None:
+        """SIGHUP: every worker reloads; zone transfers follow a changed ``zones:`` list."""
+        if self.config_path is not None:
+            try:
+                self._follow_zones(load_config(self.config_path).zones)
+            except SourceError:
+                pass  # the workers report the broken configuration and keep the old one
+        self._reload()
+
+    def _follow_zones(self, zones: tuple[ZoneConfig, ...]) -> None:
+        """Transfers happen here, once; a changed copy makes every worker reload."""
+        if self.secondary is not None:
+            self.secondary.reconfigure(zones)
+        elif any(z.primaries for z in zones):
+            from resolver.zones.secondary import Secondary
+
+            self.secondary = Secondary(zones, self._reload, self.log)
+            self.secondary.prepare()  # before the workers read the copies
+            if self._all_ready.is_set():
+                self.secondary.start()
+
+    # --- shutdown and numbers -----------------------------------------------------------
+
+    async def _shutdown(self) -> int:
+        self._stopping = True
+        sdnotify.stopping()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.secondary is not None:
+            self.secondary.close()
+        running = [w.process for w in self.workers if w.process and w.process.returncode is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        codes = []
+        for process in running:
+            try:
+                codes.append(
+                    await asyncio.wait_for(process.wait(), max(deadline - time.monotonic(), 0.1))
+                )
+            except TimeoutError:
+                process.kill()
+                codes.append(await process.wait())
+        for task in self._tasks:
+            task.cancel()
+        self.log.info("stopped", workers=len(self.workers))
+        if self._failed_start:
+            return 1
+        # A worker stopped before it could install its handlers dies of our SIGTERM: clean too.
+        return 0 if all(c in (0, -signal.SIGTERM) for c in codes) else 1
+
+    def _spawn(self, factory: Any) -> None:
+        task = asyncio.ensure_future(factory())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stats(self) -> dict[str, Any]:
+        """The workers' latest counters, summed."""
+        total: dict[str, Any] = {"outcomes": {}}
+        for worker in self.workers:
+            for key, value in worker.stats.items():
+                if key == "outcomes":
+                    for outcome, count in value.items():
+                        total["outcomes"][outcome] = total["outcomes"].get(outcome, 0) + count
+                elif key == "policy_names":
+                    total[key] = max(total.get(key, 0), value)
+                else:
+                    total[key] = total.get(key, 0) + value
+        for key in (
+            "refused_clients",
+            "responses_ignored",
+            "upstream_sent",
+            "upstream_timeouts",
+            "upstream_unexpected",
+            "reloads",
+            "reload_failures",
+            "policy_names",
+            "cache_entries",
+            "inflight",
+            "tcp_connections",
+        ):
+            total.setdefault(key, 0)
+        total["worker_restarts"] = sum(w.restarts for w in self.workers)
+        return total

@@ -1,0 +1,405 @@
+"""The configuration file: YAML mapped onto frozen dataclasses, every error with file and line."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from resolver.core.cache import CacheSettings
+from resolver.core.endpoint import Endpoint
+from resolver.core.errors import ConfigError
+from resolver.core.policy import Answers
+from resolver.sources.yamlsource import Doc, describe
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ALLOW = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+)
+QUERY_LOG_MODES = ("off", "blocked", "all")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
+ZONE_EXPIRE_ACTIONS = ("keep", "drop")
+
+
+@dataclass(frozen=True, slots=True)
+class TsigKey:
+    name: str  # key name, as the primary knows it
+    algorithm: str  # one of TSIG_ALGORITHMS
+    secret_file: Path  # base64 secret, as in BIND's key statement
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneConfig:
+    """An RPZ zone: its origin and file; with primaries it is kept up to date by zone transfer."""
+
+    name: str  # the origin, lower case, with its trailing dot
+    file: Path
+    primaries: tuple[Endpoint, ...] = ()
+    tsig: TsigKey | None = None
+    on_expire: str = "keep"  # past SOA expire without a refresh: keep enforcing, or drop the zone
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "<built-in default>"
+    base_dir: Path = PROJECT_ROOT
+    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 5353), Endpoint("::1", 5353))
+    upstreams: tuple[Endpoint, ...] = ()
+    policies: tuple[str, ...] = ("policies/*.yaml",)
+    answers: Answers = field(
+        default_factory=lambda: Answers(
+            (ipaddress.IPv4Address("192.0.2.80"),), (ipaddress.IPv6Address("2001:db8::80"),), 60
+        )
+    )
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    query_log: str = "blocked"
+    allow_clients: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_ALLOW)
+    upstream_timeout: float = 1.0
+    query_timeout: float = 4.0
+    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 512
+    metrics: Endpoint | None = None
+    control: Endpoint | None = None  # the control endpoint (loopback only); off when None
+    log_level: str = "info"
+    workers: int = 0  # 0: one per CPU core this process may run on
+    zones: tuple[ZoneConfig, ...] = ()  # RPZ zones, in order (first zone wins)
+    udp_batch: bool = True  # UDP in batches (recvmmsg/sendmmsg) where the platform has them
+
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+
+    def policy_files(self) -> list[Path]:
+        """The policy files the ``policies`` globs name, in order, each once."""
+        seen: dict[Path, None] = {}
+        for pattern in self.policies:
+            path = Path(pattern)
+            if not path.is_absolute():
+                path = self.base_dir / path
+            if any(ch in pattern for ch in "*?["):
+                matches = sorted(path.parent.glob(path.name))
+            else:
+                matches = [path]
+            for match in matches:
+                seen.setdefault(match, None)
+        return list(seen)
+
+
+KNOWN_KEYS = frozenset(
+    {
+        "listen",
+        "upstreams",
+        "policies",
+        "warning_page",
+        "cache",
+        "query_log",
+        "allow_clients",
+        "upstream_timeout",
+        "query_timeout",
+        "tcp_idle_timeout",
+        "tcp_max_connections",
+        "metrics",
+        "control",
+        "log_level",
+        "workers",
+        "zones",
+        "udp_batch",
+    }
+)
+ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire"})
+
+
+def parse_endpoint(text: str, default_port: int) -> Endpoint:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; the host must be an IP address."""
+    text = text.strip()
+    port = default_port
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError("missing ']' after an IPv6 address")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("expected ':port' after ']'")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = int(port_text)
+    else:
+        host = text
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return Endpoint(host, port)
+
+
+def resolv_conf_upstreams(path: str = "/etc/resolv.conf") -> tuple[Endpoint, ...]:
+    """The nameservers of the system resolver configuration."""
+    found: list[Endpoint] = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return ()
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            try:
+                found.append(parse_endpoint(parts[1].split("%")[0], 53))
+            except ValueError:
+                continue
+    return tuple(found)
+
+
+def default_config() -> Config:
+    """The built-in configuration: loopback on port 5353, bundled policies, system nameservers."""
+    return Config(upstreams=resolv_conf_upstreams())
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration: {exc.strerror}", source) from None
+    return parse_config(text, source, Path(path).resolve().parent)
+
+
+def parse_config(text: str, source: str, base_dir: Path) -> Config:
+    doc = Doc(text, source, ConfigError)
+    if doc.root is None:
+        return Config(source=source, base_dir=base_dir, upstreams=resolv_conf_upstreams())
+    keys = doc.mapping(doc.root, "the configuration")
+    doc.reject_unknown(keys, KNOWN_KEYS, "the configuration")
+    values: dict[str, object] = {"source": source, "base_dir": base_dir}
+
+    def endpoints(key: str, default_port: int) -> tuple[Endpoint, ...]:
+        _, node = keys[key]
+        out = []
+        for item in doc.sequence(node, key):
+            text = doc.string(item, f"an entry of {key}")
+            try:
+                out.append(parse_endpoint(text, default_port))
+            except ValueError as exc:
+                doc.fail(
+                    item, f"{key}: {text!r} is not an address like 127.0.0.1:53 or [::1]:53 ({exc})"
+                )
+        return tuple(out)
+
+    if "listen" in keys:
+        values["listen"] = endpoints("listen", 53)
+        if not values["listen"]:
+            doc.fail(keys["listen"][1], "listen must name at least one address")
+    if "upstreams" in keys:
+        values["upstreams"] = endpoints("upstreams", 53)
+    else:
+        values["upstreams"] = resolv_conf_upstreams()
+    if "policies" in keys:
+        _, node = keys["policies"]
+        values["policies"] = tuple(
+            doc.string(item, "an entry of policies") for item in doc.sequence(node, "policies")
+        )
+    if "warning_page" in keys:
+        values["answers"] = _warning_page(doc, keys["warning_page"][1])
+    if "cache" in keys:
+        values["cache"] = _cache(doc, keys["cache"][1])
+    if "query_log" in keys:
+        _, node = keys["query_log"]
+        mode = doc.value(node)
+        if mode is False or mode is None:
+            mode = "off"
+        if mode not in QUERY_LOG_MODES:
+            doc.fail(node, f"query_log must be one of {', '.join(QUERY_LOG_MODES)}, not {mode!r}")
+        values["query_log"] = mode
+    if "allow_clients" in keys:
+        _, node = keys["allow_clients"]
+        nets = []
+        for item in doc.sequence(node, "allow_clients"):
+            text = doc.string(item, "an entry of allow_clients")
+            try:
+                nets.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                doc.fail(item, f"allow_clients: {text!r} is not a network like 192.0.2.0/24")
+        values["allow_clients"] = tuple(nets)
+    for key in ("upstream_timeout", "query_timeout", "tcp_idle_timeout"):
+        if key in keys:
+            seconds = doc.number(keys[key][1], key, 0.001)
+            values[key] = seconds
+    if "tcp_max_connections" in keys:
+        values["tcp_max_connections"] = doc.integer(
+            keys["tcp_max_connections"][1], "tcp_max_connections", 1
+        )
+    if "metrics" in keys:
+        _, node = keys["metrics"]
+        if doc.value(node) in (None, False):
+            values["metrics"] = None
+        else:
+            text = doc.string(node, "metrics")
+            try:
+                values["metrics"] = parse_endpoint(text, 9153)
+            except ValueError as exc:
+                doc.fail(node, f"metrics: {text!r} is not an address like 127.0.0.1:9153 ({exc})")
+    if "control" in keys:
+        values["control"] = _control(doc, keys["control"][1])
+    if "workers" in keys:
+        _, node = keys["workers"]
+        value = doc.value(node)
+        if value == "auto":
+            values["workers"] = 0
+        else:
+            values["workers"] = doc.integer(
+                node, "workers (a number, or auto for one per core)", 1, 256
+            )
+    if "zones" in keys:
+        values["zones"] = _zones(doc, keys["zones"][1], base_dir)
+    if "udp_batch" in keys:
+        _, node = keys["udp_batch"]
+        flag = doc.value(node)
+        if not isinstance(flag, bool):
+            doc.fail(node, f"udp_batch must be true or false, not {describe(flag)}")
+        values["udp_batch"] = flag
+    if "log_level" in keys:
+        _, node = keys["log_level"]
+        level = doc.string(node, "log_level").lower()
+        if level not in ("debug", "info", "warning", "error"):
+            doc.fail(node, f"log_level must be debug, info, warning or error, not {level!r}")
+        values["log_level"] = level
+    return Config(**values)  # type: ignore[arg-type]
+
+
+def _control(doc: Doc, node: yaml.Node) -> Endpoint | None:
+    """The control endpoint's address: loopback only, since it has no authentication."""
+    if doc.value(node) in (None, False):
+        return None
+    text = doc.string(node, "control")
+    try:
+        endpoint = parse_endpoint(text, 9154)
+    except ValueError as exc:
+        doc.fail(node, f"control: {text!r} is not an address like 127.0.0.1:9154 ({exc})")
+    if not ipaddress.ip_address(endpoint.host).is_loopback:
+        doc.fail(
+            node,
+            f"control: {text!r} is not a loopback address; the control endpoint has no "
+            "authentication, so it only listens on 127.0.0.1 or [::1] (such as 127.0.0.1:9154)",
+        )
+    return endpoint
+
+
+def _warning_page(doc: Doc, node: yaml.Node) -> Answers:
+    keys = doc.mapping(node, "warning_page")
+    doc.reject_unknown(keys, {"ipv4", "ipv6", "ttl"}, "warning_page")
+    ipv4: list[ipaddress.IPv4Address] = []
+    ipv6: list[ipaddress.IPv6Address] = []
+    for key, version, out in (("ipv4", 4, ipv4), ("ipv6", 6, ipv6)):
+        if key not in keys:
+            continue
+        for item in doc.sequence(keys[key][1], f"warning_page.{key}"):
+            text = doc.string(item, f"warning_page.{key}")
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                doc.fail(item, f"warning_page.{key}: {text!r} is not an IP address")
+            if address.version != version:
+                doc.fail(item, f"warning_page.{key}: {text!r} is not an IPv{version} address")
+            out.append(address)  # type: ignore[arg-type]
+    ttl = doc.integer(keys["ttl"][1], "warning_page.ttl", 0, 2**31 - 1) if "ttl" in keys else 60
+    return Answers(tuple(ipv4), tuple(ipv6), ttl)
+
+
+def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:
+    keys = doc.mapping(node, "cache")
+    doc.reject_unknown(keys, {"max_entries", "min_ttl", "max_ttl"}, "cache")
+    base = CacheSettings()
+    max_entries = (
+        doc.integer(keys["max_entries"][1], "cache.max_entries", 0)
+        if "max_entries" in keys
+        else base.max_entries
+    )
+    min_ttl = (
+        doc.integer(keys["min_ttl"][1], "cache.min_ttl", 0) if "min_ttl" in keys else base.min_ttl
+    )
+    max_ttl = (
+        doc.integer(keys["max_ttl"][1], "cache.max_ttl", 0) if "max_ttl" in keys else base.max_ttl
+    )
+    if min_ttl > max_ttl:
+        doc.fail(node, f"cache.min_ttl ({min_ttl}) is larger than cache.max_ttl ({max_ttl})")
+    return CacheSettings(max_entries, min_ttl, max_ttl)
+
+
+def _zones(doc: Doc, node: yaml.Node, base_dir: Path) -> tuple[ZoneConfig, ...]:
+    zones = []
+    seen: set[str] = set()
+    for item in doc.sequence(node, "zones", allow_scalar=False):
+        keys = doc.mapping(item, "an entry of zones")
+        doc.reject_unknown(keys, ZONE_KEYS, "an entry of zones")
+        for required in ("name", "file"):
+            if required not in keys:
+                doc.fail(item, f"an entry of zones needs a {required}: key")
+        name = doc.string(keys["name"][1], "zones: name").strip().lower().rstrip(".") + "."
+        if name == "." or " " in name:
+            doc.fail(keys["name"][1], "zones: name must be the zone's origin, like rpz.example.")
+        if name in seen:
+            doc.fail(keys["name"][1], f"zone {name} is listed twice")
+        seen.add(name)
+        file = Path(doc.string(keys["file"][1], "zones: file"))
+        if not file.is_absolute():
+            file = base_dir / file
+        primaries: list[Endpoint] = []
+        if "primaries" in keys:
+            for entry in doc.sequence(keys["primaries"][1], "zones: primaries"):
+                text = doc.string(entry, "zones: primaries")
+                try:
+                    primaries.append(parse_endpoint(text, 53))
+                except ValueError as exc:
+                    doc.fail(
+                        entry,
+                        f"zones: primaries: {text!r} is not an address like 192.0.2.53:53 ({exc})",
+                    )
+        tsig = None
+        if "tsig" in keys:
+            tkeys = doc.mapping(keys["tsig"][1], "zones: tsig")
+            doc.reject_unknown(tkeys, {"name", "algorithm", "secret_file"}, "zones: tsig")
+            for required in ("name", "secret_file"):
+                if required not in tkeys:
+                    doc.fail(keys["tsig"][1], f"zones: tsig needs a {required}: key")
+            algorithm = (
+                doc.string(tkeys["algorithm"][1], "tsig algorithm").lower()
+                if "algorithm" in tkeys
+                else "hmac-sha256"
+            )
+            if algorithm not in TSIG_ALGORITHMS:
+                doc.fail(
+                    tkeys["algorithm"][1],
+                    f"tsig algorithm must be one of {', '.join(TSIG_ALGORITHMS)}",
+                )
+            secret = Path(doc.string(tkeys["secret_file"][1], "tsig secret_file"))
+            if not secret.is_absolute():
+                secret = base_dir / secret
+            tsig = TsigKey(doc.string(tkeys["name"][1], "tsig name"), algorithm, secret)
+        on_expire = "keep"
+        if "on_expire" in keys:
+            on_expire = doc.string(keys["on_expire"][1], "zones: on_expire").lower()
+            if on_expire not in ZONE_EXPIRE_ACTIONS:
+                doc.fail(keys["on_expire"][1], "zones: on_expire must be keep or drop")
+        if not primaries and tsig is not None:
+            doc.fail(keys["tsig"][1], "zones: tsig is only used with primaries")
+        zones.append(
+            ZoneConfig(name, file, tuple(primaries), tsig, on_expire, item.start_mark.line + 1)
+        )
+    return tuple(zones)

@@ -1,0 +1,167 @@
+"""Build the policy snapshot from the configuration: read every policy and list, compile.
+
+Pure apart from reading files, so it runs off the event loop; any error leaves
+the caller's current snapshot in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from resolver.core.engine import Snapshot
+from resolver.core.errors import PolicyError
+from resolver.core.policy import (
+    Action,
+    Answers,
+    ClientScope,
+    CompiledPolicy,
+    LayeredPolicy,
+    PolicyLayer,
+    Redirect,
+    Scope,
+    Verdict,
+)
+from resolver.sources.config import Config
+from resolver.sources.lists import ListReport, read_list
+from resolver.sources.names import to_wire
+from resolver.sources.policy_yaml import PolicyFile, load_policy
+from resolver.sources.rpz import ZoneReport, load_zone
+
+
+@dataclass
+class PolicyReport:
+    id: str
+    source: str
+    sha256: str
+    entries: int = 0
+    lists: list[ListReport] = field(default_factory=list)
+    # Wire names read from the lists (shared with the compiled table's keys): what the
+    # control endpoint lists and what a reload compares to count names added and removed.
+    listed: set[bytes] = field(default_factory=set, repr=False)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "file": self.source,
+            "sha256": self.sha256,
+            "entries": self.entries,
+            "list_names": sum(r.names for r in self.lists),
+            "list_bad_lines": sum(r.bad for r in self.lists),
+        }
+
+
+@dataclass
+class BuildResult:
+    snapshot: Snapshot
+    reports: list[PolicyReport]
+    policies: tuple[PolicyFile, ...] = ()  # as parsed, in configuration order
+    zones: list[ZoneReport] = field(default_factory=list)  # RPZ zones, in configuration order
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        for report in self.reports:
+            for lst in report.lists:
+                if lst.bad:
+                    shown = "; ".join(f"line {n}: {msg}" for n, msg in lst.examples)
+                    out.append(f"{lst.path}: {lst.bad} lines skipped ({shown})")
+        return out
+
+    @property
+    def zone_warnings(self) -> list[str]:
+        return [warning for zone in self.zones for warning in zone.warnings]
+
+
+def load_policies(config: Config) -> list[PolicyFile]:
+    """Every policy file the configuration names, checked; ids must be unique."""
+    files = config.policy_files()
+    policies = []
+    seen: dict[str, str] = {}
+    for path in files:
+        policy = load_policy(path)
+        if policy.info.id in seen:
+            raise PolicyError(
+                f"policy id {policy.info.id!r} is already used by {seen[policy.info.id]}; "
+                "every policy needs its own id",
+                str(path),
+            )
+        seen[policy.info.id] = str(path)
+        policies.append(policy)
+    return policies
+
+
+def build_snapshot(config: Config) -> BuildResult:
+    policies = load_policies(config)
+    reports = [PolicyReport(p.info.id, p.info.source, p.sha256) for p in policies]
+
+    def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
+        for order, (policy, report) in enumerate(zip(policies, reports, strict=True)):
+            yield from _policy_entries(policy, order, report, config.answers)
+
+    compiled = CompiledPolicy.build(entries())
+    policy = compiled
+    zones = []
+    if config.zones:
+        # Layers: the YAML policies first, then each zone in the configured order.
+        ids = {p.info.id: p.info.source for p in policies}
+        layers = [PolicyLayer("policies", "", compiled)] if compiled.entries else []
+        for order, zone in enumerate(config.zones, start=len(policies)):
+            loaded = load_zone(zone, order)
+            zone_id = zone.name.rstrip(".")
+            if zone_id in ids:
+                raise PolicyError(
+                    f"zone {zone.name} has the id of the policy in {ids[zone_id]}; "
+                    "rename the zone or the policy",
+                    config.source,
+                    zone.line,
+                )
+            layers.append(loaded.layer)
+            zones.append(loaded.report)
+        policy = LayeredPolicy(layers)
+    policy.set_clock(datetime.now(UTC))
+    snapshot = Snapshot(
+        policy, tuple(p.info for p in policies), tuple(p.info.source for p in policies)
+    )
+    return BuildResult(snapshot, reports, tuple(policies), zones)
+
+
+def _policy_entries(
+    policy: PolicyFile, order: int, report: PolicyReport, answers: Answers
+) -> Iterator[tuple[bytes, Scope, Verdict]]:
+    """One policy's entries and list names, each with its (shared) verdict."""
+    if policy.warning_page is not None:
+        answers = policy.warning_page
+    if policy.ttl is not None:
+        answers = replace(answers, ttl=policy.ttl)
+    verdicts: dict[tuple[Action, str, ClientScope, Redirect | None], Verdict] = {}
+
+    def verdict(
+        action: Action, reference: str, scope: ClientScope, redirect: Redirect | None
+    ) -> Verdict:
+        key = (action, reference, scope, redirect)
+        found = verdicts.get(key)
+        if found is None:
+            found = verdicts[key] = Verdict(
+                policy.info, action, answers, order, reference, scope, redirect
+            )
+        return found
+
+    for entry in policy.entries:
+        report.entries += 1
+        scope = entry.clients if entry.clients is not None else policy.clients
+        redirect = entry.redirect if entry.redirect is not None else policy.redirect
+        yield (
+            to_wire(entry.name),
+            entry.scope,
+            verdict(entry.action, entry.reference, scope, redirect),
+        )
+    shared = verdict(policy.action, "", policy.clients, policy.redirect)
+    for ref in policy.lists:
+        listed = ListReport(str(ref.path))
+        report.lists.append(listed)
+        keep = report.listed.add
+        for name in read_list(ref, listed):
+            keep(name)
+            yield name, Scope.SUBTREE, shared

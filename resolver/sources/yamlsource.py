@@ -1,0 +1,144 @@
+"""YAML read with the position of every value, so errors name the file, line and column."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import yaml
+
+from resolver.core.errors import SourceError
+
+try:
+    _Loader: Any = yaml.CSafeLoader
+except AttributeError:  # PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+_construct = yaml.SafeLoader("").construct_object
+
+ErrorType = Callable[[str, str, int, int], SourceError]
+
+
+class Doc:
+    """One YAML file: its node tree and the error type to raise for it."""
+
+    def __init__(self, text: str, source: str, error: ErrorType) -> None:
+        self.source = source
+        self.error = error
+        try:
+            root = yaml.compose(text, Loader=_Loader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+            raise error(yaml_hint(exc, text), source, line, col) from None
+        except yaml.YAMLError as exc:
+            raise error(f"not valid YAML: {exc}", source, 0, 0) from None
+        self.root: yaml.Node | None = root
+
+    def fail(self, node: yaml.Node | None, message: str) -> NoReturn:
+        if node is None:
+            raise self.error(message, self.source, 0, 0)
+        mark = node.start_mark
+        raise self.error(message, self.source, mark.line + 1, mark.column + 1)
+
+    def mapping(self, node: yaml.Node | None, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """Keys (strings) to (key node, value node); duplicate keys are errors."""
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, f"{what} must be a mapping of keys to values")
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = self.value(key_node)
+            if not isinstance(key, str):
+                self.fail(key_node, f"keys in {what} must be words, not {key!r}")
+            if key in out:
+                self.fail(key_node, f"key {key!r} appears twice in {what}")
+            out[key] = (key_node, value_node)
+        return out
+
+    def sequence(self, node: yaml.Node, what: str, allow_scalar: bool = True) -> list[yaml.Node]:
+        """A list; a single scalar counts as a list of one when ``allow_scalar``."""
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if allow_scalar and isinstance(node, yaml.ScalarNode) and self.value(node) is not None:
+            return [node]
+        if isinstance(node, yaml.ScalarNode) and self.value(node) is None:
+            return []
+        self.fail(node, f"{what} must be a list")
+
+    def value(self, node: yaml.Node) -> Any:
+        """The value of a node; one YAML cannot build (2026-13-01, a !!tag) is an error."""
+        try:
+            return _construct(node, deep=True)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            self.fail(node, f"cannot read this value ({problem}); write plain text or a number")
+        except ValueError as exc:
+            if node.tag.endswith(":timestamp"):
+                self.fail(
+                    node,
+                    f"{node.value} is not a valid date ({exc}); "
+                    "write dates as year-month-day, like 2026-01-01",
+                )
+            self.fail(node, f"cannot read {node.value!r} ({exc})")
+
+    def string(self, node: yaml.Node, what: str) -> str:
+        value = self.value(node)
+        if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+            self.fail(node, f"{what} must be text, not {describe(value)}")
+        return str(value)
+
+    def integer(self, node: yaml.Node, what: str, low: int = 0, high: int | None = None) -> int:
+        value = self.value(node)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(node, f"{what} must be a whole number, not {describe(value)}")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.fail(node, f"{what} must be {bound}, not {value}")
+        return value
+
+    def number(self, node: yaml.Node, what: str, low: float = 0.0) -> float:
+        value = self.value(node)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(node, f"{what} must be a number, not {describe(value)}")
+        if value < low:
+            self.fail(node, f"{what} must be at least {low}, not {value}")
+        return float(value)
+
+    def reject_unknown(
+        self,
+        keys: dict[str, tuple[yaml.Node, yaml.Node]],
+        known: set[str] | frozenset[str],
+        what: str,
+    ) -> None:
+        for key, (key_node, _) in keys.items():
+            if key not in known:
+                choices = ", ".join(sorted(known))
+                self.fail(key_node, f"unknown key {key!r} in {what} (known keys: {choices})")
+
+
+def describe(value: object) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a yes/no value)"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return repr(value)
+
+
+def yaml_hint(exc: yaml.MarkedYAMLError, text: str = "") -> str:
+    """The YAML parser's complaint, with the fix for traps people fall into."""
+    problem = exc.problem or str(exc)
+    context = exc.context or ""
+    mark = exc.problem_mark
+    at = text[mark.index] if mark is not None and 0 <= mark.index < len(text) else ""
+    if "alias" in problem or "alias" in context:
+        return (
+            f"not valid YAML ({problem}): a value starting with '*' is read as a YAML alias; "
+            'put it in quotes, e.g. "*.example.com"'
+        )
+    if at == "\t" or "'\\t'" in problem:
+        return f"not valid YAML ({problem}): indent with spaces, not tabs"
+    return f"not valid YAML: {problem}"

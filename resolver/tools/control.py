@@ -1,0 +1,291 @@
+"""What a serving process has loaded, and the control endpoint that shows it.
+
+The control endpoint is plain HTTP on a loopback address (``control:`` in the
+configuration; it has no authentication, so the configuration refuses any other
+address), served on the event loop like /metrics:
+
+- ``GET /policies``: JSON, the policies in force in configuration order (id, file,
+  sha256, entry and list-name counts, dates), when they were loaded, and how many
+  names each gained and lost at that load.
+- ``GET /entries``: text, one line per entry of a policy file and per list name,
+  ``name<TAB>form<TAB>action<TAB>policy`` (form: subtree, exact or below; action:
+  a block action or allow), streamed in chunks, so a million names never become
+  one large document.
+
+``sinkhole diff`` reads both to show what a reload would change. The same per-policy
+name sets count the names added and removed at each reload: a policy's list names
+are kept as a set of the wire names the compiled table already holds, so the cost
+is the set's hash table (about 32 MiB per million names), not the names again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from resolver.core.policy import Action, Scope
+from resolver.sources.names import to_wire
+from resolver.sources.rules import FORMS, wire_text, zone_rules
+from resolver.sources.snapshot import BuildResult
+
+CHUNK_LINES = 2000
+SLICE = 10_000  # names compared per step when a reload counts names added and removed
+REQUEST_TIMEOUT = 5.0
+MAX_REQUEST = 8192
+MAX_CLIENTS = 8
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The build a serving process enforces, when it was loaded, and what that load changed."""
+
+    result: BuildResult
+    at: datetime
+    changes: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (added, removed)
+
+    def document(self) -> dict[str, Any]:
+        """The body of GET /policies."""
+        policies = []
+        for order, (policy, report) in enumerate(
+            zip(self.result.policies, self.result.reports, strict=True)
+        ):
+            info = policy.info
+            added, removed = self.changes.get(info.id, (0, 0))
+            policies.append(
+                {
+                    "order": order,
+                    **report.as_dict(),
+                    "action": policy.action.label,
+                    "distinct_list_names": len(report.listed),
+                    "lists": [str(ref.path) for ref in policy.lists],
+                    "effective_from": info.effective_from.isoformat()
+                    if info.effective_from
+                    else None,
+                    "expires": info.expires.isoformat() if info.expires else None,
+                    "added": added,
+                    "removed": removed,
+                }
+            )
+        first = len(policies)
+        zones = [
+            {"order": first + i, "id": zone.name.rstrip("."), **zone.as_dict()}
+            for i, zone in enumerate(getattr(self.result, "zones", ()))
+        ]
+        return {
+            "loaded_at": self.at.isoformat(),
+            "names": self.result.snapshot.policy.names(),
+            "policies": policies,
+            "zones": zones,
+        }
+
+
+def entry_lines(result: BuildResult) -> Iterator[bytes]:
+    """``name<TAB>form<TAB>action<TAB>policy`` lines, every entry then every list name,
+    policy by policy, then the name triggers of the RPZ zones (``policy`` is the zone),
+    in chunks of at most CHUNK_LINES lines."""
+    chunk: list[bytes] = []
+    for policy, report in zip(result.policies, result.reports, strict=True):
+        tail = b"\t" + policy.info.id.encode() + b"\n"
+        for entry in policy.entries:
+            chunk.append(
+                f"{entry.name}\t{FORMS[entry.scope]}\t{entry.action.label}".encode() + tail
+            )
+            if len(chunk) >= CHUNK_LINES:
+                yield b"".join(chunk)
+                chunk = []
+        middle = b"\tsubtree\t" + policy.action.label.encode()
+        for name in report.listed:
+            chunk.append(wire_text(name).encode() + middle + tail)
+            if len(chunk) >= CHUNK_LINES:
+                yield b"".join(chunk)
+                chunk = []
+    for rule in zone_rules(result.snapshot.policy):
+        if rule.network is not None:
+            continue  # client-IP triggers name clients, not names
+        chunk.append(f"{rule.name}\t{rule.form}\t{rule.action.label}\t{rule.policy_id}\n".encode())
+        if len(chunk) >= CHUNK_LINES:
+            yield b"".join(chunk)
+            chunk = []
+    if chunk:
+        yield b"".join(chunk)
+
+
+def _names(result: BuildResult) -> dict[str, tuple[set[bytes], set[bytes]]]:
+    """Per policy id: (list names, names of the policy file's entries), in wire form."""
+    return {
+        policy.info.id: (report.listed, {to_wire(e.name) for e in policy.entries})
+        for policy, report in zip(result.policies, result.reports, strict=True)
+    }
+
+
+def _missing(a: tuple[set[bytes], set[bytes]], b: tuple[set[bytes], set[bytes]]) -> int:
+    """How many names of ``a`` (list names and entry names) ``b`` does not have.
+
+    The list names go in slices of SLICE: one set operation on a million names would hold
+    the interpreter lock for most of a second, and the event loop serving queries with it.
+    """
+    a_list, a_entries = a
+    b_list, b_entries = b
+    count = 0
+    names = iter(a_list)
+    while chunk := set(islice(names, SLICE)):
+        missing = chunk.difference(b_list)
+        if missing and b_entries:
+            missing.difference_update(b_entries)
+        count += len(missing)
+    return count + len(a_entries.difference(a_list, b_list, b_entries))
+
+
+def name_changes(old: BuildResult | None, new: BuildResult) -> dict[str, tuple[int, int]]:
+    """Per policy id of ``new``: (names added, names removed) since ``old``. A policy that is
+    new counts every name as added. Run off the event loop: it is linear in the names."""
+    before = _names(old) if old is not None else {}
+    empty: tuple[set[bytes], set[bytes]] = (set(), set())
+    out = {}
+    for policy_id, names in _names(new).items():
+        previous = before.get(policy_id, empty)
+        out[policy_id] = (_missing(names, previous), _missing(previous, names))
+    return out
+
+
+def removed_policies(old: BuildResult | None, new: BuildResult) -> list[str]:
+    if old is None:
+        return []
+    kept = {p.info.id for p in new.policies}
+    return [p.info.id for p in old.policies if p.info.id not in kept]
+
+
+class ControlServer:
+    """GET /policies and GET /entries over HTTP/1.1 on an asyncio socket (no thread)."""
+
+    def __init__(self, read: Callable[[], Loaded | None]) -> None:
+        self._read = read
+        self._server: asyncio.Server | None = None
+        self._clients = asyncio.Semaphore(MAX_CLIENTS)
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with self._clients:
+                await self._serve(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+        if len(head) > MAX_REQUEST:
+            await _respond(writer, b"431 Request Header Fields Too Large", b"too large\n")
+            return
+        parts = head.split(b"\r\n", 1)[0].split(b" ")
+        method, target = (parts[0], parts[1]) if len(parts) == 3 else (b"", b"")
+        path = target.split(b"?", 1)[0]
+        if path not in (b"/policies", b"/entries"):
+            await _respond(writer, b"404 Not Found", b"not found: try /policies or /entries\n")
+            return
+        if method != b"GET":
+            await _respond(writer, b"405 Method Not Allowed", b"only GET\n", b"Allow: GET\r\n")
+            return
+        loaded = self._read()
+        if loaded is None:
+            await _respond(writer, b"503 Service Unavailable", b"nothing loaded yet\n")
+            return
+        if path == b"/policies":
+            body = json.dumps(loaded.document(), indent=2).encode() + b"\n"
+            await _respond(writer, b"200 OK", body, content_type=b"application/json")
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        for chunk in entry_lines(loaded.result):
+            writer.write(chunk)
+            await writer.drain()  # lets queries through between chunks
+
+
+async def _respond(
+    writer: asyncio.StreamWriter,
+    status: bytes,
+    body: bytes,
+    extra: bytes = b"",
+    content_type: bytes = b"text/plain; charset=utf-8",
+) -> None:
+    writer.write(
+        b"HTTP/1.1 "
+        + status
+        + b"\r\nContent-Type: "
+        + content_type
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"Connection: close\r\n\r\n"
+        + body
+    )
+    await writer.drain()
+
+
+# --- the client side (sinkhole diff) ---------------------------------------------------------
+
+
+class ControlError(Exception):
+    """The control endpoint could not be read."""
+
+
+def fetch_policies(base: str, timeout: float = 10.0) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(base.rstrip("/") + "/policies", timeout=timeout) as response:
+            document: dict[str, Any] = json.loads(response.read())
+            return document
+    except (OSError, ValueError) as exc:
+        raise ControlError(f"cannot read {base.rstrip('/')}/policies: {exc}") from None
+
+
+SCOPES = {label.encode(): scope for scope, label in FORMS.items()}
+
+
+def fetch_entry_lines(base: str, timeout: float = 120.0) -> list[bytes]:
+    """Every line of GET /entries, without its newline."""
+    url = base.rstrip("/") + "/entries"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body: bytes = response.read()
+    except OSError as exc:
+        raise ControlError(f"cannot read {url}: {exc}") from None
+    lines = body.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def parse_entry_line(line: bytes) -> tuple[bytes, Scope, Action, str]:
+    """(wire name, scope, action, policy id) of one line of GET /entries."""
+    fields = line.split(b"\t")
+    if len(fields) != 4 or not fields[0]:
+        raise ControlError(f"an /entries line is not name, form, action, policy: {line!r}")
+    name, form, action, policy = fields
+    try:
+        scope = SCOPES[form]
+        verb = Action.from_label(action.decode())
+    except (KeyError, UnicodeDecodeError):
+        raise ControlError(f"an /entries line has an unknown form or action: {line!r}") from None
+    wire_name = b"".join(bytes((len(label),)) + label for label in name.split(b"."))
+    return wire_name + b"\x00", scope, verb, policy.decode("utf-8", "replace")
