@@ -1,8 +1,12 @@
 """The per-query decision, bytes in and bytes out (sans I/O).
 
-The fast path is one flat function: client check, parse, policy, cache. Only a
-cache miss leaves it, as a Query for the forwarder. Policy runs before the cache,
-so the cache only ever holds upstream answers and a reload needs no flush.
+The fast path is one flat function, ``handle``: client check, parse, policy, cache.
+A query it cannot answer at once leaves it as a Query (a cache miss) or a Chase (a
+policy CNAME to follow); the network edge makes it a Waiter and hands it back to
+``ask`` or ``follow``. When an upstream question is answered or given up,
+``complete`` decides every waiter's reply, counts and logs it, and says what to send
+and what to ask next. Policy runs before the cache, so the cache only ever holds
+upstream answers and a reload needs no flush.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from typing import Protocol
 from resolver.core import cache as answers
 from resolver.core import wire
 from resolver.core.cache import Answer, Cache
+from resolver.core.chain import Chase
 from resolver.core.errors import FormError, NotImplementedQuery
+from resolver.core.flight import Question, Waiter, Work
 from resolver.core.policy import Action, ClientScope, CompiledPolicy, PolicyInfo, Verdict
 
 Facts = tuple[Answer, tuple[bytes, ...], tuple[bytes, ...]]  # answer, CNAME targets, addresses
@@ -53,7 +59,8 @@ class Counters:
     dropped: int = 0
     refused_clients: int = 0
     responses_ignored: int = 0
-    upstream_failures: int = 0
+    coalesced: int = 0  # queries that joined a question already asked upstream
+    chased: int = 0  # policy CNAMEs followed to their target
 
     def by_outcome(self) -> dict[Outcome, int]:
         return {o: getattr(self, o.name.lower()) for o in Outcome}
@@ -76,6 +83,8 @@ class QueryLog(Protocol):
         outcome: Outcome,
         verdict: Verdict | None,
         rcode: int,
+        upstream: str = "",
+        latency: float = 0.0,
     ) -> None: ...
 
 
@@ -174,6 +183,9 @@ class Engine:
         # names (for every answer that has one) and, once response-IP triggers exist, its
         # addresses. Checked on every serve, so a reload applies to cached answers at once.
         self._facts: dict[bytes, Facts] = {}
+        # Questions asked upstream and not answered yet, by cache key: an identical
+        # question joins the one in flight instead of being asked again.
+        self.inflight: dict[bytes, Question] = {}
 
     @property
     def acl(self) -> ClientAcl:
@@ -194,8 +206,12 @@ class Engine:
         self._replay = {}  # replies built under the old policy must not be replayed
         self._scope_memo = {}  # keyed by id() of the old snapshot's scopes
 
-    def handle(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
-        """Answer ``data`` from ``client``: reply bytes, a Query to forward, or None to drop."""
+    def handle(
+        self, data: bytes, client: str, now: int, tcp: bool
+    ) -> bytes | wire.Query | Chase | None:
+        """Answer ``data`` from ``client``: reply bytes; a Query to ask upstream or a Chase
+        (a policy CNAME to follow), both handed to the network edge to wait on; or None
+        to drop."""
         replay = self._replay.get(data[2:])
         if replay is not None and (self._acl_seen.get(client) or self.acl.allows(client)):
             answer = replay.answer
@@ -257,7 +273,9 @@ class Engine:
             self._replay = {}
         return changed
 
-    def _decide(self, data: bytes, client: str, now: int, tcp: bool) -> bytes | wire.Query | None:
+    def _decide(
+        self, data: bytes, client: str, now: int, tcp: bool
+    ) -> bytes | wire.Query | Chase | None:
         """The full path: check the client, parse, apply the policy, look in the cache."""
         counters = self.counters
         if len(data) > 2 and data[2] & 0x80:
@@ -300,6 +318,10 @@ class Engine:
                     counters.dropped += 1
                     return None
                 counters.blocked += 1
+                if action is Action.REDIRECT and query.qtype not in NOT_FOLLOWED:
+                    target = cname_target(verdict, query.qname)
+                    if target:  # a policy CNAME: the answer goes on to the target's records
+                        return self._begin_chase(query, verdict, target)
                 reply = verdict.render(query)
                 if not depends and action is not Action.TCP_ONLY:
                     self._remember(data, reply, query, verdict, None, now)
@@ -343,25 +365,58 @@ class Engine:
 
         return applies
 
-    def answer_from_upstream(self, query: wire.Query, reply: wire.Reply, now: int) -> Answer:
-        """Cache (when allowed) and return the servable form of an upstream reply."""
-        answer = self.cache.answer(query.cache_key, reply, now)
-        if reply.targets or (reply.addresses and self._snapshot.policy.has_response_ip):
-            self._keep_facts((answer, reply.targets, reply.addresses), now)
-        return answer
+    # --- queries that wait: upstream questions and followed CNAMEs -------------------
 
-    # --- policy on upstream answers (RPZ: CNAME chains, response IPs) ---------------------
+    def ask(self, waiter: Waiter) -> Question | None:
+        """``waiter`` needs its question answered upstream: a new Question to send, or
+        None when an identical one is in flight already (the waiter joins it)."""
+        key = waiter.query.cache_key
+        question = self.inflight.get(key)
+        if question is not None:
+            self.counters.coalesced += 1
+            question.waiters.append(waiter)
+            return None
+        question = self.inflight[key] = Question(waiter.query, waiter)
+        return question
 
-    def serve_forwarded(
-        self, query: wire.Query, answer: Answer, sink: object, addr: object, now: int
-    ) -> bytes | None:
-        """The reply to one client waiting for an upstream answer (the forwarder's ``serve``).
+    def complete(
+        self, question: Question, reply: wire.Reply | None, upstream: str, clock: float
+    ) -> Work:
+        """``question`` was answered by ``upstream`` (or, with ``reply`` None, no upstream
+        answered in time): cache the answer, then decide each waiter's reply, count its
+        outcome and log it. ``clock`` is the monotonic time in seconds."""
+        if self.inflight.get(question.key) is question:
+            del self.inflight[question.key]
+        now = int(clock)
+        work = Work()
+        answer = None
+        if reply is not None:
+            answer = self.cache.answer(question.key, reply, now)
+            if reply.targets or (reply.addresses and self._snapshot.policy.has_response_ip):
+                self._keep_facts((answer, reply.targets, reply.addresses), now)
+        for waiter in question.waiters:
+            if waiter.chase is not None:
+                self._resume(waiter, waiter.chase, answer, now, work)
+            elif answer is None:
+                self._servfail(waiter, clock, work)
+            else:
+                self._serve(waiter, answer, upstream, now, clock, work)
+        return work
 
-        The query name is checked again (a reload may have come while the query was out),
-        then, when no entry covered it, the answer's CNAME chain and addresses.
-        """
-        tcp = not isinstance(addr, tuple)
-        client = str(getattr(sink, "client", "")) if tcp else str(addr[0])  # type: ignore[index]
+    def follow(self, chase: Chase, waiter: Waiter, clock: float) -> Work:
+        """Go on with a client query whose policy answer is a CNAME: resolve the target
+        (policy, cache, upstream) until an answer or a question to ask."""
+        work = Work()
+        self._step(chase, waiter, chase.names[-1], int(clock), work)
+        return work
+
+    def _serve(
+        self, waiter: Waiter, answer: Answer, upstream: str, now: int, clock: float, work: Work
+    ) -> None:
+        """One waiter's reply to an upstream answer. The query name is checked again (a
+        reload may have come while the question was out), then, when no entry covered
+        it, the answer's CNAME chain and addresses."""
+        query, client, tcp = waiter.query, waiter.client, waiter.tcp
         policy = self._snapshot.policy
         if policy.dynamic:
             verdict, _, _ = policy.match_client(query.qname, self._scopes_of(client))
@@ -374,13 +429,97 @@ class Engine:
             or verdict.action is Action.ALLOW
             or (verdict.action is Action.TCP_ONLY and tcp)
         ):
-            return answers.render(answer, query, now)
-        reply = self._late(query, verdict, client, tcp)
-        if reply is None and tcp:
-            # DROP over TCP: the connection is owed an answer; refuse instead.
-            ede = wire.build_ede(verdict.policy.ede, verdict.ede_text)
-            reply = wire.build_reply(query, wire.REFUSED, ede=ede)
-        return reply
+            self.counters.forwarded += 1
+            if self.log_all and self.query_log is not None:
+                latency = clock - waiter.started
+                rcode = answer[answers.RCODE]
+                self.query_log.record(
+                    client, query, Outcome.FORWARDED, None, rcode, upstream, latency
+                )
+            reply: bytes | None = answers.render(answer, query, now)
+        else:
+            reply = self._late(query, verdict, client, tcp)
+            if reply is None and tcp:
+                # DROP over TCP: the connection is owed an answer; refuse instead.
+                ede = wire.build_ede(verdict.policy.ede, verdict.ede_text)
+                reply = wire.build_reply(query, wire.REFUSED, ede=ede)
+        if reply is not None:
+            work.sends.append((waiter, wire.fit(reply, MAX_TCP if tcp else udp_limit(query))))
+
+    def _servfail(self, waiter: Waiter, clock: float, work: Work) -> None:
+        """No upstream answered in time: SERVFAIL, with EDE 22."""
+        query = waiter.query
+        self.counters.servfail += 1
+        if self.query_log is not None:
+            latency = clock - waiter.started
+            self.query_log.record(
+                waiter.client, query, Outcome.SERVFAIL, None, wire.SERVFAIL, "", latency
+            )
+        ede = wire.build_ede(wire.EDE_NO_REACHABLE_AUTHORITY, "no upstream answered")
+        work.sends.append((waiter, wire.build_reply(query, wire.SERVFAIL, ede=ede)))
+
+    def _begin_chase(self, query: wire.Query, verdict: Verdict, target: bytes) -> Chase:
+        """A policy CNAME for ``query``: the chase that follows it (begun by ``follow``)."""
+        self.counters.chased += 1
+        ede = wire.build_ede(verdict.policy.ede, verdict.ede_text) if query.edns else b""
+        chase = Chase(query, ede, verdict.answers.ttl)
+        chase.add(query.qname, target)
+        return chase
+
+    def _step(self, chase: Chase, waiter: Waiter, name: bytes, now: int, work: Work) -> None:
+        """Resolve ``name``, the chain's current target, for the client of ``waiter``."""
+        client, tcp = waiter.client, waiter.tcp
+        limit = MAX_TCP if tcp else udp_limit(chase.query)
+        policy = self._snapshot.policy
+        while True:
+            step = chase.step(name)
+            if policy.dynamic:
+                verdict, _, _ = policy.match_client(name, self._scopes_of(client))
+            else:
+                verdict = policy.match(name)
+            if (
+                verdict is None
+                or verdict.action is Action.ALLOW
+                or (verdict.action is Action.TCP_ONLY and tcp)
+            ):
+                break
+            if verdict.action is Action.REDIRECT:
+                target = cname_target(verdict, name)
+                if target:
+                    if not chase.add(name, target):
+                        work.sends.append((waiter, chase.failed()))
+                        return
+                    name = target
+                    continue
+            if verdict.action is Action.DROP:
+                if tcp:  # the connection is owed an answer
+                    work.sends.append((waiter, chase.failed(wire.REFUSED, verdict.ede_text)))
+                return
+            # The target's own policy answer ends the chain.
+            work.sends.append((waiter, wire.fit(chase.answer(verdict.render(step)), limit)))
+            return
+        answer = self.cache.get(step.cache_key, now)
+        if answer is not None:
+            message = answers.render(answer, step, now)
+            work.sends.append((waiter, wire.fit(chase.answer(message), limit)))
+            return
+        sub = Waiter(step, waiter.sink, waiter.addr, client, tcp, waiter.started, chase)
+        question = self.ask(sub)
+        if question is not None:
+            work.asks.append(question)
+
+    def _resume(
+        self, waiter: Waiter, chase: Chase, answer: Answer | None, now: int, work: Work
+    ) -> None:
+        """The target of a followed CNAME was answered upstream: the client's answer."""
+        if answer is None:
+            reply = chase.failed(wire.SERVFAIL, "no upstream answered")
+        else:
+            reply = chase.answer(answers.render(answer, waiter.query, now))
+        limit = MAX_TCP if waiter.tcp else udp_limit(chase.query)
+        work.sends.append((waiter, wire.fit(reply, limit)))
+
+    # --- policy on upstream answers (RPZ: CNAME chains, response IPs) ---------------------
 
     def _screen(
         self, answer: Answer, policy: CompiledPolicy, client: str
@@ -454,3 +593,21 @@ def answer_facts(answer: Answer) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     except FormError:
         pass  # parse_reply checked it; nothing more to read
     return tuple(targets), tuple(addresses)
+
+
+# Types asked for the CNAME itself (or for everything): answered with the bare CNAME.
+NOT_FOLLOWED = frozenset({wire.TYPE_CNAME, wire.TYPE_ANY})
+
+
+def cname_target(verdict: Verdict, name: bytes) -> bytes:
+    """The CNAME target a redirect sends ``name`` to (wire form), or b"" when it sends
+    it to addresses or local data, or when the rewritten name cannot exist."""
+    redirect = verdict.redirect
+    if redirect is None:
+        return b""
+    target = redirect.target()
+    if target.startswith(b"\x01*"):  # RPZ wildcard rewrite: the name, then the target's parent
+        target = name[:-1] + target[2:]
+        if len(target) > wire.MAX_NAME:
+            return b""
+    return target

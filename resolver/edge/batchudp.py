@@ -5,7 +5,8 @@ per query. Here the socket is watched with ``loop.add_reader``; when datagrams q
 up, a wake-up reads up to BATCH of them into buffers allocated once, answers each
 through ``Engine.handle`` and sends all the replies of the batch in one call. At low
 load it reads one datagram at a time with plain recvfrom and sendto, which cost less
-for a single datagram. Cache misses go to the forwarder exactly as with UdpListener.
+for a single datagram. Queries that must wait go to the Dispatcher exactly as with
+UdpListener.
 A reply the kernel cannot take right now (EAGAIN) waits in a bounded queue flushed
 by ``add_writer``; anything dropped is counted in ``stats``.
 
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from resolver.core import wire
-from resolver.core.engine import Engine, udp_limit
+from resolver.core.engine import Engine
+from resolver.core.flight import Waiter
 from resolver.edge.mmsg import (
     BATCH,
     CALLS,
@@ -40,7 +41,8 @@ from resolver.edge.mmsg import (
 )
 
 if TYPE_CHECKING:
-    from resolver.edge.upstream import Forwarder
+    from resolver.edge.dispatch import Dispatcher
+    from resolver.edge.faults import Faults
 
 SEND_EACH = 1  # batches this small send each reply at once with sendto
 ROUNDS = 4  # full batches read per wake-up before the loop serves others
@@ -71,15 +73,17 @@ class BatchUdpListener:
     def __init__(
         self,
         engine: Engine,
-        forwarder: Forwarder,
+        dispatcher: Dispatcher,
         sock: socket.socket,
         loop: asyncio.AbstractEventLoop | None = None,
         batch: int = BATCH,
+        faults: Faults | None = None,
     ) -> None:
         if CALLS is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available here")
         self.engine = engine
-        self.forwarder = forwarder
+        self.dispatcher = dispatcher
+        self.faults = faults
         self.sock = sock
         self.loop = loop or asyncio.get_running_loop()
         self.fd = sock.fileno()
@@ -91,7 +95,7 @@ class BatchUdpListener:
         self.queue: deque[tuple[bytes, Address]] = deque()
         self.closed = False
         self._handle = engine.handle
-        self._submit = forwarder.submit
+        self._wait = dispatcher.wait
         self._recvmmsg, self._sendmmsg = CALLS
         self.single = True  # one datagram at a time, until a wake-up finds several
         self._poller = select.poll()
@@ -127,8 +131,8 @@ class BatchUdpListener:
                     self.single = True  # the queue has gone: back to single reads
                 if n < self.buffers.count or self.closed:
                     break  # drained: the loop wakes us again when more arrives
-        except Exception:
-            self.stats.errors += 1
+        except Exception as exc:
+            self._fault("udp_read", exc)
 
     def _read_singly(self) -> bool:
         """Answer one datagram; True (and batches from now on) when another is waiting
@@ -147,13 +151,13 @@ class BatchUdpListener:
         else:
             try:
                 result = self._handle(data, addr[0], int(monotonic()), False)
-            except Exception:
-                stats.errors += 1
+            except Exception as exc:
+                self._fault("engine", exc)
                 result = None
             if result.__class__ is bytes:
                 self._reply(result, addr)
             elif result is not None:
-                self._submit(result, self, addr)  # type: ignore[arg-type]
+                self._wait(result, self, addr, addr[0], False)  # type: ignore[arg-type]
         if self.closed or not self._waiting(0):
             return False
         self.single = False
@@ -192,8 +196,8 @@ class BatchUdpListener:
                 continue
             try:
                 result = handle(view[start : start + length].tobytes(), addr[0], now, False)
-            except Exception:
-                stats.errors += 1
+            except Exception as exc:
+                self._fault("engine", exc)
                 continue
             if result.__class__ is bytes:
                 size = len(result)
@@ -207,7 +211,7 @@ class BatchUdpListener:
                     buffers.names_view[j * NAME : j * NAME + namelen] = raw
                 j += 1
             elif result is not None:
-                self._submit(result, self, addr)  # type: ignore[arg-type]
+                self._wait(result, self, addr, addr[0], False)  # type: ignore[arg-type]
         if j:
             self._send_staged(buffers, j)
         return n
@@ -248,15 +252,13 @@ class BatchUdpListener:
             else:
                 self._enqueue(reply, addr)
 
-    def deliver(self, query: wire.Query, reply: bytes, addr: object) -> None:
-        """A forwarded query's answer (the forwarder's Sink interface). The answers
-        delivered in one turn of the event loop leave together at its end."""
+    def send(self, waiter: Waiter, reply: bytes) -> None:
+        """A waiting query's reply (sized for UDP by the engine). The replies sent in
+        one turn of the event loop leave together at its end."""
         if self.closed:
             return
-        if len(reply) > udp_limit(query):
-            reply = wire.build_truncated(reply)
         late = self._late
-        late.append((reply, addr))  # type: ignore[arg-type]
+        late.append((reply, waiter.addr))  # type: ignore[arg-type]
         if len(late) == 1:
             self.loop.call_soon(self._send_late)
 
@@ -325,5 +327,11 @@ class BatchUdpListener:
                     self.stats.sent += 1
                 queue.popleft()
             self.loop.remove_writer(self.fd)
-        except Exception:
-            self.stats.errors += 1
+        except Exception as exc:
+            self._fault("udp_write", exc)
+
+    def _fault(self, where: str, exc: Exception) -> None:
+        """An exception nobody expected: counted, and logged (see Faults)."""
+        self.stats.errors += 1
+        if self.faults is not None:
+            self.faults.report(where, exc)

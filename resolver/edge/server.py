@@ -7,23 +7,23 @@ import socket
 import time
 from time import monotonic
 
-from resolver.core import wire
 from resolver.core.endpoint import Endpoint
-from resolver.core.engine import MAX_TCP, Engine, udp_limit
+from resolver.core.engine import Engine
+from resolver.core.flight import Waiter
 from resolver.core.tcpframe import Framer, frame
-from resolver.edge.upstream import Forwarder
+from resolver.edge.dispatch import Dispatcher
 
 MAX_PIPELINE = 64  # queries one TCP connection may have waiting for upstream at once
 
 
 class UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, engine: Engine, forwarder: Forwarder) -> None:
+    def __init__(self, engine: Engine, dispatcher: Dispatcher) -> None:
         self.engine = engine
-        self.forwarder = forwarder
+        self.dispatcher = dispatcher
         self.transport: asyncio.DatagramTransport | None = None
         # Bound once: the per-packet path below does no attribute chains.
         self._handle = engine.handle
-        self._submit = forwarder.submit
+        self._wait = dispatcher.wait
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -34,13 +34,12 @@ class UdpListener(asyncio.DatagramProtocol):
         if result.__class__ is bytes:
             self._sendto(result, addr)
         elif result is not None:
-            self._submit(result, self, addr)  # type: ignore[arg-type]
+            self._wait(result, self, addr, addr[0], False)  # type: ignore[arg-type]
 
-    def deliver(self, query: wire.Query, reply: bytes, addr: object) -> None:
-        if len(reply) > udp_limit(query):
-            reply = wire.build_truncated(reply)
+    def send(self, waiter: Waiter, reply: bytes) -> None:
+        """A waiting query's reply (sized for UDP by the engine)."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(reply, addr)  # type: ignore[arg-type]
+            self.transport.sendto(reply, waiter.addr)  # type: ignore[arg-type]
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP errors from clients that went away: nothing to do
@@ -50,10 +49,10 @@ class TcpServerState:
     """What all TCP connections of one process share: limits and the open set."""
 
     def __init__(
-        self, engine: Engine, forwarder: Forwarder, idle_timeout: float, max_connections: int
+        self, engine: Engine, dispatcher: Dispatcher, idle_timeout: float, max_connections: int
     ) -> None:
         self.engine = engine
-        self.forwarder = forwarder
+        self.dispatcher = dispatcher
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.connections: set[TcpConnection] = set()
@@ -108,23 +107,22 @@ class TcpConnection(asyncio.Protocol):
         out = []
         for message in self.framer.feed(data):
             result = engine.handle(message, self.client, now, True)
-            if type(result) is bytes:
+            if isinstance(result, bytes):
                 out.append(frame(result))
             elif result is not None:
                 self.waiting += 1
-                self.state.forwarder.submit(result, self, None)  # type: ignore[arg-type]
+                self.state.dispatcher.wait(result, self, None, self.client, True)
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
         if self.waiting >= MAX_PIPELINE and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
 
-    def deliver(self, query: wire.Query, reply: bytes, addr: object) -> None:
+    def send(self, waiter: Waiter, reply: bytes) -> None:
+        """A waiting query's reply."""
         self.waiting -= 1
         if self.transport is None or self.transport.is_closing():
             return
-        if len(reply) > MAX_TCP:
-            reply = wire.build_truncated(reply)
         self.transport.write(frame(reply))
         if self.paused and self.waiting < MAX_PIPELINE // 2:
             self.paused = False

@@ -1,11 +1,16 @@
-"""Forwarding to upstream resolvers: the only path that waits on the network.
+"""Forwarding to upstream resolvers: questions out, replies back, bytes only.
+
+The forwarder knows nothing of policy, cache or clients: it is given a Question,
+asks it, and hands back ``done(question, reply, upstream)`` with the parsed reply, or
+with None when no upstream answered within the query's time budget.
 
 Each upstream has a pool of connected UDP sockets on random source ports; every
-query gets a random ID on a randomly chosen socket, and a reply is accepted only
+try gets a random ID on a randomly chosen socket, and a reply is accepted only
 from the upstream's address (the kernel filters connected sockets) with the same
-ID and question. Identical questions in flight are coalesced. A try that times
-out moves to the next upstream; when the query's time budget is spent, every
-waiter gets SERVFAIL. A truncated reply is retried over TCP.
+ID and question, to any try of the question still open (a slow upstream's answer
+is not thrown away because the next try has gone out). A try that times out moves
+to the next upstream; a truncated reply is retried over TCP, and a failed TCP retry
+counts as a failed try. A question gets at most MAX_TRIES tries.
 
 Queries go out in batches: those decided in one turn of the event loop leave
 together, on one socket of the pool chosen at random for that turn, in one
@@ -21,12 +26,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 from resolver.core import wire
-from resolver.core.cache import RCODE, Answer, render
 from resolver.core.endpoint import Endpoint
 from resolver.core.errors import FormError
+from resolver.core.flight import Question
 from resolver.core.tcpframe import Framer, frame
 from resolver.edge.mmsg import BATCH, ConnectedBatch, batching_available
 
@@ -37,12 +42,9 @@ FAILURES_TO_HOLD = 3
 READ_ROUNDS = 4  # full batches read from one socket per wake-up
 REPLY_SLOT = 65536  # bytes per reply buffer: any UDP datagram fits
 SWEEP = 0.05  # at most this late, a try that got no answer is given up
+MAX_TRIES = 6  # upstream queries (UDP and TCP) one question may cost, whatever happens
 
-
-class Sink(Protocol):
-    """Where an answer goes: a UDP listener (with the client address) or a TCP connection."""
-
-    def deliver(self, query: wire.Query, reply: bytes, addr: object) -> None: ...
+Done = Callable[[Question, "wire.Reply | None", str], None]
 
 
 class Upstream:
@@ -57,36 +59,31 @@ class Upstream:
         self.held_until = 0.0
 
 
-class Pending:
-    """One question in flight, with everyone waiting for its answer."""
+class Flight:
+    """One question in flight: the forwarder's state for it (tries, timers, budget)."""
 
     __slots__ = (
         "deadline",
-        "key",
         "number",
         "order",
-        "qid",
-        "query",
-        "sock",
+        "question",
+        "sent",
         "started",
         "timer",
         "tries",
-        "waiters",
     )
 
     def __init__(
-        self, key: bytes, query: wire.Query, order: list[Upstream], started: float, deadline: float
+        self, question: Question, order: list[Upstream], started: float, deadline: float
     ) -> None:
-        self.key = key
-        self.query = query
+        self.question = question
         self.order = order
         self.started = started
         self.deadline = deadline
         self.tries = 0
         self.number = 0  # of the try in flight (the forwarder's count)
-        self.waiters: list[tuple[wire.Query, Sink, object]] = []
-        self.sock: UpstreamSocket | None = None
-        self.qid = 0
+        # Every UDP try still open: (socket, ID). A reply to any of them answers.
+        self.sent: list[tuple[UpstreamSocket, int]] = []
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -100,33 +97,32 @@ class UpstreamSocket:
         self.upstream = upstream
         self.sock = sock
         self.fd = sock.fileno()
-        self.pending: dict[int, Pending] = {}
+        self.pending: dict[int, Flight] = {}
         self.outbox: list[bytes] = []  # queries of this turn, sent together
         self.uses = 0
         self.retired = False
 
     def received(self, data: bytes) -> None:
-        pending = self.pending.get(wire.reply_qid(data))
-        if pending is None:
+        qid = wire.reply_qid(data)
+        flight = self.pending.get(qid)
+        if flight is None:
             self.forwarder.stats.unexpected += 1
             return
         try:
-            reply = wire.parse_reply(data, pending.qid, pending.query.question)
+            reply = wire.parse_reply(data, qid, flight.question.query.question)
         except FormError:
             self.forwarder.stats.unexpected += 1  # spoofed or broken: keep waiting for the real one
             return
-        del self.pending[pending.qid]
-        self.forwarder.on_reply(pending, reply)
+        self.forwarder.on_reply(flight, reply, self, qid)
 
-    def send(self, pending: Pending) -> None:
+    def send(self, flight: Flight) -> None:
         qid = wire.random_id()
         while qid in self.pending:
             qid = wire.random_id()
-        pending.qid = qid
-        pending.sock = self
-        self.pending[qid] = pending
+        flight.sent.append((self, qid))
+        self.pending[qid] = flight
         self.uses += 1
-        self.outbox.append(wire.build_upstream_query(pending.query, qid))
+        self.outbox.append(wire.build_upstream_query(flight.question.query, qid))
         if len(self.outbox) == 1:
             self.forwarder.outgoing(self)
 
@@ -139,32 +135,31 @@ class ForwarderStats:
     unexpected: int = 0
     socket_errors: int = 0  # ICMP errors reported and sends the kernel refused
     tcp_retries: int = 0
-    coalesced: int = 0
+    tcp_failures: int = 0  # TCP retries that failed (each counts as a failed try)
+    late_replies: int = 0  # answers to an earlier try, accepted after the next went out
+    exhausted: int = 0  # questions given up after MAX_TRIES tries
+    held_down: int = 0  # times an upstream was held down for failing
 
 
 class Forwarder:
+    """Asks Questions of the upstreams; every question ends in one call of ``done``."""
+
     def __init__(
         self,
         endpoints: tuple[Endpoint, ...],
-        answer: Callable[[wire.Query, wire.Reply, int], Answer],
         try_timeout: float,
         query_timeout: float,
-        on_failure: Callable[[str, str], None] | None = None,
-        on_answer: Callable[[wire.Query, Sink, object, int, str, float], None] | None = None,
+        log: Any = None,  # a structlog logger, for upstream_failed
         pool_size: int = POOL_SIZE,
-        serve: Callable[[wire.Query, Answer, Sink, object, int], bytes | None] | None = None,
     ) -> None:
         self.upstreams = [Upstream(e) for e in endpoints]
-        self.answer = answer
-        # The reply for one waiter (policy on the answer: CNAME chain, response IPs); None:
-        # no reply at all. Without it every waiter gets the answer as it is.
-        self.serve = serve
         self.try_timeout = try_timeout
         self.query_timeout = query_timeout
-        self.on_failure = on_failure
-        self.on_answer = on_answer
+        self.log = log
         self.pool_size = pool_size
-        self.inflight: dict[bytes, Pending] = {}
+        # Where every question ends: its reply (or None) and the upstream that gave it.
+        # The Dispatcher that owns this forwarder sets it.
+        self.done: Done = _nowhere
         self.stats = ForwarderStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -174,7 +169,7 @@ class Forwarder:
         # queue holds only numbers, so an answered query is freed at once (kept alive
         # for the whole timeout, queries would pile up for the garbage collector).
         self._expiry: deque[tuple[float, int]] = deque()
-        self._open_tries: dict[int, Pending] = {}
+        self._open_tries: dict[int, Flight] = {}
         self._try_number = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._batch = ConnectedBatch(slot=REPLY_SLOT) if batching_available() else None
@@ -261,10 +256,6 @@ class Forwarder:
             # Unsent queries time out and move on to the next try.
             self.stats.socket_errors += len(datagrams) - sent
 
-    @property
-    def busy(self) -> int:
-        return len(self.inflight)
-
     @staticmethod
     def _send_each(sock: socket.socket, datagrams: list[bytes]) -> int:
         for sent, datagram in enumerate(datagrams):
@@ -274,24 +265,17 @@ class Forwarder:
                 return sent
         return len(datagrams)
 
-    # --- the query life cycle ---------------------------------------------
+    # --- the question life cycle ---------------------------------------------
 
-    def submit(self, query: wire.Query, sink: Sink, addr: object) -> None:
-        """Answer ``query`` from upstream; the answer goes to ``sink.deliver``."""
-        key = query.cache_key
-        pending = self.inflight.get(key)
-        if pending is not None:
-            self.stats.coalesced += 1
-            pending.waiters.append((query, sink, addr))
-            return
-        if not self.upstreams:
-            self._reply_failure_to(query, sink, addr)
-            return
+    def ask(self, question: Question) -> None:
+        """Ask ``question`` upstream; its end comes through ``done``."""
         now = time.monotonic()
-        pending = Pending(key, query, self._order(now), now, now + self.query_timeout)
-        pending.waiters.append((query, sink, addr))
-        self.inflight[key] = pending
-        self._try(pending, now)
+        if not self.upstreams:
+            self.stats.failed += 1
+            self.done(question, None, "")
+            return
+        flight = Flight(question, self._order(now), now, now + self.query_timeout)
+        self._try(flight, now)
 
     def _order(self, now: float) -> list[Upstream]:
         """Upstreams in configured order, the ones held down for failing moved last."""
@@ -300,28 +284,30 @@ class Forwarder:
             return ups
         return [u for u in ups if u.held_until <= now] + [u for u in ups if u.held_until > now]
 
-    def _try(self, pending: Pending, now: float) -> None:
-        remaining = pending.deadline - now
-        if remaining <= 0.001:
-            self._fail(pending)
+    def _try(self, flight: Flight, now: float) -> None:
+        remaining = flight.deadline - now
+        if remaining <= 0.001 or flight.tries >= MAX_TRIES:
+            if flight.tries >= MAX_TRIES:
+                self.stats.exhausted += 1
+            self._fail(flight)
             return
-        upstream = pending.order[pending.tries % len(pending.order)]
-        pending.tries += 1
+        upstream = flight.order[flight.tries % len(flight.order)]
+        flight.tries += 1
         sock = upstream.current
         if sock is None:
             sockets = upstream.sockets
             sock = upstream.current = sockets[wire.random_below(len(sockets))]
-        sock.send(pending)
+        sock.send(flight)
         self.stats.sent += 1
         if sock.uses >= SOCKET_USES and not sock.retired:
             self._replace(upstream, sock)
-        if remaining < self.try_timeout:  # the query's last try: its own timer
+        if remaining < self.try_timeout:  # the question's last try: its own timer
             assert self._loop is not None
-            pending.timer = self._loop.call_later(remaining, self._timeout, pending)
+            flight.timer = self._loop.call_later(remaining, self._timeout, flight)
             return
         self._try_number = number = self._try_number + 1
-        pending.number = number
-        self._open_tries[number] = pending
+        flight.number = number
+        self._open_tries[number] = flight
         self._expiry.append((now + self.try_timeout, number))
         if self._sweeper is None:
             assert self._loop is not None
@@ -333,75 +319,62 @@ class Forwarder:
         now = time.monotonic()
         expiry, open_tries = self._expiry, self._open_tries
         while expiry and expiry[0][0] <= now:
-            pending = open_tries.pop(expiry.popleft()[1], None)
-            if pending is not None:  # no answer yet
-                self._timeout(pending)
+            flight = open_tries.pop(expiry.popleft()[1], None)
+            if flight is not None:  # no answer yet
+                self._timeout(flight)
         if expiry:
             assert self._loop is not None
             wait = max(expiry[0][0] - now, SWEEP)
             self._sweeper = self._loop.call_later(wait, self._sweep)
 
-    def _timeout(self, pending: Pending) -> None:
+    def _timeout(self, flight: Flight) -> None:
+        """The try in flight got no answer in time: the next one goes out. The timed-out
+        try stays open: its answer is still taken if it comes before the question ends."""
+        flight.timer = None
         self.stats.timeouts += 1
-        sock = pending.sock
-        if sock is not None:
-            sock.pending.pop(pending.qid, None)
-            self._note_failure(sock.upstream, "timeout")
-        self._try(pending, time.monotonic())
+        if flight.sent:
+            self._note_failure(flight.sent[-1][0].upstream, "timeout")
+        self._try(flight, time.monotonic())
 
     def _note_failure(self, upstream: Upstream, reason: str) -> None:
         upstream.failures += 1
-        if upstream.failures >= FAILURES_TO_HOLD and upstream.held_until <= time.monotonic():
-            upstream.held_until = time.monotonic() + HOLD_DOWN
-            if self.on_failure is not None:
-                self.on_failure(upstream.label, reason)
+        now = time.monotonic()
+        if upstream.failures >= FAILURES_TO_HOLD and upstream.held_until <= now:
+            upstream.held_until = now + HOLD_DOWN
+            self.stats.held_down += 1
+            if self.log is not None:
+                self.log.warning("upstream_failed", upstream=upstream.label, reason=reason)
 
-    def on_reply(self, pending: Pending, reply: wire.Reply) -> None:
-        self._open_tries.pop(pending.number, None)
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
-        assert pending.sock is not None
-        upstream = pending.sock.upstream
+    def on_reply(self, flight: Flight, reply: wire.Reply, sock: UpstreamSocket, qid: int) -> None:
+        if flight.sent[-1] != (sock, qid):
+            self.stats.late_replies += 1  # an earlier try's answer: taken all the same
+        upstream = sock.upstream
+        self._close_tries(flight)
         if reply.flags & wire.TC:
-            self._spawn(self._retry_tcp(pending, upstream))
+            self._spawn(self._retry_tcp(flight, upstream))
             return
-        if reply.rcode in (wire.SERVFAIL, wire.REFUSED) and pending.tries < len(pending.order):
+        if reply.rcode in (wire.SERVFAIL, wire.REFUSED) and flight.tries < len(flight.order):
             self._note_failure(upstream, "servfail" if reply.rcode == wire.SERVFAIL else "refused")
-            self._try(pending, time.monotonic())
+            self._try(flight, time.monotonic())
             return
         upstream.failures = 0
-        self._finish(pending, reply, upstream.label)
+        self.done(flight.question, reply, upstream.label)
 
-    def _finish(self, pending: Pending, reply: wire.Reply, label: str) -> None:
-        if self.inflight.get(pending.key) is pending:
-            del self.inflight[pending.key]
-        now = time.monotonic()
-        answer = self.answer(pending.query, reply, int(now))
-        latency = now - pending.started
-        serve = self.serve
-        for query, sink, addr in pending.waiters:
-            if serve is None:
-                sink.deliver(query, render(answer, query, int(now)), addr)
-            else:
-                out = serve(query, answer, sink, addr, int(now))
-                if out is not None:
-                    sink.deliver(query, out, addr)
-            if self.on_answer is not None:
-                self.on_answer(query, sink, addr, answer[RCODE], label, latency)
+    def _close_tries(self, flight: Flight) -> None:
+        """Forget every open try of ``flight``: no more replies are taken for it."""
+        self._open_tries.pop(flight.number, None)
+        if flight.timer is not None:
+            flight.timer.cancel()
+            flight.timer = None
+        for sock, qid in flight.sent:
+            if sock.pending.get(qid) is flight:
+                del sock.pending[qid]
+        flight.sent.clear()
 
-    def _fail(self, pending: Pending) -> None:
-        if self.inflight.get(pending.key) is pending:
-            del self.inflight[pending.key]
+    def _fail(self, flight: Flight) -> None:
+        self._close_tries(flight)
         self.stats.failed += 1
-        for query, sink, addr in pending.waiters:
-            self._reply_failure_to(query, sink, addr)
-
-    def _reply_failure_to(self, query: wire.Query, sink: Sink, addr: object) -> None:
-        ede = wire.build_ede(wire.EDE_NO_REACHABLE_AUTHORITY, "no upstream answered")
-        sink.deliver(query, wire.build_reply(query, wire.SERVFAIL, ede=ede), addr)
-        if self.on_answer is not None:
-            self.on_answer(query, sink, addr, wire.SERVFAIL, "", 0.0)
+        self.done(flight.question, None, "")
 
     # --- rare paths: TCP retry, socket rotation ----------------------------
 
@@ -410,18 +383,38 @@ class Forwarder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _retry_tcp(self, pending: Pending, upstream: Upstream) -> None:
+    async def _retry_tcp(self, flight: Flight, upstream: Upstream) -> None:
+        """A truncated reply: the same question over TCP to the same upstream. A failure
+        is a failed try like a timeout (it never loops back to UDP at once)."""
         self.stats.tcp_retries += 1
-        remaining = pending.deadline - time.monotonic()
+        flight.tries += 1  # the TCP query counts against the question's tries
+        remaining = flight.deadline - time.monotonic()
         try:
             reply = await asyncio.wait_for(
-                self._query_tcp(pending.query, upstream), max(remaining, 0.001)
+                self._query_tcp(flight.question.query, upstream), max(remaining, 0.001)
             )
         except (OSError, TimeoutError, FormError, asyncio.IncompleteReadError):
+            self.stats.tcp_failures += 1
             self._note_failure(upstream, "tcp")
-            self._try(pending, time.monotonic())
+            self._after_tcp_failure(flight)
             return
-        self._finish(pending, reply, upstream.label)
+        upstream.failures = 0
+        self.done(flight.question, reply, upstream.label)
+
+    def _after_tcp_failure(self, flight: Flight) -> None:
+        """The next try goes to the next upstream at once; with no other upstream, it
+        waits for the try timeout (back-off) instead of asking the same one again."""
+        if len(flight.order) > 1:
+            self._try(flight, time.monotonic())
+            return
+        now = time.monotonic()
+        wait = min(self.try_timeout, max(flight.deadline - now, 0.0))
+        assert self._loop is not None
+        flight.timer = self._loop.call_later(wait, self._try_again, flight)
+
+    def _try_again(self, flight: Flight) -> None:
+        flight.timer = None
+        self._try(flight, time.monotonic())
 
     async def _query_tcp(self, query: wire.Query, upstream: Upstream) -> wire.Reply:
         e = upstream.endpoint
@@ -452,3 +445,7 @@ class Forwarder:
         upstream.sockets[upstream.sockets.index(old)] = new
         assert self._loop is not None
         self._loop.call_later(self.query_timeout, self._close_socket, old)
+
+
+def _nowhere(question: Question, reply: wire.Reply | None, upstream: str) -> None:
+    raise RuntimeError("the forwarder's done callback was never set")

@@ -9,19 +9,21 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resolver.core import wire
 from resolver.core.cache import Cache
-from resolver.core.engine import ClientAcl, Counters, Engine, Outcome
+from resolver.core.engine import ClientAcl, Counters, Engine
 from resolver.core.errors import SourceError
-from resolver.edge.batchudp import BatchUdpListener
+from resolver.edge.batchudp import BatchStats, BatchUdpListener
+from resolver.edge.dispatch import Dispatcher
+from resolver.edge.faults import Faults
 from resolver.edge.mmsg import batching_available
 from resolver.edge.server import TcpConnection, TcpServerState, UdpListener, bind_tcp, bind_udp
-from resolver.edge.upstream import Forwarder, Sink
+from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
 from resolver.service.observability import MetricsServer, QueryLog, configure_logging, get_logger
 from resolver.sources.config import Config, load_config
@@ -45,6 +47,7 @@ RESTART_ONLY = (
     "udp_batch",
 )
 STATS_INTERVAL = 1.0
+BATCH_STATS = tuple(f.name for f in fields(BatchStats))
 
 
 def build_frozen(config: Config) -> BuildResult:
@@ -96,7 +99,8 @@ class App:
         self._udp: list[asyncio.BaseTransport | BatchUdpListener] = []
         self._tcp: list[asyncio.Server] = []
         self.engine: Engine | None = None
-        self.forwarder: Forwarder | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.faults = Faults(self.log)
         self.tcp_state: TcpServerState | None = None
         self.query_log: QueryLog | None = None
         self.metrics: MetricsServer | None = None
@@ -134,28 +138,25 @@ class App:
         )
         self._set_query_log(config.query_log)
         self._set_notify(config)
-        forwarder = self.forwarder = Forwarder(
-            config.upstreams,
-            engine.answer_from_upstream,
-            config.upstream_timeout,
-            config.query_timeout,
-            on_failure=self._on_upstream_failure,
-            on_answer=self._on_forwarded,
-            serve=engine.serve_forwarded,
+        forwarder = Forwarder(
+            config.upstreams, config.upstream_timeout, config.query_timeout, log=self.log
         )
-        await forwarder.start()
+        dispatcher = self.dispatcher = Dispatcher(engine, forwarder, self.faults)
+        await dispatcher.start()
         reuse = self.link is not None
         self.tcp_state = TcpServerState(
-            engine, forwarder, config.tcp_idle_timeout, config.tcp_max_connections
+            engine, dispatcher, config.tcp_idle_timeout, config.tcp_max_connections
         )
         try:
             for endpoint in config.listen:
                 udp_sock = bind_udp(endpoint, reuse)
                 if config.udp_batch and batching_available():
-                    self._udp.append(BatchUdpListener(engine, forwarder, udp_sock, loop))
+                    self._udp.append(
+                        BatchUdpListener(engine, dispatcher, udp_sock, loop, faults=self.faults)
+                    )
                 else:
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda: UdpListener(engine, forwarder), sock=udp_sock
+                        lambda: UdpListener(engine, dispatcher), sock=udp_sock
                     )
                     self._udp.append(transport)
                 tcp_sock = bind_tcp(endpoint, reuse)
@@ -209,25 +210,6 @@ class App:
             self.query_log.start()
         engine.query_log = self.query_log
         engine.log_all = mode == "all"
-
-    # --- callbacks from the forwarder ---------------------------------------
-
-    def _on_upstream_failure(self, upstream: str, reason: str) -> None:
-        self.counters.upstream_failures += 1
-        self.log.warning("upstream_failed", upstream=upstream, reason=reason)
-
-    def _on_forwarded(
-        self, query: wire.Query, sink: Sink, addr: object, rcode: int, upstream: str, latency: float
-    ) -> None:
-        if upstream:
-            self.counters.forwarded += 1
-        else:
-            self.counters.servfail += 1
-        log = self.query_log
-        if log is not None and (log.log_all or not upstream):
-            client = addr[0] if isinstance(addr, tuple) else getattr(sink, "client", "")
-            outcome = Outcome.FORWARDED if upstream else Outcome.SERVFAIL
-            log.record(client, query, outcome, None, rcode, upstream, latency)
 
     # --- reload ----------------------------------------------------------------
 
@@ -417,14 +399,14 @@ class App:
         self.log.info("stopping")
         self._close()
         deadline = time.monotonic() + GRACE_SECONDS
-        while self.forwarder is not None and self.forwarder.busy and time.monotonic() < deadline:
+        while self.dispatcher is not None and self.dispatcher.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         if self.tcp_state is not None:
             for conn in list(self.tcp_state.connections):
                 if conn.transport is not None:
                     conn.transport.close()
-        if self.forwarder is not None:
-            self.forwarder.close()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         if self.query_log is not None:
             self.query_log.stop()
         for task in self._tasks:
@@ -439,25 +421,29 @@ class App:
     # --- numbers for /metrics ---------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        assert self.engine is not None and self.forwarder is not None
+        assert self.engine is not None and self.dispatcher is not None
         c = self.counters
-        f = self.forwarder.stats
+        f = self.dispatcher.forwarder.stats
+        batches = [u.stats for u in self._udp if isinstance(u, BatchUdpListener)]
         return {
             "outcomes": {o.name.lower(): v for o, v in c.by_outcome().items()},
             "refused_clients": c.refused_clients,
             "responses_ignored": c.responses_ignored,
+            "coalesced": c.coalesced,
+            "chased": c.chased,
             "upstream_sent": f.sent,
             "upstream_timeouts": f.timeouts,
             "upstream_unexpected": f.unexpected,
+            "forwarder": asdict(f),
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
             "policy_names": self.engine.snapshot.policy.names(),
             "cache_entries": len(self.engine.cache),
-            "inflight": self.forwarder.busy,
+            "inflight": self.dispatcher.busy,
             "tcp_connections": len(self.tcp_state.connections) if self.tcp_state else 0,
-            "udp_dropped": sum(
-                u.stats.dropped for u in self._udp if isinstance(u, BatchUdpListener)
-            ),
+            "udp_dropped": sum(b.dropped for b in batches),
+            "udp_batch": {k: sum(getattr(b, k) for b in batches) for k in BATCH_STATS},
+            "unexpected_errors": self.faults.total,
         }
 
 

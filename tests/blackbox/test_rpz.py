@@ -13,6 +13,7 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import pytest
 from support.procs import REPO, WARNING_IPV4, FakeUpstream, Sinkhole, SinkholeFactory
 
@@ -45,6 +46,15 @@ page.example                60 A     192.0.2.80
 search.example              CNAME safe.search.example.
 *.walled.example            CNAME *.garden.example.
 """
+
+
+def records(message: dns.message.Message) -> list[tuple[str, str, str]]:
+    """The answer section as (owner, type, data), in order."""
+    return [
+        (rrset.name.to_text(), dns.rdatatype.to_text(rrset.rdtype), rd.to_text())
+        for rrset in message.answer
+        for rd in rrset
+    ]
 
 
 def write_zone(directory: Path, name: str, body: str) -> Path:
@@ -120,11 +130,16 @@ def test_qname_triggers_and_every_action(
     assert (mx.rcode(), mx.answer) == (dns.rcode.NOERROR, [])
     assert ask(where, "page.example").answer[0].ttl == 60
 
+    # A policy CNAME is followed: the CNAME, then the target's own records (upstream's).
     cname = ask(where, "search.example")
-    assert [rd.to_text() for rrset in cname.answer for rd in rrset] == ["safe.search.example."]
+    assert records(cname) == [
+        ("search.example.", "CNAME", "safe.search.example."),
+        ("safe.search.example.", "A", UPSTREAM_IPV4),
+    ]
     walled = ask(where, "Some.Walled.example")
-    assert [rd.to_text() for rrset in walled.answer for rd in rrset] == [
-        "some.walled.example.garden.example."
+    assert records(walled) == [
+        ("Some.Walled.example.", "CNAME", "some.walled.example.garden.example."),
+        ("some.walled.example.garden.example.", "A", UPSTREAM_IPV4),
     ]
     assert fake_upstream.count("nx.example") == fake_upstream.count("page.example") == 0
 

@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 from hypothesis import given
 from hypothesis import strategies as st
+from support.engine_driver import forward
 
 from resolver.core import wire
 from resolver.core.cache import EXPIRES, Cache, CacheSettings, render
@@ -131,7 +132,7 @@ def test_engine_serves_the_latest_live_answer_with_exact_ttl(
         if kind == "store":
             query = wire.parse_query(data)
             tag = step % 256
-            engine.answer_from_upstream(query, _reply_for(query, ttl, tag), now)
+            forward(engine, query, _reply_for(query, ttl, tag), now)
             model.pop(name, None)
             model[name] = (now, ttl, tag)
             while len(model) > MAX_ENTRIES:

@@ -20,6 +20,7 @@ import pytest
 
 from resolver.core import wire
 from resolver.core.errors import ConfigError
+from resolver.core.flight import Waiter
 from resolver.edge import batchudp, mmsg
 from resolver.edge.batchudp import BatchUdpListener
 from resolver.edge.mmsg import (
@@ -230,12 +231,17 @@ class StubEngine:
         return b"R" + data
 
 
-class StubForwarder:
+class StubDispatcher:
     def __init__(self) -> None:
         self.submitted: list[tuple[wire.Query, Any, object]] = []
 
-    def submit(self, query: wire.Query, sink: Any, addr: object) -> None:
+    def wait(self, query: wire.Query, sink: Any, addr: object, client: str, tcp: bool) -> None:
+        assert not tcp and client == addr[0]  # type: ignore[index]
         self.submitted.append((query, sink, addr))
+
+
+def waiter(query: wire.Query, sink: Any, addr: object) -> Waiter:
+    return Waiter(query, sink, addr, "", False, 0.0)
 
 
 class Rig:
@@ -244,7 +250,7 @@ class Rig:
     def __init__(self, family: int, host: str) -> None:
         self.loop = FakeLoop()
         self.engine = StubEngine()
-        self.forwarder = StubForwarder()
+        self.forwarder = StubDispatcher()
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((host, 0))
@@ -378,7 +384,7 @@ def test_forwarded_answers_are_delivered_to_the_client(rig: Rig) -> None:
     rig.readable()
     [(query, sink, addr)] = rig.forwarder.submitted
     assert addr == client.getsockname()
-    sink.deliver(query, b"answer", addr)
+    sink.send(waiter(query, sink, addr), b"answer")
     assert nothing_waiting(client)  # answers leave at the end of the loop's turn
     rig.loop.end_turn()
     assert client.recv(65535) == b"answer"
@@ -389,7 +395,9 @@ def test_answers_delivered_in_one_turn_leave_in_one_batch(rig: Rig) -> None:
     clients = [rig.client() for _ in range(3)]
     query = real_query()
     for i in range(100):
-        rig.listener.deliver(query, b"answer %d" % i, clients[i % 3].getsockname())
+        rig.listener.send(
+            waiter(query, rig.listener, clients[i % 3].getsockname()), b"answer %d" % i
+        )
     assert len(rig.loop.soon) == 1
     rig.loop.end_turn()
     for c, client in enumerate(clients):
@@ -400,18 +408,13 @@ def test_answers_delivered_in_one_turn_leave_in_one_batch(rig: Rig) -> None:
     assert stats.sent == 100 and stats.send_calls == 2  # a batch of 64, then 36
 
 
-def test_deliver_truncates_what_the_client_cannot_take(rig: Rig) -> None:
+def test_replies_sent_after_close_go_nowhere(rig: Rig) -> None:
     client = rig.client()
-    query = real_query("big.example")
-    reply = wire.build_reply(query, wire.NOERROR) + bytes(600)
-    rig.listener.deliver(query, reply, client.getsockname())
-    rig.loop.end_turn()
-    got = client.recv(65535)
-    assert len(got) <= wire.MAX_UDP_NO_EDNS and got[2] & 0x02  # TC set
-    rig.listener.deliver(query, b"late", client.getsockname())
+    query = real_query("late.example")
+    rig.listener.send(waiter(query, rig.listener, client.getsockname()), b"late")
     rig.listener.close()  # closed before the turn ended: nothing goes out
     rig.loop.end_turn()
-    rig.listener.deliver(query, b"later", client.getsockname())
+    rig.listener.send(waiter(query, rig.listener, client.getsockname()), b"later")
     rig.loop.end_turn()
     assert nothing_waiting(client)
 
@@ -451,7 +454,7 @@ def test_a_full_send_buffer_queues_the_replies_until_writable(rig: Rig) -> None:
     client.sendto(packet(9, b"F"), rig.where)
     rig.readable()
     [(query, sink, addr)] = rig.forwarder.submitted
-    sink.deliver(query, b"forwarded", addr)
+    sink.send(waiter(query, sink, addr), b"forwarded")
     rig.loop.end_turn()
     assert len(rig.listener.queue) == 6
     assert nothing_waiting(client)

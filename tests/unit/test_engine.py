@@ -10,6 +10,7 @@ import dns.rdata
 import dns.rrset
 import dnslib
 import pytest
+from support.engine_driver import forward
 
 from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
@@ -33,7 +34,14 @@ class RecordingLog:
         self.records: list[tuple[str, str, Outcome, str | None, int]] = []
 
     def record(
-        self, client: str, query: wire.Query, outcome: Outcome, verdict: Verdict | None, rcode: int
+        self,
+        client: str,
+        query: wire.Query,
+        outcome: Outcome,
+        verdict: Verdict | None,
+        rcode: int,
+        upstream: str = "",
+        latency: float = 0.0,
     ) -> None:
         policy = verdict.policy_id if verdict is not None else None
         self.records.append((client, query.text_name(), outcome, policy, rcode))
@@ -200,13 +208,17 @@ def test_cache_miss_returns_the_query_and_a_hit_returns_bytes() -> None:
     engine = make_engine(log, log_all=True)
     first = engine.handle(query("www.example.com", qid=1), CLIENT, T0, False)
     assert isinstance(first, wire.Query)
-    engine.answer_from_upstream(first, upstream_reply(first), T0)
+    forward(engine, first, upstream_reply(first), T0)
     reply = reply_of(engine.handle(query("WWW.example.com", qid=2), CLIENT, T0 + 5, False))
     assert reply.header.id == 2
     assert str(reply.q.qname) == "WWW.example.com."
     assert [(str(rr.rdata), rr.ttl) for rr in reply.rr] == [("198.51.100.1", 295)]
     assert engine.counters.cached == 1
-    assert log.records == [(CLIENT, "www.example.com", Outcome.CACHED, None, 0)]
+    assert log.records == [
+        (CLIENT, "www.example.com", Outcome.FORWARDED, None, 0),
+        (CLIENT, "www.example.com", Outcome.CACHED, None, 0),
+    ]
+    assert engine.counters.forwarded == 1
 
 
 def test_repeated_cache_hits_count_down_and_expire() -> None:
@@ -214,7 +226,7 @@ def test_repeated_cache_hits_count_down_and_expire() -> None:
     data = query("www.example.com")
     first = engine.handle(data, CLIENT, T0, False)
     assert isinstance(first, wire.Query)
-    engine.answer_from_upstream(first, upstream_reply(first, ttl=10), T0)
+    forward(engine, first, upstream_reply(first, ttl=10), T0)
     for elapsed in (0, 0, 1, 1, 4, 9):
         reply = reply_of(engine.handle(data, CLIENT, T0 + elapsed, False))
         assert reply.rr[0].ttl == 10 - elapsed
@@ -245,7 +257,7 @@ def _big_cached(engine: Engine, records: int, **kw: object) -> bytes:
     data = query("many.example.com", **kw)  # type: ignore[arg-type]
     q = engine.handle(data, CLIENT, T0, True)
     assert isinstance(q, wire.Query)
-    engine.answer_from_upstream(q, upstream_reply(q, records), T0)
+    forward(engine, q, upstream_reply(q, records), T0, tcp=True)
     return data
 
 

@@ -21,9 +21,10 @@ import dns.zone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.engine_driver import forward
 
 from resolver.core import wire
-from resolver.core.cache import Answer, Cache, CacheSettings
+from resolver.core.cache import Cache, CacheSettings
 from resolver.core.engine import ClientAcl, Engine, Snapshot
 from resolver.core.errors import PolicyError
 from resolver.core.policy import (
@@ -726,8 +727,9 @@ def ask(name: str, qtype: str = "A") -> bytes:
     return message.to_wire()
 
 
-def upstream(engine: Engine, name: str, *records: str) -> Answer:
-    """What the forwarder hands the engine for ``name`` A: ``records`` ("owner type data")."""
+def upstream(engine: Engine, name: str, *records: str, tcp: bool = False) -> bytes | None:
+    """``name`` A asked upstream and answered with ``records`` ("owner type data"): the
+    reply the client gets (None: none)."""
     message = dns.message.make_query(name, "A")
     query = wire.parse_query(message.to_wire())
     response = dns.message.make_response(message)
@@ -735,7 +737,7 @@ def upstream(engine: Engine, name: str, *records: str) -> Answer:
         owner, rdtype, data = record.split(" ", 2)
         response.answer.append(dns.rrset.from_text(owner, 300, "IN", rdtype, data))
     reply = wire.parse_reply(response.to_wire(), message.id, query.question)
-    return engine.answer_from_upstream(query, reply, NOW)
+    return forward(engine, query, reply, NOW, CLIENT, tcp)
 
 
 def parsed(reply: object) -> dns.message.Message:
@@ -753,9 +755,7 @@ CHAIN = (
 def test_a_cname_chain_through_a_blocked_name_is_blocked_also_from_the_cache() -> None:
     policy = yaml_layer(("tracker.example", Action.WARNING_PAGE)).qname
     engine = engine_with(policy)
-    answer = upstream(engine, "www.shop.example", *CHAIN)
-    query = wire.parse_query(ask("www.shop.example"))
-    forwarded = parsed(engine.serve_forwarded(query, answer, object(), (CLIENT, 53), NOW))
+    forwarded = parsed(upstream(engine, "www.shop.example", *CHAIN))
     assert answer_texts(forwarded) == ["A 192.0.2.80"]  # the policy's answer, for the query name
     assert forwarded.answer[0].name == dns.name.from_text("www.shop.example")
     cached = parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW, False))
@@ -802,15 +802,9 @@ def test_a_response_ip_trigger_added_by_a_reload_applies_to_cached_answers() -> 
 
 def test_a_drop_decided_on_the_answer() -> None:
     engine = engine_with(layered(zone("24.0.100.51.198.rpz-ip CNAME rpz-drop.\n").layer))
-    answer = upstream(engine, "plain.example", "plain.example. A 198.51.100.7")
-    query = wire.parse_query(ask("plain.example"))
-    assert engine.serve_forwarded(query, answer, object(), (CLIENT, 53), NOW) is None
+    assert upstream(engine, "plain.example", "plain.example. A 198.51.100.7") is None
     assert engine.handle(ask("plain.example"), CLIENT, NOW, False) is None
-
-    class TcpSink:
-        client = CLIENT
-
-    refused = parsed(engine.serve_forwarded(query, answer, TcpSink(), None, NOW))
+    refused = parsed(upstream(engine, "plain.example", "plain.example. A 198.51.100.7", tcp=True))
     assert refused.rcode() == dns.rcode.REFUSED  # a TCP client is owed an answer
     assert engine.counters.dropped == 3
 
