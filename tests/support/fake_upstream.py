@@ -9,6 +9,8 @@ behaviour by the name it asks for:
     silent-*    no answer at all (the resolver must time out)
     big-*       40 A records: truncated over UDP, complete over TCP
     cname-*     a CNAME to target.example. and its A record
+    slow<N>-*   an A record, sent N tenths of a second late (UDP)
+    tcreset-*   over UDP an empty answer with TC set; over TCP the connection is reset
     ttl<N>-*    an A record with TTL N
     anything    A 198.51.100.7 / AAAA 2001:db8::7 with TTL 300, AA set, plus NS and glue
 
@@ -45,6 +47,11 @@ def answer(data: bytes, tcp: bool) -> bytes | None:
     )
     if first.startswith("silent"):
         return None
+    if first.startswith("tcreset"):
+        if tcp:
+            raise ConnectionResetError("tcreset")
+        reply.header.tc = 1
+        return reply.pack()
     if first.startswith("fail"):
         reply.header.rcode = RCODE.SERVFAIL
         return reply.pack()
@@ -111,10 +118,25 @@ class Udp(asyncio.DatagramProtocol):
         self.log.write("udp", data, addr[1])
         try:
             out = answer(data, tcp=False)
+            delay = late_by(data)
         except Exception:
             return
-        if out is not None:
+        if out is None:
+            return
+        if delay:
+            send = self.transport.sendto  # type: ignore[attr-defined]
+            asyncio.get_running_loop().call_later(delay, send, out, addr)
+        else:
             self.transport.sendto(out, addr)  # type: ignore[attr-defined]
+
+
+def late_by(data: bytes) -> float:
+    """Seconds to hold the answer back: N/10 for names whose first label is slow<N>-..."""
+    first = str(DNSRecord.parse(data).q.qname).split(".", 1)[0].lower()
+    if not first.startswith("slow"):
+        return 0.0
+    digits = first[4:].split("-", 1)[0]
+    return int(digits) / 10 if digits.isdigit() else 0.0
 
 
 async def serve_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, log: Log) -> None:
@@ -123,7 +145,11 @@ async def serve_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
             size = struct.unpack("!H", await reader.readexactly(2))[0]
             data = await reader.readexactly(size)
             log.write("tcp", data, writer.get_extra_info("peername")[1])
-            out = answer(data, tcp=True)
+            try:
+                out = answer(data, tcp=True)
+            except ConnectionResetError:
+                writer.transport.abort()  # a reset, not an answer
+                return
             if out is not None:
                 writer.write(struct.pack("!H", len(out)) + out)
                 await writer.drain()
