@@ -586,10 +586,19 @@ def reply_qid(data: bytes) -> int:
 
 
 _PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in (0x2E, 0x5C))  # printed as they are
+# In a master file (RFC 1035 5.1) these mean something too: escaped there, as dnspython does.
+_ZONE_FILE_PLAIN = bytes(c for c in _PLAIN if c not in b'"();@$')
+_KEEP, _ZONE_FILE_KEEP = frozenset(_PLAIN), frozenset(_ZONE_FILE_PLAIN)
 
 
-def name_to_text(wire_name: bytes) -> str:
-    """Presentation form of an uncompressed wire name, without the trailing dot."""
+def name_to_text(wire_name: bytes, zone_file: bool = False) -> str:
+    """Presentation form of an uncompressed wire name, without the trailing dot.
+
+    ``.`` and ``\\`` in a label are escaped as ``\\.`` and ``\\\\``, bytes outside printable
+    ASCII as ``\\DDD``. ``zone_file``: ``"();@$`` are escaped as well, so the text reads
+    back as the same name in a master file.
+    """
+    plain = _ZONE_FILE_PLAIN if zone_file else _PLAIN
     labels = []
     pos = 0
     while pos < len(wire_name):
@@ -597,12 +606,11 @@ def name_to_text(wire_name: bytes) -> str:
         if n == 0:
             break
         label = wire_name[pos + 1 : pos + 1 + n]
-        if label.translate(None, _PLAIN):  # something to escape
+        if label.translate(None, plain):  # something to escape
+            keep = _ZONE_FILE_KEEP if zone_file else _KEEP
             labels.append(
                 "".join(
-                    chr(c)
-                    if 0x21 <= c <= 0x7E and c not in (0x2E, 0x5C)
-                    else (f"\\{chr(c)}" if c in (0x2E, 0x5C) else f"\\{c:03d}")
+                    chr(c) if c in keep else (f"\\{chr(c)}" if 0x21 <= c <= 0x7E else f"\\{c:03d}")
                     for c in label
                 )
             )

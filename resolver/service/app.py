@@ -32,7 +32,7 @@ from resolver.tools.check import reload_errors
 from resolver.tools.control import ControlServer, Loaded, name_changes, removed_policies
 
 if TYPE_CHECKING:
-    from resolver.zones.secondary import Secondary
+    from resolver.zones.follower import Secondary
 
 GRACE_SECONDS = 2.0
 RESTART_ONLY = (
@@ -322,7 +322,7 @@ class App:
         if self.secondary is not None:
             self.secondary.reconfigure(config.zones)
         elif any(z.primaries for z in config.zones):
-            from resolver.zones.secondary import Secondary
+            from resolver.zones.follower import Secondary
 
             self.secondary = Secondary(config.zones, self.request_reload, self.log)
             self.secondary.prepare()
@@ -333,7 +333,7 @@ class App:
         """Route NOTIFY to the zones' gate; without zones it stays NOTIMP at no cost."""
         assert self.engine is not None
         if any(z.primaries for z in config.zones):
-            from resolver.zones.secondary import NotifyListener
+            from resolver.zones.notify import NotifyListener
 
             self.engine.on_notify = NotifyListener(config.zones, self._forward_notify, self.log)
         else:

@@ -25,7 +25,7 @@ from resolver.service.observability import MetricsServer, get_logger
 from resolver.sources.config import Config, ZoneConfig, load_config
 
 if TYPE_CHECKING:
-    from resolver.zones.secondary import Secondary
+    from resolver.zones.follower import Secondary
 
 STOP_GRACE = 10.0
 RESTART_DELAY = 1.0
@@ -207,7 +207,7 @@ class Supervisor:
         if self.secondary is not None:
             self.secondary.reconfigure(zones)
         elif any(z.primaries for z in zones):
-            from resolver.zones.secondary import Secondary
+            from resolver.zones.follower import Secondary
 
             self.secondary = Secondary(zones, self._reload, self.log)
             self.secondary.prepare()  # before the workers read the copies

@@ -1,21 +1,22 @@
 """NOTIFY (RFC 1996) for the zones this resolver follows: who may send one, and the answer.
 
-Pure: bytes in, an answer and a decision out. A NOTIFY from a listed primary of a
-zone we follow is answered NOERROR with AA and the question echoed; from anyone
-else REFUSED; for a zone we do not follow NOTAUTH (as BIND does). A NOTIFY signed
-with TSIG is checked against the zones' keys and the answer is signed; an unsigned
-one is accepted by source address alone (BIND's default ``allow-notify``).
+``NotifyGate`` is pure: bytes in, an answer and a decision out. A NOTIFY from a listed
+primary of a zone we follow is answered NOERROR with AA and the question echoed; from
+anyone else REFUSED; for a zone we do not follow NOTAUTH (as BIND does). A NOTIFY
+signed with TSIG is checked against the zones' keys and the answer is signed; an
+unsigned one is accepted by source address alone (BIND's default ``allow-notify``).
+``NotifyListener`` is what a serving process does with one: answer, log (refusals at a
+bounded rate) and pass an accepted one on.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
-import re
 import struct
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -30,10 +31,13 @@ import dns.tsig
 from resolver.core import wire
 from resolver.core.engine import client_address
 from resolver.core.errors import FormError
-from resolver.sources.config import TsigKey, ZoneConfig
+from resolver.sources.config import ZoneConfig
+from resolver.zones.errors import TsigSecretError
+from resolver.zones.tsig import read_secret
 
 OPCODE_NOTIFY = 4
-_BIND_SECRET = re.compile(r'secret\s+"([^"]+)"')
+REFUSED_LOG_BURST = 20  # refused NOTIFYs logged per window (the rest are counted)
+REFUSED_LOG_WINDOW = 60.0
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -41,24 +45,6 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 def is_notify(data: bytes) -> bool:
     """A NOTIFY request: QR clear, opcode 4 (the rest of the header is not looked at)."""
     return len(data) > 2 and data[2] & 0xF8 == OPCODE_NOTIFY << 3
-
-
-def read_secret(key: TsigKey) -> dns.tsig.Key:
-    """The TSIG key: its base64 secret from ``secret_file`` (the bare secret, or a BIND key
-    statement). Raises ValueError with a readable message."""
-    try:
-        text = key.secret_file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read the TSIG secret {key.secret_file}: {exc.strerror}") from None
-    found = _BIND_SECRET.search(text)
-    secret = (found.group(1) if found else text).strip()
-    try:
-        raw = base64.b64decode(secret, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"the TSIG secret in {key.secret_file} is not base64") from None
-    if not raw:
-        raise ValueError(f"the TSIG secret in {key.secret_file} is empty")
-    return dns.tsig.Key(key.name, raw, key.algorithm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +74,7 @@ class NotifyGate:
             if zone.tsig is not None:
                 try:
                     key = read_secret(zone.tsig)
-                except ValueError:
+                except TsigSecretError:
                     continue  # transfers report the problem; a signed NOTIFY then fails
                 self.keyring[key.name] = key
 
@@ -166,3 +152,54 @@ class NotifyGate:
         flags = wire.QR | (flags & (wire.OPCODE_MASK | wire.RD)) | (rcode & 0xF)
         reply = wire.HEADER.pack(qid, flags, 1 if question else 0, 0, 0, 0) + question
         return NotifyOutcome(reply, rcode, zone, False, reason)
+
+
+class NotifyListener:
+    """What a serving process does with a NOTIFY: answer it, log it, pass it on with
+    ``forward(zone, client)`` (to the Secondary, or over the pipe to the supervisor)."""
+
+    def __init__(
+        self, zones: Iterable[ZoneConfig], forward: Callable[[str, str], None], log: Any
+    ) -> None:
+        self.gate = NotifyGate([z for z in zones if z.primaries])
+        self.forward = forward
+        self.log = log
+        self.clock = time.monotonic
+        self._window = -REFUSED_LOG_WINDOW
+        self._logged = 0
+        self._suppressed = 0
+
+    def __call__(self, data: bytes, client: str) -> bytes | None:
+        outcome = self.gate.handle(data, client)
+        if outcome.accepted and outcome.zone is not None:
+            self.log.info(
+                "notify_received", zone=outcome.zone, client=client, serial=outcome.serial
+            )
+            self.forward(outcome.zone, client)
+        elif self._may_log():
+            fields: dict[str, Any] = {}
+            if self._suppressed:
+                fields["not_logged_before"] = self._suppressed
+                self._suppressed = 0
+            self.log.warning(
+                "notify_refused",
+                zone=outcome.zone,
+                client=client,
+                reason=outcome.reason,
+                rcode=dns.rcode.to_text(dns.rcode.Rcode(outcome.rcode)),
+                **fields,
+            )
+        return outcome.reply
+
+    def _may_log(self) -> bool:
+        """Refused NOTIFYs are logged at most REFUSED_LOG_BURST times a REFUSED_LOG_WINDOW:
+        anyone can send them, and the log must not be theirs to fill."""
+        now = self.clock()
+        if now - self._window >= REFUSED_LOG_WINDOW:
+            self._window = now
+            self._logged = 0
+        if self._logged < REFUSED_LOG_BURST:
+            self._logged += 1
+            return True
+        self._suppressed += 1
+        return False

@@ -3,7 +3,10 @@ refresh/retry/expire timers (with a fake clock) and the follower's decisions."""
 
 from __future__ import annotations
 
+import ast
 import base64
+import builtins
+import importlib
 import os
 import stat
 from pathlib import Path
@@ -27,24 +30,25 @@ from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.endpoint import Endpoint
 from resolver.core.engine import ClientAcl, Engine, Snapshot
-from resolver.core.errors import FormError
+from resolver.core.errors import FormError, ResolverError
 from resolver.core.policy import CompiledPolicy
 from resolver.sources.config import TsigKey, ZoneConfig
-from resolver.zones import secondary
-from resolver.zones.notify import NotifyGate, is_notify, read_secret
-from resolver.zones.secondary import (
-    NO_COPY_RETRY,
-    Records,
-    Timers,
-    ZoneClock,
-    ZoneFollower,
-    load_copy,
-    serial_add,
-    serial_gt,
-    serial_lt,
-    write_atomically,
-    write_copy,
+from resolver.zones import errors
+from resolver.zones.errors import BrokenTransfer
+from resolver.zones.follower import ZoneFollower
+from resolver.zones.notify import (
+    REFUSED_LOG_BURST,
+    REFUSED_LOG_WINDOW,
+    NotifyGate,
+    NotifyListener,
+    is_notify,
 )
+from resolver.zones.records import Records, Soa, name_text
+from resolver.zones.serial import serial_add, serial_gt, serial_lt
+from resolver.zones.store import load_copy, peek_soa, write_atomically, write_copy
+from resolver.zones.timers import MAX_INTERVAL, MIN_INTERVAL, NO_COPY_RETRY, Timers, ZoneClock
+from resolver.zones.tsig import read_secret
+from resolver.zones.xfr import Incoming, read_message
 
 ZONE = "rpz.example."
 PRIMARY = Endpoint("192.0.2.53", 53)
@@ -94,6 +98,34 @@ def test_adding_makes_a_serial_newer(serial: int, n: int) -> None:
     assert serial_gt(later, serial)
     assert serial_lt(serial, later)
     assert not serial_gt(serial, later)
+
+
+# --- the exception tree -----------------------------------------------------------------------
+
+
+def test_zones_code_raises_only_resolver_errors() -> None:
+    """Every exception the zones modules raise by name is a ResolverError (``raise`` alone
+    passes on a library's or the system's error, which the callers wrap)."""
+    package = Path(errors.__file__).parent
+    raised = set()
+    for path in sorted(package.glob("*.py")):
+        name = "resolver.zones" + ("" if path.stem == "__init__" else f".{path.stem}")
+        module = importlib.import_module(name)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            assert isinstance(target, ast.Name), f"{path.name}:{node.lineno}"
+            kind = getattr(module, target.id, None) or getattr(builtins, target.id)
+            assert isinstance(kind, type) and issubclass(kind, ResolverError), (
+                f"{path.name}:{node.lineno} raises {target.id}"
+            )
+            raised.add(kind)
+    assert {errors.TransferFailed, errors.BrokenTransfer, FormError} <= raised
+    classes = [v for v in vars(errors).values() if isinstance(v, type)]
+    own = [kind for kind in classes if kind.__module__ == errors.__name__]
+    assert errors.TransferCut in own
+    assert all(issubclass(kind, errors.ZoneError) for kind in own)
 
 
 # --- NOTIFY -----------------------------------------------------------------------------------
@@ -357,13 +389,13 @@ def test_copy_written_and_read_back(tmp_path: Path) -> None:
     copy = load_copy(config)
     assert same(copy, zone)
     assert copy is not None and len(copy) == 4
-    soa = secondary.peek_soa(config)
+    soa = peek_soa(config)
     assert soa is not None and soa.serial == 42 and soa.expire == 86400
     assert load_copy(zone_config(tmp_path / "none")) is None
     config.file.write_text("$ORIGIN rpz.example.\nbad.test 300 IN CNAME .\n")
     with pytest.raises(ValueError, match="no SOA"):
         load_copy(config)
-    assert secondary.peek_soa(config) is None
+    assert peek_soa(config) is None
 
 
 RICH_ZONE = r"""$ORIGIN rpz.example.
@@ -404,15 +436,37 @@ def test_copies_compressed_as_their_name_says(tmp_path: Path) -> None:
         write_copy(config, zone, PRIMARY, "ixfr")
         assert config.file.read_bytes().startswith(magic)
         assert same(load_copy(config), zone)
-        soa = secondary.peek_soa(config)
+        soa = peek_soa(config)
         assert soa is not None and soa.serial == 8
 
 
+_LABELS = st.lists(st.binary(min_size=1, max_size=63), min_size=0, max_size=4).filter(
+    lambda labels: sum(len(label) + 1 for label in labels) < 255
+)
+
+
+@given(_LABELS)
+def test_names_are_written_as_dnspython_writes_and_reads_them(labels: list[bytes]) -> None:
+    """Copies are master files: a name with odd bytes (``;``, ``(``, ``"``, ``$``, ``@``,
+    spaces, non-ASCII) is escaped as dnspython escapes it, and reads back the same."""
+    name = b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
+    text = name_text(name)
+    assert text == dns.name.from_wire(name.lower(), 0)[0].to_text()
+    assert dns.name.from_text(text).to_wire() == name.lower()
+
+
+def test_zone_file_escaping_is_separate_from_the_plain_name_text() -> None:
+    odd = b'\x07a"();@$\x07example\x00'
+    assert wire.name_to_text(odd) == 'a"();@$.example'  # the query log's form is unchanged
+    assert wire.name_to_text(odd, zone_file=True) == 'a\\"\\(\\)\\;\\@\\$.example'
+    assert name_text(odd) == 'a\\"\\(\\)\\;\\@\\$.example.'
+
+
 def test_names_and_rdata_from_the_wire() -> None:
-    assert secondary.name_text(wire.text_to_name("A.B.Example")) == "a.b.example."
-    assert secondary.name_text(b"\x00") == "."
-    assert secondary.name_text(b"\x03a;b\x01*\x00") == "a\\;b.*."
-    assert secondary.name_text(b"\x03a b\x00") == "a\\032b."
+    assert name_text(wire.text_to_name("A.B.Example")) == "a.b.example."
+    assert name_text(b"\x00") == "."
+    assert name_text(b"\x03a;b\x01*\x00") == "a\\;b.*."
+    assert name_text(b"\x03a b\x00") == "a\\032b."
     message = dns.message.make_response(dns.message.make_query("x.rpz.example.", "A"))
     for text in (
         "x.rpz.example. 1 IN CNAME Other.rpz.example.",
@@ -422,7 +476,7 @@ def test_names_and_rdata_from_the_wire() -> None:
     ):
         message.answer.append(dns.rrset.from_text(*text.split(None, 4)))
     data = message.to_wire()  # names compressed against the question
-    received, tsig = secondary.read_message(data, message.id)
+    received, tsig = read_message(data, message.id)
     assert tsig is None
     assert [(r[0], r[1], r[3]) for r in received] == [
         ("x.rpz.example.", 5, "other.rpz.example."),
@@ -431,13 +485,13 @@ def test_names_and_rdata_from_the_wire() -> None:
         ("x.rpz.example.", 16, '"a b"'),
     ]
     with pytest.raises(FormError):
-        secondary.read_message(data, message.id ^ 1)  # not our query
+        read_message(data, message.id ^ 1)  # not our query
     with pytest.raises(FormError):
-        secondary.read_message(data[:-3], message.id)
+        read_message(data[:-3], message.id)
 
 
 def soa_rec(serial: int) -> Any:
-    soa = secondary.Soa.parse(f"ns.{ZONE} h.{ZONE} {serial} 3600 600 86400 300")
+    soa = Soa.parse(f"ns.{ZONE} h.{ZONE} {serial} 3600 600 86400 300")
     return (ZONE, 6, 300, soa.text, soa)
 
 
@@ -446,14 +500,14 @@ def cname(owner: str) -> Any:
 
 
 def test_incoming_axfr_and_ixfr_sequences() -> None:
-    axfr = secondary.Incoming(ZONE, None)
+    axfr = Incoming(ZONE, None)
     axfr.feed([soa_rec(3), cname("a"), ("glue.elsewhere.", 1, 300, "192.0.2.1", None)])
     assert not axfr.done
     axfr.feed([soa_rec(3)])
     assert axfr.done and axfr.full is not None
     assert list(axfr.full.records) == [(f"a.{ZONE}", 5, ".")]  # out-of-zone glue dropped
 
-    base = secondary.Records(ZONE)
+    base = Records(ZONE)
     base.soa, base.soa_ttl = soa_rec(1)[4], 300
     base.records = {(f"a.{ZONE}", 5, "."): 300, (f"b.{ZONE}", 5, "."): 300}
     two_steps = [
@@ -468,18 +522,18 @@ def test_incoming_axfr_and_ixfr_sequences() -> None:
         cname("d"),
         soa_rec(3),
     ]
-    ixfr = secondary.Incoming(ZONE, 1)
+    ixfr = Incoming(ZONE, 1)
     ixfr.feed(two_steps)
     assert ixfr.done and ixfr.full is None
     ixfr.apply(base)
     assert set(base.records) == {(f"b.{ZONE}", 5, "."), (f"d.{ZONE}", 5, ".")}
     assert base.soa is not None and base.soa.serial == 3
 
-    current = secondary.Incoming(ZONE, 3)
+    current = Incoming(ZONE, 3)
     current.feed([soa_rec(3)])
     assert current.done and current.up_to_date
 
-    as_axfr = secondary.Incoming(ZONE, 1)  # an IXFR answered with the whole zone
+    as_axfr = Incoming(ZONE, 1)  # an IXFR answered with the whole zone
     as_axfr.feed([soa_rec(4), cname("z"), soa_rec(4)])
     assert as_axfr.done and as_axfr.full is not None and len(as_axfr.full) == 2
 
@@ -495,20 +549,20 @@ def test_incoming_axfr_and_ixfr_sequences() -> None:
     ],
 )
 def test_incoming_rejects_broken_sequences(ours: int | None, records: Any, error: str) -> None:
-    with pytest.raises(secondary.BrokenTransfer, match=error):
-        secondary.Incoming(ZONE, ours).feed(records)
+    with pytest.raises(BrokenTransfer, match=error):
+        Incoming(ZONE, ours).feed(records)
 
 
 def test_ixfr_deleting_a_missing_record_changes_nothing() -> None:
-    base = secondary.Records(ZONE)
+    base = Records(ZONE)
     base.soa, base.soa_ttl = soa_rec(1)[4], 300
     base.records = {(f"a.{ZONE}", 5, "."): 300}
     before = dict(base.records)
-    ixfr = secondary.Incoming(ZONE, 1)
+    ixfr = Incoming(ZONE, 1)
     ixfr.feed(
         [soa_rec(2), soa_rec(1), cname("a"), cname("missing"), soa_rec(2), cname("n"), soa_rec(2)]
     )
-    with pytest.raises(secondary.BrokenTransfer, match="do not have"):
+    with pytest.raises(BrokenTransfer, match="do not have"):
         ixfr.apply(base)
     assert base.records == before and base.soa is not None and base.soa.serial == 1
 
@@ -516,12 +570,12 @@ def test_ixfr_deleting_a_missing_record_changes_nothing() -> None:
 def test_peek_reads_a_hand_written_copy_too(tmp_path: Path) -> None:
     config = zone_config(tmp_path)
     config.file.write_text(ZONE_TEXT.format(serial=77))  # relative names, $TTL
-    soa = secondary.peek_soa(config)
+    soa = peek_soa(config)
     assert soa is not None and soa.serial == 77
     config.file.write_text(
         "$ORIGIN rpz.example.\n@ IN SOA ns h ( 5 3600 600\n 86400 300 )\n"
     )  # on several lines: not peeked, read whole when needed
-    assert secondary.peek_soa(config) is None
+    assert peek_soa(config) is None
 
 
 # --- timers, with a fake clock ------------------------------------------------------------------
@@ -581,11 +635,11 @@ def test_expiry_counts_from_the_saved_copy_date() -> None:
 def test_soa_timers_are_clamped() -> None:
     soa = dns.rdata.from_text("IN", "SOA", "ns. h. 1 0 1 0 0")
     timers = Timers.of(soa)  # type: ignore[arg-type]
-    assert timers.refresh == secondary.MIN_INTERVAL and timers.retry == secondary.MIN_INTERVAL
-    assert timers.expire == secondary.MIN_INTERVAL
+    assert timers.refresh == MIN_INTERVAL and timers.retry == MIN_INTERVAL
+    assert timers.expire == MIN_INTERVAL
     soa = dns.rdata.from_text("IN", "SOA", "ns. h. 1 4294967295 4294967295 4294967295 0")
     timers = Timers.of(soa)  # type: ignore[arg-type]
-    assert timers.refresh == secondary.MAX_INTERVAL and timers.expire == 4294967295
+    assert timers.refresh == MAX_INTERVAL and timers.expire == 4294967295
 
 
 # --- the follower's synchronous parts, and the NOTIFY listener -------------------------
@@ -647,17 +701,17 @@ def test_expired_copy_with_drop_is_moved_aside_before_the_first_policy(tmp_path:
 
 def test_refused_notifies_are_logged_at_a_bounded_rate(tmp_path: Path) -> None:
     log, forwarded = Log(), []
-    listener = secondary.NotifyListener(
+    listener = NotifyListener(
         [zone_config(tmp_path)], lambda zone, client: forwarded.append((zone, client)), log
     )
     clock = FakeClock(100.0)
     listener.clock = clock
     data = notify_message().to_wire()
-    for _ in range(secondary.REFUSED_LOG_BURST + 5):
+    for _ in range(REFUSED_LOG_BURST + 5):
         reply = listener(data, "198.51.100.1")  # not a primary: every one is answered
         assert reply is not None and reply[3] & 0xF == dns.rcode.REFUSED
-    assert log.events().count("notify_refused") == secondary.REFUSED_LOG_BURST
-    clock.now += secondary.REFUSED_LOG_WINDOW
+    assert log.events().count("notify_refused") == REFUSED_LOG_BURST
+    clock.now += REFUSED_LOG_WINDOW
     listener(data, "198.51.100.1")
     last = log.records[-1][2]
     assert last["not_logged_before"] == 5 and last["reason"] == "not a primary of the zone"

@@ -21,7 +21,17 @@ import dns.rdatatype
 import dns.rrset
 import dns.tsigkeyring
 import pytest
-from unit.test_secondary import (
+
+from resolver.core.endpoint import Endpoint
+from resolver.sources.config import TsigKey, ZoneConfig
+from resolver.zones.errors import TransferFailed
+from resolver.zones.fetch import Checked, Fetcher
+from resolver.zones.follower import Secondary, ZoneFollower
+from resolver.zones.records import Records
+from resolver.zones.store import peek_soa, write_copy
+from resolver.zones.timers import EXPIRED_REMINDER
+
+from .test_secondary import (
     OTHER_PRIMARY,
     PRIMARY,
     SECRET,
@@ -32,18 +42,6 @@ from unit.test_secondary import (
     key_file,
     records_of,
     zone_config,
-)
-
-from resolver.core.endpoint import Endpoint
-from resolver.sources.config import TsigKey, ZoneConfig
-from resolver.zones import secondary
-from resolver.zones.secondary import (
-    Checked,
-    Records,
-    Secondary,
-    TransferFailed,
-    ZoneFollower,
-    write_copy,
 )
 
 
@@ -75,7 +73,7 @@ class FakeFetcher:
 def fake_fetcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeFetcher]]:
     FakeFetcher.script = []
     FakeFetcher.calls = []
-    monkeypatch.setattr(secondary, "Fetcher", FakeFetcher)
+    monkeypatch.setattr("resolver.zones.follower.Fetcher", FakeFetcher)
     yield FakeFetcher
 
 
@@ -204,7 +202,7 @@ def test_expired_copy_with_keep_stays_and_is_logged_as_error(
         await settle(follower)
         clock.now += 100
         follower._poll_expiry(clock.now)  # no reminder yet
-        clock.now += secondary.EXPIRED_REMINDER
+        clock.now += EXPIRED_REMINDER
         follower._poll_expiry(clock.now)
         follower.close()
         return follower
@@ -368,14 +366,14 @@ def scripted() -> Iterator[list[ScriptedPrimary]]:
 
 def fetch(
     tmp_path: Path, primary: ScriptedPrimary, serial: int | None
-) -> tuple[ZoneConfig, secondary.Fetcher, Any]:
+) -> tuple[ZoneConfig, Fetcher, Any]:
     tsig = TsigKey("xfr-key", "hmac-sha256", key_file(tmp_path))
     config = ZoneConfig(ZONE, tmp_path / "copy.zone", (Endpoint("127.0.0.1", primary.port),), tsig)
     saved = None
     if serial is not None:
         config.file.write_text(ZONE_TEXT.format(serial=serial))
-        saved = secondary.peek_soa(config)
-    return config, secondary.Fetcher(config, config.primaries[0]), saved
+        saved = peek_soa(config)
+    return config, Fetcher(config, config.primaries[0]), saved
 
 
 def test_broken_ixfr_falls_back_to_axfr(tmp_path: Path, scripted: list[ScriptedPrimary]) -> None:
