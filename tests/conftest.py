@@ -1,4 +1,5 @@
-"""Shared fixtures: the fake upstream and sinkhole server processes, cleaned up on teardown."""
+"""Shared fixtures: the fake upstream and sinkhole server processes, cleaned up on teardown;
+and the ``system`` marker's check (tests/support/system.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from support.procs import FakeUpstream, SinkholeFactory
+from support.system import pytest_collection_modifyitems as pytest_collection_modifyitems
+from support.system import pytest_runtest_setup as pytest_runtest_setup
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,7 @@ import dns.message
 import dns.query
 import dns.rcode
 from support.procs import Process, free_port
-
-from interop.primary import need
+from support.system import program
 
 HEALTH_NAME = "health.scaleout.test."  # blocked by a YAML policy: answered without upstream
 READY_TIMEOUT = 15.0
@@ -27,7 +26,7 @@ class Dnsdist(Process):
     a console on loopback to drain a backend."""
 
     def __init__(self, workdir: Path, backends: Iterable[tuple[str, int]]) -> None:
-        program = need("dnsdist")
+        binary = program("dnsdist")
         workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
@@ -49,9 +48,9 @@ class Dnsdist(Process):
                 "maxCheckFailures=1, rise=1})"
             )
         self.conf.write_text("\n".join(lines) + "\n")
-        self.program = program
+        self.program = binary
         super().__init__(
-            [program, "--supervised", "--disable-syslog", "-C", str(self.conf)], workdir, "dnsdist"
+            [binary, "--supervised", "--disable-syslog", "-C", str(self.conf)], workdir, "dnsdist"
         )
         try:
             self.wait_ready()

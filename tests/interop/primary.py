@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterable
@@ -21,27 +20,13 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 from support.procs import START_TIMEOUT, Process, free_port
+from support.system import program
 
 ZONE = "rpz.example."
 KEY_NAME = "xfr-key"
 ALGORITHM = "hmac-sha256"
 READY_TIMEOUT = 15.0
 UPDATE_TIMEOUT = 10.0
-
-
-def need(program: str) -> str:
-    """The path of a Debian program the interop tests run; fail (never skip) without it."""
-    for directory in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"):
-        candidate = Path(directory) / program
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which(program)
-    if found is None:
-        raise AssertionError(
-            f"{program} is not installed: the interop tests need it "
-            "(Debian packages bind9, bind9-dnsutils, dnsdist; .ci/run installs them)"
-        )
-    return found
 
 
 def new_secret() -> str:
@@ -74,8 +59,8 @@ class BindPrimary(Process):
         refresh: int = 3600,
         retry: int = 600,
     ) -> None:
-        named = need("named")
-        self.nsupdate = need("nsupdate")
+        named = program("named")
+        self.nsupdate = program("nsupdate")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.host = "127.0.0.1"

@@ -5,14 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from support.procs import (
-    FakeUpstream,
-    Sinkhole,
-    free_port,
-    standard_settings,
-    stop_all,
-    write_config,
-)
+from support.procs import Sinkhole, SinkholeFactory, free_port
 
 from interop.primary import ALGORITHM, KEY_NAME, ZONE, BindPrimary
 
@@ -34,12 +27,10 @@ def zone_entry(
 
 
 class Fleet:
-    """Starts sinkhole servers; ``close`` stops every one still running, by its PID."""
+    """Secondaries started through a ``sinkhole_factory`` (which stops them on teardown)."""
 
-    def __init__(self, workdir: Path, upstream: FakeUpstream) -> None:
-        self.workdir = workdir
-        self.upstream = upstream
-        self.started: list[Sinkhole] = []
+    def __init__(self, factory: SinkholeFactory) -> None:
+        self.factory = factory
 
     def port(self, host: str = "127.0.0.1") -> int:
         return free_port(host)
@@ -52,17 +43,10 @@ class Fleet:
         host: str = "127.0.0.1",
         workers: int = 1,
     ) -> Sinkhole:
-        """A server listening on ``host:port`` (config and policy in ``workdir/name``)."""
-        workdir = self.workdir / name
-        (workdir / "policies").mkdir(parents=True, exist_ok=True)
-        (workdir / "policies" / "local.yaml").write_text(POLICY)
-        settings = standard_settings([self.upstream.endpoint])
-        settings.update(listen=[f"{host}:{port}"], zones=zones, workers=workers)
-        config = write_config(workdir, settings)
-        server = Sinkhole(workdir, config, port, name=f"{name}-{len(self.started)}")
-        server.host = host
-        self.started.append(server)
-        return server
+        """A server on ``host:port`` following ``zones`` (its files in ``workdir/name``)."""
+        policies = {"local.yaml": POLICY}
+        return self.factory(policies, name=name, host=host, port=port, zones=zones, workers=workers)
 
     def close(self) -> list[str]:
-        return stop_all(self.started)
+        """Stop every server still running; describe those that did not exit 0."""
+        return self.factory.close()

@@ -20,13 +20,13 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from support.procs import FakeUpstream, Sinkhole, free_port, port_in_use, wait_until
+from support.procs import Sinkhole, SinkholeFactory, free_port, port_in_use, wait_until
 
 from interop.balancer import Dnsdist
 from interop.primary import ZONE, BindPrimary, new_secret
 from interop.secondaries import Fleet, zone_entry
 
-pytestmark = pytest.mark.blackbox
+pytestmark = [pytest.mark.blackbox, pytest.mark.system("named", "nsupdate", "dnsdist")]
 
 HOSTS = ("127.0.0.2", "127.0.0.3")
 WAIT = 10.0
@@ -49,9 +49,9 @@ def common_port() -> int:
 class Scaled:
     """A BIND primary, two sinkhole instances on HOSTS (same port) and dnsdist in front."""
 
-    def __init__(self, root: Path, upstream: FakeUpstream) -> None:
+    def __init__(self, root: Path, factory: SinkholeFactory) -> None:
         self.root = root
-        self.fleet = Fleet(root, upstream)
+        self.fleet = Fleet(factory)
         self.port = common_port()
         secret = new_secret()
         self.secret_file = root / "xfr.secret"
@@ -82,10 +82,10 @@ class Scaled:
 
 
 @pytest.fixture
-def scaled(tmp_path: Path, fake_upstream: FakeUpstream) -> Iterator[Scaled]:
+def scaled(tmp_path: Path, sinkhole_factory: SinkholeFactory) -> Iterator[Scaled]:
     setup = None
     try:
-        setup = Scaled(tmp_path, fake_upstream)
+        setup = Scaled(tmp_path, sinkhole_factory)
         yield setup
     finally:
         problems = setup.close() if setup is not None else []

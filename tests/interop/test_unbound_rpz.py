@@ -7,8 +7,6 @@ to the same fake upstream as sinkhole, so every allowed name gets the same answe
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,15 +24,17 @@ from support.procs import (
     FakeUpstream,
     Process,
     Sinkhole,
+    SinkholeFactory,
     free_port,
-    standard_settings,
-    write_config,
 )
+from support.system import program
 
 from resolver.core import wire
 from resolver.core.policy import Scope
 from resolver.sources.config import load_config
 from resolver.sources.snapshot import build_snapshot
+
+pytestmark = [pytest.mark.blackbox, pytest.mark.system("unbound", "unbound-checkconf")]
 
 ORIGIN = "rpz.sinkhole.invalid"
 ANSWER_TIMEOUT = 1.0
@@ -63,22 +63,10 @@ allow:
 """
 
 
-def unbound_binary() -> str:
-    """Unbound from Debian; the test fails (never skips) without it."""
-    for candidate in ("/usr/sbin/unbound", shutil.which("unbound") or ""):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise AssertionError(
-        "unbound is not installed: this interop test needs it (Debian package unbound; "
-        ".ci/run installs it)"
-    )
-
-
 class Unbound(Process):
     """``unbound -d`` with one RPZ zonefile, forwarding everything to ``upstream``."""
 
     def __init__(self, workdir: Path, zonefile: Path, upstream: FakeUpstream) -> None:
-        binary = unbound_binary()
         self.port = free_port("127.0.0.1")
         config = workdir / "unbound.conf"
         config.write_text(
@@ -111,10 +99,10 @@ rpz:
 """
         )
         check = subprocess.run(
-            [binary + "-checkconf", str(config)], capture_output=True, text=True, timeout=30
+            [program("unbound-checkconf"), str(config)], capture_output=True, text=True, timeout=30
         )
         assert check.returncode == 0, check.stdout + check.stderr
-        super().__init__([binary, "-d", "-c", str(config)], workdir, "unbound")
+        super().__init__([program("unbound"), "-d", "-c", str(config)], workdir, "unbound")
         try:
             self._wait_ready()
         except BaseException:
@@ -172,26 +160,17 @@ def names_to_ask(config_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def exported(
-    fake_upstream: FakeUpstream,
+    sinkhole_factory: SinkholeFactory,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[tuple[Sinkhole, Unbound]]:
     """(sinkhole, unbound) serving the same policies: sinkhole from the YAML files, Unbound
     from the zone ``sinkhole export-rpz`` wrote for them."""
-    workdir = tmp_path / "sinkhole"
-    (workdir / "policies").mkdir(parents=True)
-    settings = standard_settings([fake_upstream.endpoint])
-    port = free_port("127.0.0.1")
-    settings["listen"] = [f"127.0.0.1:{port}"]
     if request.param == "bundled":
-        settings["policies"] = [str(REPO / "policies" / "*.yaml")]
+        server = sinkhole_factory(settings={"policies": [str(REPO / "policies" / "*.yaml")]})
     else:
-        (workdir / "policies" / "forms.yaml").write_text(FORMS)
-    server = Sinkhole(workdir, write_config(workdir, settings), port)
-    try:
-        yield from _with_unbound(server, fake_upstream, tmp_path)
-    finally:
-        assert server.stop() == 0, server.diagnostics()
+        server = sinkhole_factory({"forms.yaml": FORMS})
+    yield from _with_unbound(server, sinkhole_factory.upstream, tmp_path)
 
 
 def _with_unbound(

@@ -17,12 +17,12 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from support.procs import FakeUpstream, Sinkhole
+from support.procs import Sinkhole, SinkholeFactory
 
 from interop.primary import ZONE, BindPrimary, new_secret, zone_text
 from interop.secondaries import Fleet, zone_entry
 
-pytestmark = pytest.mark.blackbox
+pytestmark = [pytest.mark.blackbox, pytest.mark.system("named", "nsupdate")]
 
 NAMES = ["bad.test", "*.wild.test", "gone.test"]
 TRANSFER_WAIT = 10.0  # generous: on loopback a transfer takes milliseconds
@@ -31,9 +31,9 @@ TRANSFER_WAIT = 10.0  # generous: on loopback a transfer takes milliseconds
 class Lab:
     """A primary, sinkhole servers and their files, all under one temp directory."""
 
-    def __init__(self, root: Path, upstream: FakeUpstream) -> None:
+    def __init__(self, root: Path, factory: SinkholeFactory) -> None:
         self.root = root
-        self.fleet = Fleet(root, upstream)
+        self.fleet = Fleet(factory)
         self.primaries: list[BindPrimary] = []
         self.secret = new_secret()
         self.secret_file = root / "xfr.secret"
@@ -54,8 +54,8 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path: Path, fake_upstream: FakeUpstream) -> Iterator[Lab]:
-    lab = Lab(tmp_path, fake_upstream)
+def lab(tmp_path: Path, sinkhole_factory: SinkholeFactory) -> Iterator[Lab]:
+    lab = Lab(tmp_path, sinkhole_factory)
     yield lab
     problems = lab.close()
     if problems:

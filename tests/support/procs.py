@@ -246,10 +246,11 @@ class Sinkhole(Process):
         port: int,
         port6: int | None = None,
         name: str = "sinkhole",
+        host: str = "127.0.0.1",
     ) -> None:
         self.workdir = workdir
         self.config = config
-        self.host = "127.0.0.1"
+        self.host = host
         self.port = port
         self.host6 = "::1"
         self.port6 = port6
@@ -322,25 +323,35 @@ class SinkholeFactory:
         self,
         policies: dict[str, str] | None = None,
         ipv6: bool = False,
+        *,
+        name: str | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        settings: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> Sinkhole:
         """A running server; ``policies`` maps file names to YAML text, ``overrides`` config keys.
 
-        A key set to None is left out of the configuration.
+        ``settings`` holds more config keys, for names the parameters take (``policies``).
+        A key set to None is left out of the configuration. The server listens on
+        ``host:port`` (a free port unless given) and on [::1] too with ``ipv6``. Its files
+        are in ``workdir/name`` (``sinkhole-N`` unless given); a server started again
+        with the same name finds them there.
         """
         index = len(self.started)
-        workdir = self.workdir / f"sinkhole-{index}"
-        (workdir / "policies").mkdir(parents=True)
+        workdir = self.workdir / (name or f"sinkhole-{index}")
+        (workdir / "policies").mkdir(parents=True, exist_ok=name is not None)
         for filename, text in (policies or {}).items():
             (workdir / "policies" / filename).write_text(text)
-        port = free_port("127.0.0.1")
+        port = port if port is not None else free_port(host)
         port6 = free_port("::1") if ipv6 else None
-        settings = standard_settings([self.upstream.endpoint])
-        settings["listen"] = [f"127.0.0.1:{port}"] + ([f"[::1]:{port6}"] if port6 else [])
-        settings.update(overrides)
-        settings = {k: v for k, v in settings.items() if v is not None}
-        config = write_config(workdir, settings)
-        server = Sinkhole(workdir, config, port, port6, name=f"sinkhole-{index}")
+        config_keys = standard_settings([self.upstream.endpoint])
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        config_keys["listen"] = [listen] + ([f"[::1]:{port6}"] if port6 else [])
+        config_keys.update(settings or {}, **overrides)
+        config = write_config(workdir, {k: v for k, v in config_keys.items() if v is not None})
+        label = f"{name}-{index}" if name else f"sinkhole-{index}"
+        server = Sinkhole(workdir, config, port, port6, name=label, host=host)
         self.started.append(server)
         return server
 

@@ -18,28 +18,11 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from support.procs import REPO, dead_port, free_port, standard_settings, write_config
 
-REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-WARNING_IPV4 = "192.0.2.99"
-WARNING_IPV6 = "2001:db8::99"
 UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port on ``host`` that is free for both UDP and TCP right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
 
 @dataclass(frozen=True)
@@ -153,20 +136,13 @@ class Server:
 def write_setup(directory: Path, text: str) -> tuple[Path, Path, int]:
     """A config (loopback listener, an upstream nothing answers) and one policy file."""
     port = free_port()
-    upstream = free_port()  # bound and released: nothing answers there
     policies = directory / "policies"
     policies.mkdir()
     policy = policies / "test.yaml"
     policy.write_text(text)
-    config = directory / "config.yaml"
-    config.write_text(
-        f'listen: ["127.0.0.1:{port}"]\n'
-        f'upstreams: ["127.0.0.1:{upstream}"]\n'
-        'policies: ["policies/*.yaml"]\n'
-        f"warning_page: {{ipv4: [{WARNING_IPV4}], ipv6: ['{WARNING_IPV6}'], ttl: 77}}\n"
-        "upstream_timeout: 0.2\nquery_timeout: 0.5\nquery_log: blocked\n"
-    )
-    return config, policy, port
+    settings = standard_settings([f"127.0.0.1:{dead_port()}"])
+    settings.update(listen=[f"127.0.0.1:{port}"], upstream_timeout=0.2, query_timeout=0.5)
+    return write_config(directory, settings), policy, port
 
 
 def policy_text(names: list[str]) -> str:

@@ -12,17 +12,9 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
+from support.procs import WARNING_IPV4, WARNING_IPV6
 
-from .conftest import (
-    READY_TIMEOUT,
-    STOP_TIMEOUT,
-    WARNING_IPV4,
-    WARNING_IPV6,
-    NotifySocket,
-    Server,
-    StartServer,
-    policy_text,
-)
+from .conftest import READY_TIMEOUT, STOP_TIMEOUT, NotifySocket, Server, StartServer, policy_text
 
 pytestmark = pytest.mark.blackbox
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from support.system import program
 
 from .conftest import REPO
 from .test_unit import one
@@ -14,10 +14,9 @@ from .test_unit import one
 SYSUSERS = REPO / "systemd" / "sinkhole.sysusers"
 
 
+@pytest.mark.system("systemd-sysusers")
 def test_sysusers_creates_the_service_user(tmp_path: Path) -> None:
-    tool = shutil.which("systemd-sysusers")
-    if tool is None:
-        pytest.fail("systemd-sysusers is missing: install the 'systemd' package", pytrace=False)
+    tool = program("systemd-sysusers")
     (tmp_path / "etc").mkdir()
     result = subprocess.run(
         [tool, f"--root={tmp_path}", "--dry-run", "-"],

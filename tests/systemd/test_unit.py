@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.system import program
 
 from resolver.service.cli import build_parser
 from resolver.sources.config import Config
@@ -23,15 +24,11 @@ CONFIG = "/etc/sinkhole/config.yaml"
 LEVELS = ("PERFECT", "SAFE", "OK", "MEDIUM", "EXPOSED", "UNSAFE", "DANGEROUS")
 
 
+analyzed = pytest.mark.system("systemd-analyze")
+
+
 def systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        pytest.fail(
-            "systemd-analyze is not installed: install the 'systemd' package "
-            "(apt-get install systemd) to check systemd/sinkhole.service",
-            pytrace=False,
-        )
-    return path
+    return program("systemd-analyze")
 
 
 def directives(text: str) -> list[tuple[str, str, str]]:
@@ -100,12 +97,14 @@ def verify(unit: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@analyzed
 def test_systemd_analyze_verify_passes(tmp_path: Path) -> None:
     result = verify(unit_to_verify(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", f"systemd-analyze verify warned:\n{result.stderr}"
 
 
+@analyzed
 def test_verify_would_report_an_unknown_directive(tmp_path: Path) -> None:
     """The check above is meaningful: verify reports unknown keys on stderr (with exit code 0)."""
     good = tmp_path / "good"
@@ -117,6 +116,7 @@ def test_verify_would_report_an_unknown_directive(tmp_path: Path) -> None:
     assert "Unknown key" in result.stderr and "NoSuchSetting" in result.stderr, result.stderr
 
 
+@analyzed
 def test_security_exposure_is_ok() -> None:
     """`systemd-analyze security --offline=true` rates the unit OK (or better)."""
     analyze = systemd_analyze()

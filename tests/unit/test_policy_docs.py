@@ -1,14 +1,15 @@
 """The bundled policies and the policy guide (policies/README.md) stay valid and truthful.
 
-Every example policy loads, is in force today and reads its lists without a bad
-line; every ```yaml block of the guide is a complete policy that loads; the error
-messages the guide quotes are the ones the checker prints.
+Every example policy loads, is in force at a fixed instant (AT, so the result does
+not change with the calendar) and reads its lists without a bad line; every ```yaml
+block of the guide is a complete policy that loads; the error messages the guide
+quotes are the ones the checker prints.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,9 @@ GUIDE = POLICIES / "README.md"
 EXAMPLES = sorted(POLICIES.rglob("*.yaml"))
 YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```$", re.M | re.S)
 TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```$", re.M | re.S)
+# The instant the examples are checked at: after the latest effective_from among them
+# (school-network.yaml, 2026-09-01). A new example starting later moves it.
+AT = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 def guide_blocks() -> list[str]:
@@ -53,9 +57,18 @@ def test_there_are_examples() -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_policy_loads_and_is_in_force(path: Path) -> None:
     policy = load_policy(path)
-    assert policy.info.active(datetime.now(UTC)), (policy.info.effective_from, policy.info.expires)
+    assert policy.info.active(AT), (policy.info.effective_from, policy.info.expires)
     assert policy.entries or policy.lists
     check_lists(policy)
+
+
+def test_school_policy_waits_for_its_start() -> None:
+    """The dates are read, not ignored: the school policy is off the minute before it starts."""
+    info = load_policy(POLICIES / "school-network.yaml").info
+    start = datetime(2026, 9, 1, 7, 0, tzinfo=timezone(timedelta(hours=9)))
+    assert info.effective_from == start
+    assert not info.active(start - timedelta(minutes=1))
+    assert info.active(start) and info.active(AT)
 
 
 def test_example_ids_are_unique() -> None:
