@@ -20,7 +20,8 @@ from resolver.core.engine import ClientAcl, Counters, Engine, Outcome
 from resolver.core.errors import SourceError
 from resolver.edge.batchudp import BatchUdpListener
 from resolver.edge.mmsg import batching_available
-from resolver.edge.server import TcpConnection, TcpServerState, UdpListener, bind_tcp, bind_udp
+from resolver.edge.server import TcpConnection, TcpServerState, UdpListener
+from resolver.edge.sockets import ListenError, open_listeners
 from resolver.edge.upstream import Forwarder, Sink
 from resolver.service import sdnotify
 from resolver.service.observability import MetricsServer, QueryLog, configure_logging, get_logger
@@ -69,9 +70,9 @@ def source_error_fields(exc: SourceError) -> dict[str, Any]:
 class App:
     """One serving process: the whole server, or one worker of a Supervisor.
 
-    As a worker (``link`` is the write end of a pipe to the supervisor) it binds
-    its listeners with SO_REUSEPORT and reports "ready", reload outcomes and its
-    counters over the pipe instead of talking to systemd.
+    As a worker (``link`` is the write end of a pipe to the supervisor) it serves the
+    listening sockets the supervisor bound for it and reports "ready", reload outcomes
+    and its counters over the pipe instead of talking to systemd.
     """
 
     def __init__(
@@ -144,13 +145,12 @@ class App:
             serve=engine.serve_forwarded,
         )
         await forwarder.start()
-        reuse = self.link is not None
         self.tcp_state = TcpServerState(
             engine, forwarder, config.tcp_idle_timeout, config.tcp_max_connections
         )
         try:
-            for endpoint in config.listen:
-                udp_sock = bind_udp(endpoint, reuse)
+            for listener in open_listeners(config.listen, passed_down=self.link is not None):
+                udp_sock = listener.udp
                 if config.udp_batch and batching_available():
                     self._udp.append(BatchUdpListener(engine, forwarder, udp_sock, loop))
                 else:
@@ -158,7 +158,7 @@ class App:
                         lambda: UdpListener(engine, forwarder), sock=udp_sock
                     )
                     self._udp.append(transport)
-                tcp_sock = bind_tcp(endpoint, reuse)
+                tcp_sock = listener.tcp
                 self._tcp.append(
                     await loop.create_server(partial(TcpConnection, self.tcp_state), sock=tcp_sock)
                 )
@@ -169,6 +169,10 @@ class App:
             if config.control is not None and (self.link is None or self.slot == 0):
                 self.control = ControlServer(lambda: self.loaded)  # one worker serves it
                 await self.control.start(config.control.host, config.control.port)
+        except ListenError as exc:
+            self.log.error("listen_failed", **exc.fields())
+            self._close()
+            return 1
         except OSError as exc:
             self.log.error("listen_failed", error=str(exc))
             self._close()
