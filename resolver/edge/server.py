@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from time import monotonic
 
-from resolver.core.endpoint import Endpoint
 from resolver.core.engine import Engine
 from resolver.core.flight import Waiter
 from resolver.core.tcpframe import Framer, frame
@@ -131,35 +129,3 @@ class TcpConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         # Half-close: keep the connection until owed answers are written.
         return bool(self.waiting)
-
-
-def bind_udp(endpoint: Endpoint, reuse_port: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    for size in (4 << 20, 1 << 20):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-            break
-        except OSError:
-            continue
-    sock.bind((endpoint.host, endpoint.port))
-    sock.setblocking(False)
-    return sock
-
-
-def bind_tcp(endpoint: Endpoint, reuse_port: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((endpoint.host, endpoint.port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock

@@ -22,7 +22,8 @@ from resolver.edge.batchudp import BatchStats, BatchUdpListener
 from resolver.edge.dispatch import Dispatcher
 from resolver.edge.faults import Faults
 from resolver.edge.mmsg import batching_available
-from resolver.edge.server import TcpConnection, TcpServerState, UdpListener, bind_tcp, bind_udp
+from resolver.edge.server import TcpConnection, TcpServerState, UdpListener
+from resolver.edge.sockets import ListenError, open_listeners
 from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
 from resolver.service.observability import MetricsServer, QueryLog, configure_logging, get_logger
@@ -72,9 +73,9 @@ def source_error_fields(exc: SourceError) -> dict[str, Any]:
 class App:
     """One serving process: the whole server, or one worker of a Supervisor.
 
-    As a worker (``link`` is the write end of a pipe to the supervisor) it binds
-    its listeners with SO_REUSEPORT and reports "ready", reload outcomes and its
-    counters over the pipe instead of talking to systemd.
+    As a worker (``link`` is the write end of a pipe to the supervisor) it serves the
+    listening sockets the supervisor bound for it and reports "ready", reload outcomes
+    and its counters over the pipe instead of talking to systemd.
     """
 
     def __init__(
@@ -143,13 +144,12 @@ class App:
         )
         dispatcher = self.dispatcher = Dispatcher(engine, forwarder, self.faults)
         await dispatcher.start()
-        reuse = self.link is not None
         self.tcp_state = TcpServerState(
             engine, dispatcher, config.tcp_idle_timeout, config.tcp_max_connections
         )
         try:
-            for endpoint in config.listen:
-                udp_sock = bind_udp(endpoint, reuse)
+            for listener in open_listeners(config.listen, passed_down=self.link is not None):
+                udp_sock = listener.udp
                 if config.udp_batch and batching_available():
                     self._udp.append(
                         BatchUdpListener(engine, dispatcher, udp_sock, loop, faults=self.faults)
@@ -159,7 +159,7 @@ class App:
                         lambda: UdpListener(engine, dispatcher), sock=udp_sock
                     )
                     self._udp.append(transport)
-                tcp_sock = bind_tcp(endpoint, reuse)
+                tcp_sock = listener.tcp
                 self._tcp.append(
                     await loop.create_server(partial(TcpConnection, self.tcp_state), sock=tcp_sock)
                 )
@@ -170,6 +170,10 @@ class App:
             if config.control is not None and (self.link is None or self.slot == 0):
                 self.control = ControlServer(lambda: self.loaded)  # one worker serves it
                 await self.control.start(config.control.host, config.control.port)
+        except ListenError as exc:
+            self.log.error("listen_failed", **exc.fields())
+            self._close()
+            return 1
         except OSError as exc:
             self.log.error("listen_failed", error=str(exc))
             self._close()

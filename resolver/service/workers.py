@@ -1,11 +1,14 @@
 """Several serving processes on SO_REUSEPORT sockets, one per core, under one supervisor.
 
-The supervisor serves no queries. It starts the workers (each a full server in its
-own process: own cache, own policy copy), tells systemd when all are ready, hands
-SIGHUP to every worker and reports READY again once all have reloaded, restarts a
-worker that dies, serves /metrics with the workers' counters summed, and stops
-them all on SIGTERM or SIGINT. Workers talk back over a pipe, one line a message:
-``ready``, ``reloaded ok|failed``, ``stats {json}``.
+The supervisor serves no queries. It binds every listening socket itself, once it has
+made sure no other program holds the address (a port held by anyone else fails the
+start), and passes each worker its own set (resolver/edge/sockets.py). It starts the
+workers (each a full server in its own process: own cache, own policy copy), tells
+systemd when all are ready, hands SIGHUP to every worker and reports READY again once
+all have reloaded, restarts a worker that dies (on sockets bound anew), serves
+/metrics with the workers' counters summed, and stops them all on SIGTERM or SIGINT.
+Workers talk back over a pipe, one line a message: ``ready``, ``reloaded ok|failed``,
+``stats {json}``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resolver.core.errors import SourceError
+from resolver.edge.sockets import LISTEN_FDS, Listener, ListenError, bind_for_workers, environment
 from resolver.service import sdnotify
 from resolver.service.observability import MetricsServer, get_logger
 from resolver.sources.config import Config, ZoneConfig, load_config
@@ -57,12 +61,20 @@ class Supervisor:
         self.metrics: MetricsServer | None = None
         self.secondary: Secondary | None = None  # zone transfers: here, once for all workers
         self._missed_reload: set[int] = set()  # workers that were starting during a reload
+        self._unpassed: dict[int, list[Listener]] = {}  # bound, not yet handed to the worker
+        self._starting = asyncio.Lock()  # one start at a time: binds then spawns, as one step
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        try:
+            sets = bind_for_workers(self.config.listen, len(self.workers))
+        except ListenError as exc:
+            self.log.error("listen_failed", **exc.fields())
+            return 1
+        self._unpassed = dict(enumerate(sets))
         self._follow_zones(self.config.zones)
         for worker in self.workers:
             await self._start(worker)
@@ -75,7 +87,8 @@ class Supervisor:
                 try:
                     await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
                 except OSError as exc:
-                    self.log.error("listen_failed", error=str(exc), what="metrics")
+                    failure = ListenError(self.config.metrics, "tcp", exc)
+                    self.log.error("listen_failed", **failure.fields(), what="metrics")
                     self._failed_start = True
                     self._stop.set()
             if not self._failed_start:
@@ -96,16 +109,39 @@ class Supervisor:
             argv += ["--config", str(self.config_path)]
         return argv
 
+    def _listeners(self, worker: Worker) -> list[Listener]:
+        """The worker's sockets: bound at start-up, or bound anew for a restart (the old
+        ones closed with the dead worker, so meanwhile the others took all the queries)."""
+        listeners = self._unpassed.pop(worker.slot, None)
+        if listeners is not None:
+            return listeners
+        others = any(
+            w.process is not None and w.process.returncode is None
+            for w in self.workers
+            if w is not worker
+        )
+        # With no worker running, nothing of ours holds the addresses: check them again.
+        return bind_for_workers(self.config.listen, 1, check_free=not others)[0]
+
     async def _start(self, worker: Worker) -> None:
+        async with self._starting:
+            await self._start_alone(worker)
+
+    async def _start_alone(self, worker: Worker) -> None:
+        listeners = self._listeners(worker)
         read_fd, write_fd = os.pipe()
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        env[LISTEN_FDS] = environment(listeners)
+        fds = [s.fileno() for listener in listeners for s in (listener.udp, listener.tcp)]
         worker.ready = False
         try:
             worker.process = await asyncio.create_subprocess_exec(
-                *self._argv(worker, write_fd), pass_fds=(write_fd,), env=env
+                *self._argv(worker, write_fd), pass_fds=(write_fd, *fds), env=env
             )
         finally:
             os.close(write_fd)
+            for listener in listeners:
+                listener.close()  # the worker has its own copies: its exit closes the socket
         process = worker.process
         self._spawn(lambda: self._listen(worker, process, read_fd))
 
@@ -169,9 +205,17 @@ class Supervisor:
         worker.ready = False
 
         async def restart() -> None:
-            await asyncio.sleep(RESTART_DELAY)
-            if not self._stopping:
-                await self._start(worker)
+            while True:
+                await asyncio.sleep(RESTART_DELAY)
+                if self._stopping:
+                    return
+                try:
+                    await self._start(worker)
+                    return
+                except ListenError as exc:
+                    self.log.error(
+                        "listen_failed", **exc.fields(), worker=worker.slot, retry_in=RESTART_DELAY
+                    )
 
         self._spawn(restart)
 
@@ -219,6 +263,10 @@ class Supervisor:
     async def _shutdown(self) -> int:
         self._stopping = True
         sdnotify.stopping()
+        for listeners in self._unpassed.values():
+            for listener in listeners:
+                listener.close()
+        self._unpassed.clear()
         if self.metrics is not None:
             self.metrics.close()
         if self.secondary is not None:
