@@ -24,14 +24,6 @@ _ASCII_NAME = re.compile(
 _NUMERIC = re.compile(r"^[0-9]+$")
 
 
-def to_wire(name: str) -> bytes:
-    """Wire form of a checked, lower-case ASCII name (no trailing dot)."""
-    return (
-        b"".join(bytes((len(label),)) + label.encode("ascii") for label in name.split("."))
-        + b"\x00"
-    )
-
-
 def normalise(text: str) -> str:
     """Check a name and return it lower-case, without trailing dot, Unicode as punycode."""
     name = text.strip()

@@ -47,18 +47,6 @@ def overlap(a: Scope, b: Scope) -> bool:
     return a is Scope.SUBTREE or b is Scope.SUBTREE or a is b
 
 
-def wire_text(name: bytes) -> str:
-    """Presentation form of a wire name from a list (lower-case letters, digits, - and _)."""
-    labels = []
-    pos = 0
-    n = name[0]
-    while n:
-        labels.append(name[pos + 1 : pos + 1 + n])
-        pos += n + 1
-        n = name[pos]
-    return b".".join(labels).decode("ascii")
-
-
 def parents(name: str) -> Iterator[str]:
     """The parent names of ``name``, nearest first, down to (not including) the root."""
     while "." in name:
@@ -193,7 +181,7 @@ def all_rules(policies: Iterable[PolicyFile]) -> Iterator[Rule]:
         index += len(policy.entries)
         for ref in policy.lists:
             for name in read_list(ref, ListReport(str(ref.path))):
-                yield list_rule(policy, order, index, wire_text(name), ref)
+                yield list_rule(policy, order, index, wire.name_to_text(name), ref)
                 index += 1
 
 

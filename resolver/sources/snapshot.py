@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from resolver.core import wire
 from resolver.core.engine import Snapshot
 from resolver.core.errors import PolicyError
 from resolver.core.policy import (
@@ -25,7 +26,6 @@ from resolver.core.policy import (
 )
 from resolver.sources.config import Config
 from resolver.sources.lists import ListReport, read_list
-from resolver.sources.names import to_wire
 from resolver.sources.policy_yaml import PolicyFile, load_policy
 from resolver.sources.rpz import ZoneReport, load_zone
 
@@ -153,7 +153,7 @@ def _policy_entries(
         scope = entry.clients if entry.clients is not None else policy.clients
         redirect = entry.redirect if entry.redirect is not None else policy.redirect
         yield (
-            to_wire(entry.name),
+            wire.text_to_name(entry.name),
             entry.scope,
             verdict(entry.action, entry.reference, scope, redirect),
         )

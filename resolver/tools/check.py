@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from resolver.core import wire
 from resolver.core.errors import SourceError
 from resolver.core.policy import Scope
 from resolver.sources.config import Config, default_config, load_config
@@ -30,7 +31,6 @@ from resolver.sources.rules import (
     key_position,
     list_lines,
     overlap,
-    wire_text,
 )
 
 EXAMPLES = 5  # names shown per aggregated warning about a list
@@ -336,7 +336,7 @@ class Analysis:
             index += len(policy.entries)
             for position in range(len(policy.lists)):
                 index += len(listed.get((order, position), ()))
-        self.wire = {id(rule): _wire(rule.name) for rule in self.rules}
+        self.wire = {id(rule): wire.text_to_name(rule.name) for rule in self.rules}
         self.at: dict[bytes, list[Rule]] = defaultdict(list)
         for rule in self.rules:
             self.at[self.wire[id(rule)]].append(rule)
@@ -476,7 +476,8 @@ class Analysis:
             if order is not None:
                 # List names come after the policy files' entries: they lose ties.
                 rank = (0, -order, -(1 << 60))
-                candidates.append((rank, wire_text(parent), order, self._list_key(order), 0))
+                text = wire.name_to_text(parent)
+                candidates.append((rank, text, order, self._list_key(order), 0))
             if candidates:
                 _, pattern_, order_, key, line = max(candidates, key=lambda c: c[0])
                 return pattern_, order_, key, line
@@ -518,16 +519,16 @@ class Analysis:
                 allow = next((r for r in rules if r.allow), None)
                 mine = next((r for r in rules if r.order == order), None)
                 if allow is not None:
-                    exempted.append(f"{wire_text(name)} ({allow.where()})")
+                    exempted.append(f"{wire.name_to_text(name)} ({allow.where()})")
                 elif mine is not None:
-                    entry.append(f"{wire_text(name)} (entry at line {mine.line})")
+                    entry.append(f"{wire.name_to_text(name)} (entry at line {mine.line})")
                 else:
                     other = rules[0]
-                    others[other.order].append(f"{wire_text(name)} ({other.where()})")
+                    others[other.order].append(f"{wire.name_to_text(name)} ({other.where()})")
                 continue
             first = list_first[name]
             if first < order:
-                others[first].append(f"{wire_text(name)} (a list)")
+                others[first].append(f"{wire.name_to_text(name)} (a list)")
                 continue
             decider = self._nearest_above(name)
             if decider is not None and decider[1] == order and decider[2] == key:
@@ -591,7 +592,7 @@ class Analysis:
         """A warning listing a few names with the lines of the list they are on."""
         shown = []
         for name in names[:EXAMPLES]:
-            plain = wire_text(name)
+            plain = wire.name_to_text(name)
             lines = list_lines(ref.path, plain, occurrences)
             if lines:
                 numbers = ", ".join(str(n) for n in lines)
@@ -639,13 +640,6 @@ def _scoped(a: Rule, b: Rule) -> str:
     ):
         notes.append("while both policies are in force")
     return f" ({', '.join(notes)})" if notes else ""
-
-
-def _wire(name: str) -> bytes:
-    return (
-        b"".join(bytes((len(label),)) + label.encode("ascii") for label in name.split("."))
-        + b"\x00"
-    )
 
 
 def render_text(result: CheckResult) -> Iterable[str]:

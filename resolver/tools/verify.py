@@ -53,7 +53,7 @@ from resolver.core.policy import (
 )
 from resolver.sources.config import Config
 from resolver.sources.policy_yaml import PolicyFile
-from resolver.sources.rules import Rule, all_rules, parents, pattern, wire_text, zone_rules
+from resolver.sources.rules import Rule, all_rules, parents, pattern, zone_rules
 from resolver.tools.explain import ranked
 
 PROBE_LABEL = "verify-probe"
@@ -310,7 +310,7 @@ def candidates(
                 yield qname, pattern(entry.name, entry.scope)
     for names in listed:
         for name in sorted(names):  # a set: sorted, so a seeded sample is reproducible
-            qname = wire_text(name)
+            qname = wire.name_to_text(name)
             if qname not in seen:
                 seen.add(qname)
                 yield qname, qname

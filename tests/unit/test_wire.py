@@ -570,13 +570,31 @@ def test_parse_reply_rejects_soa_with_short_rdata() -> None:
         ("  a.b  ", b"\x01a\x01b\x00"),
         ("", b"\x00"),
         (".", b"\x00"),
+        ("a\\.b.C", b"\x03a.b\x01c\x00"),
+        ("\\065\\066.x.", b"\x02ab\x01x\x00"),
+        ("a\\\\b\\ c", b"\x05a\\b c\x00"),
     ],
 )
 def test_text_to_name(text: str, wire_name: bytes) -> None:
     assert wire.text_to_name(text) == wire_name
 
 
-@pytest.mark.parametrize("text", ["a..b", "x" * 64 + ".com", ".".join(["a" * 63] * 4)])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a..b",
+        "..",
+        ".a",
+        "x" * 64 + ".com",
+        ".".join(["a" * 63] * 4),
+        "a\\256.b",
+        "a\\12",
+        "a\\",
+        "a\\.\\.\\",
+        "bücher.example",
+        "a\\.ü",
+    ],
+)
 def test_text_to_name_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         wire.text_to_name(text)
@@ -601,9 +619,11 @@ def test_name_to_text_root() -> None:
         (b"\x03a b\x00", "a\\032b"),
         (b"\x02\x00\xff\x00", "\\000\\255"),
         (b"\x01\x7f\x00", "\\127"),
+        (b'\x07"();@$x\x00', '\\"\\(\\)\\;\\@\\$x'),
     ],
 )
 def test_name_to_text_escapes(wire_name: bytes, text: str) -> None:
     assert wire.name_to_text(wire_name) == text
+    assert wire.text_to_name(text) == wire_name.lower()
     # dnspython reads the escaped form back to the same labels.
     assert dns.name.from_text(text).to_wire() == wire_name
