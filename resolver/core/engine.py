@@ -19,7 +19,8 @@ from resolver.core import cache as answers
 from resolver.core import wire
 from resolver.core.cache import Answer, Cache
 from resolver.core.errors import FormError, NotImplementedQuery
-from resolver.core.policy import Action, ClientScope, CompiledPolicy, PolicyInfo, Verdict
+from resolver.core.matcher import CompiledPolicy
+from resolver.core.verdict import Action, ClientScope, PolicyInfo, Verdict
 
 Facts = tuple[Answer, tuple[bytes, ...], tuple[bytes, ...]]  # answer, CNAME targets, addresses
 

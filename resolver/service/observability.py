@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from resolver.core import wire
 from resolver.core.codes import rcode_name, type_name
 from resolver.core.engine import Outcome
-from resolver.core.policy import CompiledPolicy, Verdict
+from resolver.core.matcher import CompiledPolicy
+from resolver.core.verdict import Verdict
 
 FLUSH_INTERVAL = 0.25
 MAX_BUFFERED = 100_000  # query-log records held between flushes; more are counted, not kept

@@ -12,7 +12,7 @@ import yaml
 from resolver.core.cache import CacheSettings
 from resolver.core.endpoint import Endpoint
 from resolver.core.errors import ConfigError
-from resolver.core.policy import Answers
+from resolver.core.verdict import Answers
 from resolver.sources.yamlsource import Doc, describe
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import idna
 from publicsuffixlist import PSLFILE
 
-from resolver.core.policy import Scope
+from resolver.core.matcher import Scope
 
 _ASCII_NAME = re.compile(
     r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$"

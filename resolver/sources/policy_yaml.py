@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 import yaml
 
 from resolver.core.errors import PolicyError
-from resolver.core.policy import (
+from resolver.core.matcher import Scope
+from resolver.core.verdict import (
     ACTION_LABELS,
     EDE_CODES,
     EVERYONE,
@@ -29,7 +30,6 @@ from resolver.core.policy import (
     Network,
     PolicyInfo,
     Redirect,
-    Scope,
 )
 from resolver.sources.lists import FORMATS, csv_header, find_column
 from resolver.sources.names import is_public_suffix, normalise, parse_entry

@@ -1,6 +1,6 @@
 """Policy entries as plain rules with their place in the files: the slow, plain reading.
 
-The server decides with the compiled table (resolver.policy). ``check``, ``explain``,
+The server decides with the compiled table (resolver.core.matcher). ``check``, ``explain``,
 ``diff`` and ``verify`` reason over these rules instead, one by one, with the
 precedence written out as a sort key, so they can be checked against the table.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from resolver.core import wire
-from resolver.core.policy import EVERYONE, Action, ClientScope, Network, Redirect, Scope, Verdict
+from resolver.core.matcher import Scope
+from resolver.core.verdict import EVERYONE, Action, ClientScope, Network, Redirect, Verdict
 from resolver.sources.lists import ListReport, open_binary, read_list
 from resolver.sources.policy_yaml import ListRef, PolicyFile
 

@@ -13,17 +13,9 @@ from datetime import UTC, datetime
 from resolver.core import wire
 from resolver.core.engine import Snapshot
 from resolver.core.errors import PolicyError
-from resolver.core.policy import (
-    Action,
-    Answers,
-    ClientScope,
-    CompiledPolicy,
-    LayeredPolicy,
-    PolicyLayer,
-    Redirect,
-    Scope,
-    Verdict,
-)
+from resolver.core.layers import LayeredPolicy, PolicyLayer
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdict
 from resolver.sources.config import Config
 from resolver.sources.lists import ListReport, read_list
 from resolver.sources.policy_yaml import PolicyFile, load_policy

@@ -21,7 +21,7 @@ from typing import Any
 
 from resolver.core import wire
 from resolver.core.errors import SourceError
-from resolver.core.policy import Scope
+from resolver.core.matcher import Scope
 from resolver.sources.config import Config, default_config, load_config
 from resolver.sources.lists import ListReport, read_list
 from resolver.sources.policy_yaml import ListRef, PolicyFile, load_policy

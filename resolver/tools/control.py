@@ -29,7 +29,8 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from resolver.core.policy import Action, Scope
+from resolver.core.matcher import Scope
+from resolver.core.verdict import Action
 from resolver.core.wire import name_to_text, text_to_name
 from resolver.sources.rules import FORMS, zone_rules
 from resolver.sources.snapshot import BuildResult

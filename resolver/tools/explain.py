@@ -21,7 +21,8 @@ from dnslib import DNSRecord
 from resolver.core import wire
 from resolver.core.codes import rcode_name, type_name
 from resolver.core.engine import client_address
-from resolver.core.policy import Action, ClientScope, Verdict, mapped
+from resolver.core.layers import mapped
+from resolver.core.verdict import Action, ClientScope, Verdict
 from resolver.sources.config import Config
 from resolver.sources.names import normalise
 from resolver.sources.policy_yaml import PolicyFile

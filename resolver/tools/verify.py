@@ -42,15 +42,8 @@ import dns.rdatatype
 
 from resolver.core import wire
 from resolver.core.endpoint import Endpoint
-from resolver.core.policy import (
-    Action,
-    Answers,
-    ClientScope,
-    CompiledPolicy,
-    Redirect,
-    Scope,
-    Verdict,
-)
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdict
 from resolver.sources.config import Config
 from resolver.sources.policy_yaml import PolicyFile
 from resolver.sources.rules import Rule, all_rules, parents, pattern, zone_rules

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from resolver.core import wire
 from resolver.core.cache import EXPIRES, Cache, CacheSettings, render
 from resolver.core.engine import ClientAcl, Engine, Snapshot
-from resolver.core.policy import CompiledPolicy
+from resolver.core.matcher import CompiledPolicy
 
 QNAME = b"\x03www\x07example\x00"
 QUESTION = QNAME + struct.pack("!HH", wire.TYPE_A, wire.CLASS_IN)

@@ -17,7 +17,8 @@ from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.engine import ClientAcl, Engine, Snapshot
 from resolver.core.errors import FormError, NotImplementedQuery
-from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 HEADER = struct.Struct("!HHHHHH")
 

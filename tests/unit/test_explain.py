@@ -16,7 +16,7 @@ import yaml
 from resolver.core import wire
 from resolver.core.codes import type_code
 from resolver.core.errors import SourceError
-from resolver.core.policy import Action
+from resolver.core.verdict import Action
 from resolver.sources.config import Config, load_config
 from resolver.sources.rules import all_rules, zone_rules
 from resolver.tools.explain import (

@@ -193,4 +193,4 @@ def test_the_layer_check_can_fail() -> None:
 
 def test_closure_follows_package_imports() -> None:
     reached = closure("resolver.core.engine")
-    assert {"resolver.core.wire", "resolver.core.cache", "resolver.core.policy"} <= set(reached)
+    assert {"resolver.core.wire", "resolver.core.cache", "resolver.core.matcher"} <= set(reached)

@@ -6,7 +6,7 @@ import pytest
 from publicsuffixlist import PublicSuffixList
 
 from resolver.core import wire
-from resolver.core.policy import Scope
+from resolver.core.matcher import Scope
 from resolver.sources.names import (
     is_public_suffix,
     normalise,

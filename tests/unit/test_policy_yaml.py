@@ -13,7 +13,8 @@ import yaml
 
 from resolver.core import wire
 from resolver.core.errors import PolicyError
-from resolver.core.policy import EVERYONE, Action, Answers, ClientScope, Redirect, Scope
+from resolver.core.matcher import Scope
+from resolver.core.verdict import EVERYONE, Action, Answers, ClientScope, Redirect
 from resolver.sources import yamlsource
 from resolver.sources.policy_yaml import (
     BLOCK_ACTIONS,

@@ -14,7 +14,8 @@ import pytest
 
 from resolver.core import wire
 from resolver.core.engine import Outcome
-from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 from resolver.service import observability
 from resolver.service.observability import QueryLog, json_string, write_lines
 

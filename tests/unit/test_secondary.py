@@ -28,7 +28,7 @@ from resolver.core.cache import Cache, CacheSettings
 from resolver.core.endpoint import Endpoint
 from resolver.core.engine import ClientAcl, Engine, Snapshot
 from resolver.core.errors import FormError
-from resolver.core.policy import CompiledPolicy
+from resolver.core.matcher import CompiledPolicy
 from resolver.sources.config import TsigKey, ZoneConfig
 from resolver.zones import secondary
 from resolver.zones.notify import NotifyGate, is_notify, read_secret
