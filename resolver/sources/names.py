@@ -92,6 +92,14 @@ def parse_entry(text: str) -> tuple[str, Scope]:
     return normalise(text), Scope.SUBTREE
 
 
+def covers(name: str, scope: Scope, qname: str) -> bool:
+    """Whether an entry for ``name`` with ``scope`` covers the name ``qname`` (both
+    normalised)."""
+    if qname == name:
+        return scope is not Scope.BELOW
+    return scope is not Scope.EXACT and qname.endswith("." + name)
+
+
 # --- public suffixes ----------------------------------------------------------------
 
 

@@ -20,7 +20,9 @@ from resolver.core import wire
 from resolver.core.matcher import Scope
 from resolver.core.verdict import EVERYONE, Action, ClientScope, Network, Redirect, Verdict
 from resolver.sources.lists import ListReport, open_binary, read_list
-from resolver.sources.policy_yaml import ListRef, PolicyFile
+from resolver.sources.names import covers
+from resolver.sources.policy_lists import ListRef
+from resolver.sources.policy_yaml import PolicyFile
 
 FORMS = {Scope.SUBTREE: "subtree", Scope.EXACT: "exact", Scope.BELOW: "below"}
 SCOPES = {label: scope for scope, label in FORMS.items()}
@@ -33,14 +35,6 @@ def pattern(name: str, scope: Scope) -> str:
     if scope is Scope.BELOW:
         return "*." + name
     return name
-
-
-def covers(name: str, scope: Scope, qname: str) -> bool:
-    """Whether an entry for ``name`` with ``scope`` covers the query name ``qname``
-    (both lower case, no trailing dot)."""
-    if qname == name:
-        return scope is not Scope.BELOW
-    return scope is not Scope.EXACT and qname.endswith("." + name)
 
 
 def overlap(a: Scope, b: Scope) -> bool:

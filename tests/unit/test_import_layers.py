@@ -29,7 +29,16 @@ ALLOWED: dict[str, frozenset[str]] = {
 # The pure core: no event loop, sockets, signals, logging, clock or DNS library.
 CORE_FORBIDDEN = frozenset({"asyncio", "socket", "signal", "structlog", "time", "dnslib", "dns"})
 # Modules outside core that must stay free of I/O machinery as well.
-PURE_SOURCES = ("names", "lists", "policy_yaml", "config", "yamlsource")
+PURE_SOURCES = (
+    "names",
+    "lists",
+    "policy_yaml",
+    "policy_entries",
+    "policy_lists",
+    "config",
+    "yamlsource",
+    "yamlvalues",
+)
 IO_MACHINERY = frozenset({"asyncio", "socket", "signal", "structlog"})
 
 
