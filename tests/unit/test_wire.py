@@ -280,6 +280,35 @@ def test_build_reply_extended_rcode_badvers() -> None:
     assert dns.message.from_wire(raw).rcode() == dns.rcode.BADVERS
 
 
+def _answer_to(data: bytes) -> tuple[type[Exception], dns.message.Message]:
+    """Parse ``data``, expecting an error; answer it with the rcode the error carries."""
+    with pytest.raises((FormError, NotImplementedQuery)) as info:
+        wire.parse_query(data)
+    exc = info.value
+    assert isinstance(exc, FormError | NotImplementedQuery)
+    answer = wire.build_error_reply(data, exc.rcode, getattr(exc, "query", None))
+    assert answer is not None
+    return type(exc), dns.message.from_wire(answer)
+
+
+def test_errors_carry_the_rcode_they_are_answered_with() -> None:
+    message = dns.message.make_query("example.com", "A", use_edns=1)
+    kind, answer = _answer_to(message.to_wire())
+    assert (kind, answer.rcode()) == (wire.BadVersion, dns.rcode.BADVERS)
+    assert answer.question == message.question
+
+    message = dns.message.make_query("example.com", "A", rdclass="CH")
+    kind, answer = _answer_to(message.to_wire())
+    assert (kind, answer.rcode()) == (NotImplementedQuery, dns.rcode.NOTIMP)
+    assert answer.question == message.question
+
+    data = bytearray(dns.message.make_query("example.com", "A").to_wire())
+    data[5] = 2  # two questions
+    kind, answer = _answer_to(bytes(data))
+    assert (kind, answer.rcode()) == (FormError, dns.rcode.FORMERR)
+    assert not answer.question
+
+
 def test_build_reply_carries_ede_option() -> None:
     q = parsed(edns=True)
     raw = wire.build_reply(q, wire.SERVFAIL, ede=wire.build_ede(wire.EDE_NETWORK_ERROR, "boom"))
