@@ -25,7 +25,8 @@ from resolver.core.cache import Answer, Cache
 from resolver.core.chain import Chase
 from resolver.core.errors import FormError, NotImplementedQuery
 from resolver.core.flight import Question, Waiter, Work
-from resolver.core.policy import Action, ClientScope, CompiledPolicy, PolicyInfo, Verdict
+from resolver.core.matcher import CompiledPolicy
+from resolver.core.verdict import Action, ClientScope, PolicyInfo, Verdict
 
 Facts = tuple[Answer, tuple[bytes, ...], tuple[bytes, ...]]  # answer, CNAME targets, addresses
 
@@ -221,14 +222,11 @@ class Engine:
                     self.query_log.record(client, replay.query, Outcome.BLOCKED, replay.verdict, 0)
                 return data[:2] + replay.body
             # Rendered in this second: not expired (expiry is counted in whole seconds),
-            # so a hit only marks it recently used. At the next second the cache is asked
-            # again (not expired, replaced or evicted) and the TTLs counted down.
+            # so a hit only needs the cache to hold this very answer still (not replaced
+            # or evicted), and marks it recently used. At the next second the TTLs are
+            # counted down and the answer rendered again.
             if replay.second == now:
-                try:
-                    self.cache.touch(answer[answers.KEY])
-                    live = True
-                except KeyError:  # evicted
-                    live = False
+                live = self.cache.holds(answer, now)
             else:
                 live = self._refresh(replay, answer, now)
             if live:

@@ -1,4 +1,8 @@
-"""The exception tree. Errors caused by a peer's bytes carry the rcode they imply."""
+"""The exception tree. Errors caused by a peer's bytes carry the rcode they imply.
+
+``rcode`` is what the answer to the offending packet says: FORMERR, NOTIMP, or (for
+wire.BadVersion) BADVERS. Answer with ``wire.build_error_reply(data, exc.rcode, query)``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ class ResolverError(Exception):
 class FormError(ResolverError):
     """A packet we cannot parse: answered with FORMERR when its header is readable."""
 
-    rcode = 1
+    rcode: int = 1  # FORMERR
 
 
 class NotImplementedQuery(ResolverError):
@@ -19,7 +23,7 @@ class NotImplementedQuery(ResolverError):
     ``query`` is the parsed query (a ``wire.Query``), so the answer can echo it.
     """
 
-    rcode = 4
+    rcode: int = 4  # NOTIMP
 
     def __init__(self, message: str, query: object = None) -> None:
         super().__init__(message)

@@ -293,7 +293,10 @@ def parse_query(data: bytes) -> Query:
 
 
 class BadVersion(FormError):
-    """An EDNS version we do not speak: answered with BADVERS (RFC 6891 6.1.3)."""
+    """An EDNS version we do not speak: answered with BADVERS (RFC 6891 6.1.3), the
+    question and an OPT record echoed (``query``)."""
+
+    rcode = BADVERS
 
     def __init__(self, query: Query) -> None:
         super().__init__("unsupported EDNS version")
@@ -583,51 +586,59 @@ def reply_qid(data: bytes) -> int:
 
 
 # --- names ------------------------------------------------------------------
+#
+# The one codec between wire names and their presentation form (RFC 1035 5.1): a
+# byte that is not printable ASCII (space included) is written \DDD, three decimal
+# digits; the dot, the backslash and the other characters zone files treat specially
+# (" ( ) ; @ $) are written with a backslash before them; every other byte stands for
+# itself. This is the form dnspython and BIND write and read.
+
+_SPECIAL = b'"().;\\@$'  # written with a backslash before them
+_PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in _SPECIAL)  # written as they are
+_BYTE_TEXT = tuple(
+    chr(c) if c in _PLAIN else f"\\{chr(c)}" if c in _SPECIAL else f"\\{c:03d}" for c in range(256)
+)
 
 
-_PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in (0x2E, 0x5C))  # printed as they are
-# In a master file (RFC 1035 5.1) these mean something too: escaped there, as dnspython does.
-_ZONE_FILE_PLAIN = bytes(c for c in _PLAIN if c not in b'"();@$')
-_KEEP, _ZONE_FILE_KEEP = frozenset(_PLAIN), frozenset(_ZONE_FILE_PLAIN)
+def label_text(label: bytes) -> str:
+    """Presentation form of one label."""
+    if label.translate(None, _PLAIN):  # something to escape
+        return "".join([_BYTE_TEXT[c] for c in label])
+    return label.decode("ascii")
 
 
-def name_to_text(wire_name: bytes, zone_file: bool = False) -> str:
-    """Presentation form of an uncompressed wire name, without the trailing dot.
-
-    ``.`` and ``\\`` in a label are escaped as ``\\.`` and ``\\\\``, bytes outside printable
-    ASCII as ``\\DDD``. ``zone_file``: ``"();@$`` are escaped as well, so the text reads
-    back as the same name in a master file.
-    """
-    plain = _ZONE_FILE_PLAIN if zone_file else _PLAIN
+def name_to_text(wire_name: bytes) -> str:
+    """Presentation form of an uncompressed wire name, without the trailing dot ("." for the
+    root)."""
     labels = []
     pos = 0
     while pos < len(wire_name):
         n = wire_name[pos]
         if n == 0:
             break
-        label = wire_name[pos + 1 : pos + 1 + n]
-        if label.translate(None, plain):  # something to escape
-            keep = _ZONE_FILE_KEEP if zone_file else _KEEP
-            labels.append(
-                "".join(
-                    chr(c) if c in keep else (f"\\{chr(c)}" if 0x21 <= c <= 0x7E else f"\\{c:03d}")
-                    for c in label
-                )
-            )
-        else:
-            labels.append(label.decode("ascii"))
+        labels.append(label_text(wire_name[pos + 1 : pos + 1 + n]))
         pos += n + 1
     return ".".join(labels) or "."
 
 
 def text_to_name(text: str) -> bytes:
-    """Wire form of an ASCII presentation name (no escapes), lower-cased, root-terminated."""
-    text = text.strip().rstrip(".").lower()
-    if not text:
-        return b"\x00"
+    """Wire form of a presentation name, lower-cased (ASCII letters only), root-terminated.
+
+    The trailing dot is optional; escapes (``\\.``, ``\\\\``, ``\\DDD``) are read as in
+    zone files. Raises ValueError for an empty label, a label over 63 octets, a name over
+    255 octets, a bad escape or a character outside ASCII.
+    """
+    text = text.strip()
+    if "\\" in text:
+        labels = _escaped_labels(text)
+    else:
+        if text.endswith("."):
+            text = text[:-1]
+        if not text:
+            return b"\x00"
+        labels = [label.encode("ascii") for label in text.split(".")]
     out = bytearray()
-    for label in text.split("."):
-        raw = label.encode("ascii")
+    for raw in labels:
         if not 0 < len(raw) <= 63:
             raise ValueError(f"bad label length in {text!r}")
         out.append(len(raw))
@@ -635,4 +646,39 @@ def text_to_name(text: str) -> bytes:
     out.append(0)
     if len(out) > MAX_NAME:
         raise ValueError(f"name longer than 255 octets: {text!r}")
-    return bytes(out)
+    return bytes(out).lower()
+
+
+def _escaped_labels(text: str) -> list[bytes]:
+    """The labels of a presentation name with escapes (an absolute name: trailing dot)."""
+    labels: list[bytes] = []
+    label = bytearray()
+    i, end = 0, len(text)
+    while i < end:
+        c = text[i]
+        i += 1
+        if c == ".":
+            if not label:
+                raise ValueError(f"empty label in {text!r}")
+            labels.append(bytes(label))
+            label = bytearray()
+            continue
+        if c == "\\":
+            digits = text[i : i + 3]
+            if len(digits) == 3 and digits.isascii() and digits.isdigit():
+                value = int(digits)
+                if value > 255:
+                    raise ValueError(f"escape \\{digits} above 255 in {text!r}")
+                label.append(value)
+                i += 3
+                continue
+            if i >= end or text[i] in "0123456789":
+                raise ValueError(f"incomplete escape in {text!r}")
+            c = text[i]
+            i += 1
+        if not c.isascii():
+            raise ValueError(f"{c!r} in {text!r} is not ASCII: write the name's xn-- form")
+        label.append(ord(c))
+    if label:
+        labels.append(bytes(label))
+    return labels

@@ -57,11 +57,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from resolver.core.codes import type_code
     from resolver.tools import explain
 
     try:
         config, _ = _config(args)
-        qtype = explain.parse_qtype(args.type)
+        qtype = type_code(args.type)
         client = explain.parse_client(args.client)
         now = _moment(args.at)
         policies, compiled = explain.build(config, now)

@@ -12,14 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from dnslib import QTYPE, RCODE
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from resolver.core import wire
+from resolver.core.codes import rcode_name, type_name
 from resolver.core.engine import Outcome
-from resolver.core.policy import CompiledPolicy, Verdict
+from resolver.core.matcher import CompiledPolicy
+from resolver.core.verdict import Verdict
 
 FLUSH_INTERVAL = 0.25
 MAX_BUFFERED = 100_000  # query-log records held between flushes; more are counted, not kept
@@ -62,24 +63,6 @@ def configure_logging(level: str = "info", worker: int | None = None) -> None:
 
 def get_logger() -> Any:
     return structlog.get_logger("sinkhole").bind()
-
-
-_QTYPE_NAMES: dict[int, str] = {}
-_RCODE_NAMES: dict[int, str] = {}
-
-
-def qtype_name(qtype: int) -> str:
-    name = _QTYPE_NAMES.get(qtype)
-    if name is None:
-        name = _QTYPE_NAMES[qtype] = str(QTYPE.get(qtype, f"TYPE{qtype}"))
-    return name
-
-
-def rcode_name(rcode: int) -> str:
-    name = _RCODE_NAMES.get(rcode)
-    if name is None:
-        name = _RCODE_NAMES[rcode] = str(RCODE.get(rcode, f"RCODE{rcode}"))
-    return name
 
 
 def json_string(text: str) -> str:
@@ -215,8 +198,7 @@ class QueryLog:
             kind = kinds.get((qtype, outcome))
             if kind is None:
                 kind = kinds[qtype, outcome] = (
-                    f', "qtype": "{qtype_name(qtype)}"'
-                    f', "outcome": "{Outcome(outcome).name.lower()}"'
+                    f', "qtype": "{type_name(qtype)}", "outcome": "{Outcome(outcome).name.lower()}"'
                 )
             text = json_string(name)
             code = rcodes.get(rcode)

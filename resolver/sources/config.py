@@ -12,8 +12,9 @@ import yaml
 from resolver.core.cache import CacheSettings
 from resolver.core.endpoint import Endpoint
 from resolver.core.errors import ConfigError
-from resolver.core.policy import Answers
+from resolver.core.verdict import Answers
 from resolver.sources.yamlsource import Doc, describe
+from resolver.sources.yamlvalues import read_warning_page
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ALLOW = (
@@ -216,7 +217,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             doc.string(item, "an entry of policies") for item in doc.sequence(node, "policies")
         )
     if "warning_page" in keys:
-        values["answers"] = _warning_page(doc, keys["warning_page"][1])
+        values["answers"], _ = read_warning_page(doc, keys["warning_page"][1])
     if "cache" in keys:
         values["cache"] = _cache(doc, keys["cache"][1])
     if "query_log" in keys:
@@ -299,27 +300,6 @@ def _control(doc: Doc, node: yaml.Node) -> Endpoint | None:
             "authentication, so it only listens on 127.0.0.1 or [::1] (such as 127.0.0.1:9154)",
         )
     return endpoint
-
-
-def _warning_page(doc: Doc, node: yaml.Node) -> Answers:
-    keys = doc.mapping(node, "warning_page")
-    doc.reject_unknown(keys, {"ipv4", "ipv6", "ttl"}, "warning_page")
-    ipv4: list[ipaddress.IPv4Address] = []
-    ipv6: list[ipaddress.IPv6Address] = []
-    for key, version, out in (("ipv4", 4, ipv4), ("ipv6", 6, ipv6)):
-        if key not in keys:
-            continue
-        for item in doc.sequence(keys[key][1], f"warning_page.{key}"):
-            text = doc.string(item, f"warning_page.{key}")
-            try:
-                address = ipaddress.ip_address(text)
-            except ValueError:
-                doc.fail(item, f"warning_page.{key}: {text!r} is not an IP address")
-            if address.version != version:
-                doc.fail(item, f"warning_page.{key}: {text!r} is not an IPv{version} address")
-            out.append(address)  # type: ignore[arg-type]
-    ttl = doc.integer(keys["ttl"][1], "warning_page.ttl", 0, 2**31 - 1) if "ttl" in keys else 60
-    return Answers(tuple(ipv4), tuple(ipv6), ttl)
 
 
 def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:

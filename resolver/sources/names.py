@@ -16,20 +16,12 @@ from dataclasses import dataclass
 import idna
 from publicsuffixlist import PSLFILE
 
-from resolver.core.policy import Scope
+from resolver.core.matcher import Scope
 
 _ASCII_NAME = re.compile(
     r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$"
 )
 _NUMERIC = re.compile(r"^[0-9]+$")
-
-
-def to_wire(name: str) -> bytes:
-    """Wire form of a checked, lower-case ASCII name (no trailing dot)."""
-    return (
-        b"".join(bytes((len(label),)) + label.encode("ascii") for label in name.split("."))
-        + b"\x00"
-    )
 
 
 def normalise(text: str) -> str:
@@ -98,6 +90,14 @@ def parse_entry(text: str) -> tuple[str, Scope]:
             f"{text!r}: a wildcard may only stand alone at the start, as in '*.example.com'"
         )
     return normalise(text), Scope.SUBTREE
+
+
+def covers(name: str, scope: Scope, qname: str) -> bool:
+    """Whether an entry for ``name`` with ``scope`` covers the name ``qname`` (both
+    normalised)."""
+    if qname == name:
+        return scope is not Scope.BELOW
+    return scope is not Scope.EXACT and qname.endswith("." + name)
 
 
 # --- public suffixes ----------------------------------------------------------------

@@ -62,21 +62,9 @@ import dns.zonefile
 
 from resolver.core import wire
 from resolver.core.errors import PolicyError
-from resolver.core.policy import (
-    EVERYONE,
-    Action,
-    AddressTriggers,
-    Answers,
-    ClientTriggers,
-    CompiledPolicy,
-    IpEntry,
-    Network,
-    PolicyInfo,
-    PolicyLayer,
-    Redirect,
-    Scope,
-    Verdict,
-)
+from resolver.core.layers import AddressTriggers, ClientTriggers, IpEntry, PolicyLayer
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import EVERYONE, Action, Answers, Network, PolicyInfo, Redirect, Verdict
 from resolver.sources.config import ZoneConfig
 
 MAX_INCLUDE_DEPTH = 8

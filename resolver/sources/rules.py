@@ -1,6 +1,6 @@
 """Policy entries as plain rules with their place in the files: the slow, plain reading.
 
-The server decides with the compiled table (resolver.policy). ``check``, ``explain``,
+The server decides with the compiled table (resolver.core.matcher). ``check``, ``explain``,
 ``diff`` and ``verify`` reason over these rules instead, one by one, with the
 precedence written out as a sort key, so they can be checked against the table.
 """
@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from resolver.core import wire
-from resolver.core.policy import EVERYONE, Action, ClientScope, Network, Redirect, Scope, Verdict
+from resolver.core.matcher import Scope
+from resolver.core.verdict import EVERYONE, Action, ClientScope, Network, Redirect, Verdict
 from resolver.sources.lists import ListReport, open_binary, read_list
-from resolver.sources.policy_yaml import ListRef, PolicyFile
+from resolver.sources.names import covers
+from resolver.sources.policy_lists import ListRef
+from resolver.sources.policy_yaml import PolicyFile
 
 FORMS = {Scope.SUBTREE: "subtree", Scope.EXACT: "exact", Scope.BELOW: "below"}
 SCOPES = {label: scope for scope, label in FORMS.items()}
@@ -34,29 +37,9 @@ def pattern(name: str, scope: Scope) -> str:
     return name
 
 
-def covers(name: str, scope: Scope, qname: str) -> bool:
-    """Whether an entry for ``name`` with ``scope`` covers the query name ``qname``
-    (both lower case, no trailing dot)."""
-    if qname == name:
-        return scope is not Scope.BELOW
-    return scope is not Scope.EXACT and qname.endswith("." + name)
-
-
 def overlap(a: Scope, b: Scope) -> bool:
     """Whether two entries for the same name cover at least one name in common."""
     return a is Scope.SUBTREE or b is Scope.SUBTREE or a is b
-
-
-def wire_text(name: bytes) -> str:
-    """Presentation form of a wire name from a list (lower-case letters, digits, - and _)."""
-    labels = []
-    pos = 0
-    n = name[0]
-    while n:
-        labels.append(name[pos + 1 : pos + 1 + n])
-        pos += n + 1
-        n = name[pos]
-    return b".".join(labels).decode("ascii")
 
 
 def parents(name: str) -> Iterator[str]:
@@ -193,7 +176,7 @@ def all_rules(policies: Iterable[PolicyFile]) -> Iterator[Rule]:
         index += len(policy.entries)
         for ref in policy.lists:
             for name in read_list(ref, ListReport(str(ref.path))):
-                yield list_rule(policy, order, index, wire_text(name), ref)
+                yield list_rule(policy, order, index, wire.name_to_text(name), ref)
                 index += 1
 
 

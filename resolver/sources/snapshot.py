@@ -10,22 +10,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from resolver.core import wire
 from resolver.core.engine import Snapshot
 from resolver.core.errors import PolicyError
-from resolver.core.policy import (
-    Action,
-    Answers,
-    ClientScope,
-    CompiledPolicy,
-    LayeredPolicy,
-    PolicyLayer,
-    Redirect,
-    Scope,
-    Verdict,
-)
+from resolver.core.layers import LayeredPolicy, PolicyLayer
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdict
 from resolver.sources.config import Config
 from resolver.sources.lists import ListReport, read_list
-from resolver.sources.names import to_wire
 from resolver.sources.policy_yaml import PolicyFile, load_policy
 from resolver.sources.rpz import ZoneReport, load_zone
 
@@ -153,7 +145,7 @@ def _policy_entries(
         scope = entry.clients if entry.clients is not None else policy.clients
         redirect = entry.redirect if entry.redirect is not None else policy.redirect
         yield (
-            to_wire(entry.name),
+            wire.text_to_name(entry.name),
             entry.scope,
             verdict(entry.action, entry.reference, scope, redirect),
         )

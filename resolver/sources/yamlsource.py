@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -110,10 +111,16 @@ class Doc:
         known: set[str] | frozenset[str],
         what: str,
     ) -> None:
+        """Fail at the first key not in ``known``, naming the closest known key if any."""
         for key, (key_node, _) in keys.items():
             if key not in known:
-                choices = ", ".join(sorted(known))
-                self.fail(key_node, f"unknown key {key!r} in {what} (known keys: {choices})")
+                choices = sorted(known)
+                close = difflib.get_close_matches(key.replace("-", "_").lower(), choices, 1, 0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.fail(
+                    key_node,
+                    f"unknown key {key!r} in {what}{hint} (known keys: {', '.join(choices)})",
+                )
 
 
 def describe(value: object) -> str:

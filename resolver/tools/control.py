@@ -29,9 +29,10 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from resolver.core.policy import Action, Scope
-from resolver.sources.names import to_wire
-from resolver.sources.rules import FORMS, wire_text, zone_rules
+from resolver.core.matcher import Scope
+from resolver.core.verdict import Action
+from resolver.core.wire import name_to_text, text_to_name
+from resolver.sources.rules import FORMS, zone_rules
 from resolver.sources.snapshot import BuildResult
 
 CHUNK_LINES = 2000
@@ -101,7 +102,7 @@ def entry_lines(result: BuildResult) -> Iterator[bytes]:
                 chunk = []
         middle = b"\tsubtree\t" + policy.action.label.encode()
         for name in report.listed:
-            chunk.append(wire_text(name).encode() + middle + tail)
+            chunk.append(name_to_text(name).encode() + middle + tail)
             if len(chunk) >= CHUNK_LINES:
                 yield b"".join(chunk)
                 chunk = []
@@ -119,7 +120,7 @@ def entry_lines(result: BuildResult) -> Iterator[bytes]:
 def _names(result: BuildResult) -> dict[str, tuple[set[bytes], set[bytes]]]:
     """Per policy id: (list names, names of the policy file's entries), in wire form."""
     return {
-        policy.info.id: (report.listed, {to_wire(e.name) for e in policy.entries})
+        policy.info.id: (report.listed, {text_to_name(e.name) for e in policy.entries})
         for policy, report in zip(result.policies, result.reports, strict=True)
     }
 

@@ -16,10 +16,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
+from resolver.core.wire import name_to_text, text_to_name
 from resolver.sources.config import Config
-from resolver.sources.names import to_wire
-from resolver.sources.rules import pattern, wire_text
+from resolver.sources.rules import pattern
 from resolver.sources.snapshot import BuildResult
 from resolver.tools.control import (
     entry_lines,
@@ -162,7 +163,7 @@ def compare_tables(
     for name in names:
         here = (decide(before, name), decide(after, name))
         below = (decide(before, PROBE + name), decide(after, PROBE + name))
-        text = wire_text(name)
+        text = name_to_text(name)
         if here == below:
             if here[0] != here[1]:
                 out.append(Change(text, *here))
@@ -279,7 +280,7 @@ def compare_lines(
 
     old_tables = compile_layers(entries(before), *old)
     new_tables = compile_layers(entries(after), *new)
-    return compare_tables(old_tables, new_tables, (to_wire(n.decode()) for n in affected))
+    return compare_tables(old_tables, new_tables, (text_to_name(n.decode()) for n in affected))
 
 
 def _parents(name: bytes) -> Iterator[bytes]:

@@ -16,11 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
+from dnslib import DNSRecord
 
 from resolver.core import wire
+from resolver.core.codes import rcode_name, type_name
 from resolver.core.engine import client_address
-from resolver.core.policy import Action, ClientScope, Verdict, mapped
+from resolver.core.layers import mapped
+from resolver.core.verdict import Action, ClientScope, Verdict
 from resolver.sources.config import Config
 from resolver.sources.names import normalise
 from resolver.sources.policy_yaml import PolicyFile
@@ -28,27 +30,6 @@ from resolver.sources.rules import Rule, all_rules, list_lines, zone_rules
 
 EDE_PURPOSES = {15: "Blocked", 16: "Censored", 17: "Filtered", 18: "Prohibited"}
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def parse_qtype(text: str) -> int:
-    """A query type by name (A, AAAA, MX, ...) or as TYPEnnn / a number."""
-    upper = text.strip().upper()
-    if upper.isdigit():
-        value = int(upper)
-    elif upper.startswith("TYPE") and upper[4:].isdigit():
-        value = int(upper[4:])
-    else:
-        found = QTYPE.reverse.get(upper)
-        if found is None:
-            raise ValueError(f"unknown query type {text!r}")
-        value = int(found)
-    if not 0 < value < 65536:
-        raise ValueError(f"query type {text!r} out of range")
-    return value
-
-
-def type_name(qtype: int) -> str:
-    return str(QTYPE.get(qtype, f"TYPE{qtype}"))
 
 
 @dataclass(frozen=True)
@@ -346,10 +327,9 @@ def agrees(winner: Rule | None, verdict: Verdict | None, name: str) -> bool:
 
 def synthetic_query(qname: str, qtype: int) -> wire.Query:
     """A query as a stub resolver sends it: RD set, EDNS with a 1232-octet payload."""
-    question = DNSRecord.question(qname, type_name(qtype))
-    question.header.id = 0x5348
-    question.add_ar(EDNS0(udp_len=wire.EDNS_UDP_SIZE))
-    return wire.parse_query(question.pack())
+    question = wire.text_to_name(qname) + wire.U16.pack(qtype) + wire.U16.pack(wire.CLASS_IN)
+    header = wire.HEADER.pack(0x5348, wire.RD, 1, 0, 0, 1)
+    return wire.parse_query(header + question + wire.build_opt(False))
 
 
 def render(
@@ -385,7 +365,7 @@ def decode(data: bytes) -> dict[str, Any]:
     ]
     ede = []
     for rr in record.ar:
-        if rr.rtype == QTYPE.OPT:
+        if rr.rtype == wire.TYPE_OPT:
             for option in rr.rdata:
                 if option.code == wire.EDE_OPTION and len(option.data) >= 2:
                     code = int.from_bytes(option.data[:2], "big")
@@ -398,7 +378,7 @@ def decode(data: bytes) -> dict[str, Any]:
                     )
     return {
         "sent": True,
-        "rcode": str(RCODE.get(header.rcode, header.rcode)),
+        "rcode": rcode_name(header.rcode),
         "flags": flags,
         "answer": [_rr_text(rr) for rr in record.rr],
         "authority": [_rr_text(rr) for rr in record.auth],

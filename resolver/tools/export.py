@@ -38,16 +38,13 @@ import dns.rdatatype
 from resolver import __version__
 from resolver.core import wire
 from resolver.core.errors import SourceError
-from resolver.core.policy import Action, ClientScope, CompiledPolicy, Verdict
+from resolver.core.matcher import CompiledPolicy
+from resolver.core.verdict import Action, Verdict, unscoped
 from resolver.sources.config import Config, default_config, load_config
 from resolver.sources.policy_yaml import PolicyFile
 
 DEFAULT_ORIGIN = "rpz.sinkhole.invalid."
 CHILD = b"\x01\x00"  # a label no entry has: the name of "any name under" a name
-
-
-def everyone(scope: ClientScope) -> bool:
-    return scope.everyone
 
 
 def cmd_export_rpz(args: argparse.Namespace) -> int:
@@ -143,8 +140,8 @@ def decisions(policy: CompiledPolicy) -> Iterator[tuple[str, Verdict | None, Ver
             names.add(key[pos:])
             pos += key[pos] + 1
     for name in sorted(names, key=_zone_order):
-        here, _, _ = policy.match_client(name, everyone)
-        below, _, _ = policy.match_client(CHILD + name, everyone)
+        here, _, _ = policy.match_client(name, unscoped)
+        below, _, _ = policy.match_client(CHILD + name, unscoped)
         if here is not None or below is not None:
             yield wire.name_to_text(name), here, below
 

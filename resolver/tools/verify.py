@@ -42,18 +42,11 @@ import dns.rdatatype
 
 from resolver.core import wire
 from resolver.core.endpoint import Endpoint
-from resolver.core.policy import (
-    Action,
-    Answers,
-    ClientScope,
-    CompiledPolicy,
-    Redirect,
-    Scope,
-    Verdict,
-)
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdict
 from resolver.sources.config import Config
 from resolver.sources.policy_yaml import PolicyFile
-from resolver.sources.rules import Rule, all_rules, parents, pattern, wire_text, zone_rules
+from resolver.sources.rules import Rule, all_rules, parents, pattern, zone_rules
 from resolver.tools.explain import ranked
 
 PROBE_LABEL = "verify-probe"
@@ -310,7 +303,7 @@ def candidates(
                 yield qname, pattern(entry.name, entry.scope)
     for names in listed:
         for name in sorted(names):  # a set: sorted, so a seeded sample is reproducible
-            qname = wire_text(name)
+            qname = wire.name_to_text(name)
             if qname not in seen:
                 seen.add(qname)
                 yield qname, qname

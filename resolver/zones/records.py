@@ -104,7 +104,7 @@ def type_code(name: str) -> int:
 def name_text(name: bytes) -> str:
     """An uncompressed wire name as lower-case absolute master-file text (``.`` for the
     root)."""
-    text = wire.name_to_text(name.lower(), zone_file=True)
+    text = wire.name_to_text(name.lower())
     return text if text == "." else text + "."
 
 

@@ -30,7 +30,7 @@ from support.procs import (
 from support.system import program
 
 from resolver.core import wire
-from resolver.core.policy import Scope
+from resolver.core.matcher import Scope
 from resolver.sources.config import load_config
 from resolver.sources.snapshot import build_snapshot
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.engine import ClientAcl, Engine, Snapshot
-from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 ANSWERS = Answers(
     (ipaddress.IPv4Address("192.0.2.80"),), (ipaddress.IPv6Address("2001:db8::80"),), 60

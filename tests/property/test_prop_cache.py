@@ -13,7 +13,7 @@ from support.engine_driver import forward
 from resolver.core import wire
 from resolver.core.cache import EXPIRES, Cache, CacheSettings, render
 from resolver.core.engine import ClientAcl, Engine, Snapshot
-from resolver.core.policy import CompiledPolicy
+from resolver.core.matcher import CompiledPolicy
 
 QNAME = b"\x03www\x07example\x00"
 QUESTION = QNAME + struct.pack("!HH", wire.TYPE_A, wire.CLASS_IN)

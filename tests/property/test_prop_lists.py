@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from resolver.core import wire
 from resolver.sources import lists
 from resolver.sources.lists import ListReport, read_adblock, read_domains, read_hosts
-from resolver.sources.names import is_public_suffix, normalise, to_wire
+from resolver.sources.names import is_public_suffix, normalise
 
 NAMES = st.sampled_from(
     [
@@ -72,7 +73,7 @@ def reference_domains(lines: list[str]) -> tuple[list[bytes], list[int]]:
         if "." not in name or is_public_suffix(name):
             bad.append(number)
             continue
-        names.append(to_wire(name))
+        names.append(wire.text_to_name(name))
     return names, bad
 
 
@@ -131,4 +132,4 @@ def test_adblock_fast_path_agrees(plain: list[str], block: int) -> None:
 @pytest.mark.parametrize("line", ["||a.example^", "||a.example^$important", "a.example"])
 def test_adblock_one_line_without_newline(line: str) -> None:
     names, _ = run(read_adblock, line, 1 << 22)
-    assert names == ([] if line == "a.example" else [to_wire("a.example")])
+    assert names == ([] if line == "a.example" else [wire.text_to_name("a.example")])

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resolver.core import wire
-from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 ALPHABET = ("a", "b", "c")
 ANSWERS = Answers((ipaddress.IPv4Address("192.0.2.80"),), (), 60)

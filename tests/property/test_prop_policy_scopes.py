@@ -11,16 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resolver.core import wire
-from resolver.core.policy import (
-    EVERYONE,
-    Action,
-    Answers,
-    ClientScope,
-    CompiledPolicy,
-    PolicyInfo,
-    Scope,
-    Verdict,
-)
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import EVERYONE, Action, Answers, ClientScope, PolicyInfo, Verdict
 
 from .test_prop_policy import ALPHABET, QUERY_NAMES, covers
 

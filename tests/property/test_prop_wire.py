@@ -17,7 +17,8 @@ from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.engine import ClientAcl, Engine, Snapshot
 from resolver.core.errors import FormError, NotImplementedQuery
-from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 HEADER = struct.Struct("!HHHHHH")
 
@@ -149,6 +150,65 @@ def test_dnspython_reads_our_replies(
     assert reply.question == message.question
     assert reply.rcode() == rcode
     assert (reply.edns >= 0) == query.edns
+
+
+@given(any_packet)
+def test_an_error_carries_the_rcode_of_its_answer(data: bytes) -> None:
+    try:
+        wire.parse_query(data)
+    except (FormError, NotImplementedQuery) as exc:
+        query = getattr(exc, "query", None)
+        answer = wire.build_error_reply(data, exc.rcode, query)
+        if answer is None:
+            assert len(data) < 12
+            return
+        reply = dns.message.from_wire(answer)
+        assert reply.rcode() == exc.rcode
+        expected = {FormError: 1, NotImplementedQuery: 4, wire.BadVersion: 16}[type(exc)]
+        assert exc.rcode == expected
+
+
+# --- names -------------------------------------------------------------------------
+
+
+@given(names)
+def test_name_to_text_is_dnspythons_presentation_form(labels: list[bytes]) -> None:
+    name = dns.name.Name([*labels, b""])
+    text = wire.name_to_text(name.to_wire())
+    assert text == name.to_text(omit_final_dot=True)
+    # text -> wire -> text: back to the same (lower-cased) name and the same text.
+    lowered = name.canonicalize().to_wire()
+    assert wire.text_to_name(text) == lowered
+    if labels:
+        assert wire.text_to_name(text + ".") == lowered
+    assert wire.name_to_text(wire.text_to_name(text)) == wire.name_to_text(lowered)
+    assert dns.name.from_text(text) == name
+
+
+def _spellings(byte: int) -> st.SearchStrategy[str]:
+    """The ways a zone file may write one byte of a label."""
+    ways = [st.just(f"\\{byte:03d}")]
+    if 0x30 <= byte <= 0x39:  # a digit: after a backslash it would start \\DDD
+        ways.append(st.just(chr(byte)))
+    elif 0x21 <= byte <= 0x7E:
+        ways.append(st.just("\\" + chr(byte)))
+        if chr(byte) not in '.\\"();@$':
+            ways.append(st.just(chr(byte)))
+    return st.one_of(ways)
+
+
+@st.composite
+def presentation_names(draw: st.DrawFn) -> str:
+    labels = draw(names.filter(bool))
+    written = ["".join(draw(_spellings(byte)) for byte in label) for label in labels]
+    return ".".join(written) + draw(st.sampled_from(["", "."]))
+
+
+@given(presentation_names())
+def test_text_to_name_reads_what_dnspython_reads(text: str) -> None:
+    expected = dns.name.from_text(text).canonicalize()
+    assert wire.text_to_name(text) == expected.to_wire()
+    assert wire.name_to_text(wire.text_to_name(text)) == expected.to_text(omit_final_dot=True)
 
 
 ENGINE_ANSWERS = Answers((ipaddress.IPv4Address("192.0.2.80"),), (), 60)

@@ -558,7 +558,8 @@ def test_close_stops_reading_and_is_idempotent(rig: Rig) -> None:
 def test_a_real_engine_answers_through_the_batch_path(rig: Rig) -> None:
     from resolver.core.cache import Cache, CacheSettings
     from resolver.core.engine import ClientAcl, Engine, Snapshot
-    from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+    from resolver.core.matcher import CompiledPolicy, Scope
+    from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
     answers = Answers(
         (ipaddress.IPv4Address("192.0.2.80"),), (ipaddress.IPv6Address("2001:db8::80"),), 60

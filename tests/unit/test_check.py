@@ -12,7 +12,8 @@ import yaml
 
 from resolver.core.errors import PolicyError
 from resolver.sources.config import load_config
-from resolver.tools.check import Diagnostic, reload_errors, render_text, run_check
+from resolver.tools.check import reload_errors, render_text, run_check
+from resolver.tools.diagnostics import Diagnostic
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -356,3 +356,69 @@ def test_resolv_conf_upstreams(tmp_path: Path) -> None:
 
 def test_resolv_conf_missing(tmp_path: Path) -> None:
     assert resolv_conf_upstreams(str(tmp_path / "absent")) == ()
+
+
+# --- one set of rules with the policy files ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "words"),
+    [
+        ("upstream: ['127.0.0.1:5399']\n", 1, "unknown key 'upstream' in the configuration; "
+         "did you mean 'upstreams'?"),
+        ("query-log: all\n", 1, "did you mean 'query_log'?"),
+        ("cache: {max_entry: 10}\n", 9, "unknown key 'max_entry' in cache; "
+         "did you mean 'max_entries'?"),
+        ("zones: [{name: rpz.example, file: z, primary: [192.0.2.1]}]\n", 38,
+         "did you mean 'primaries'?"),
+        ("frobnicate: 1\n", 1, "unknown key 'frobnicate' in the configuration (known keys: "),
+    ],
+)  # fmt: skip
+def test_unknown_keys_name_the_closest_known_key(text: str, column: int, words: str) -> None:
+    err = error(MINIMAL + text)
+    assert (err.line, err.column) == (2, column)
+    assert words in err.message
+    assert str(err).startswith(f"{SOURCE}:2:{column}: unknown key")
+
+
+def test_unknown_key_in_a_file_names_the_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "sinkhole.yaml"
+    path.write_text(MINIMAL + "log_level: info\nupstraems: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(
+        f"{path}:3:1: unknown key 'upstraems' in the configuration; did you mean 'upstreams'?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("page", "words"),
+    [
+        ("{ttl: 30}", "warning_page has no address"),
+        ("192.0.2.1", "warning_page must list its addresses"),
+        ("{ipv4: [example.com]}", "warning_page.ipv4: 'example.com' is not an IP address"),
+        ("{ipv4: ['2001:db8::1']}", "is an IPv6 address; put it under ipv6"),
+        ("{ipv6: [yes]}", "warning_page.ipv6 must be text, but YAML reads yes as a yes/no value"),
+        ("{ipv4: 192.0.2.1, ttl: -1}", "warning_page.ttl must be between 0 and"),
+        ("{ipv4: 192.0.2.1, tll: 5}", "unknown key 'tll' in warning_page; did you mean 'ttl'?"),
+    ],
+)
+def test_warning_page_is_read_as_in_policy_files(page: str, words: str) -> None:
+    from resolver.core.errors import PolicyError
+    from resolver.sources.policy_yaml import parse_policy
+
+    in_config = error(MINIMAL + f"warning_page: {page}\n")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(f"id: p\nwarning_page: {page}\n", "p.yaml", BASE)
+    in_policy = info.value
+    assert words in in_config.message
+    assert in_config.message == in_policy.message
+    assert in_config.line == in_policy.line == 2
+    assert in_config.column == in_policy.column
+
+
+def test_warning_page_without_ttl_has_the_default_ttl() -> None:
+    config = parse(MINIMAL + "warning_page: {ipv4: 192.0.2.1}\n")
+    assert config.answers.ttl == 60
+    assert config.answers.ipv4 == (ipaddress.IPv4Address("192.0.2.1"),)
+    assert config.answers.ipv6 == ()

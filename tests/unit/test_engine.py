@@ -15,7 +15,8 @@ from support.engine_driver import forward
 from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.engine import ClientAcl, Engine, Outcome, Snapshot
-from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 from .packets import header, query, question
 

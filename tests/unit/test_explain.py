@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from resolver.core import wire
+from resolver.core.codes import type_code
 from resolver.core.errors import SourceError
-from resolver.core.policy import Action
+from resolver.core.verdict import Action
 from resolver.sources.config import Config, load_config
 from resolver.sources.rules import all_rules, zone_rules
 from resolver.tools.explain import (
@@ -24,7 +25,6 @@ from resolver.tools.explain import (
     build,
     decide,
     explain,
-    parse_qtype,
     render_text,
     scope_test,
 )
@@ -62,7 +62,7 @@ def run(
 ) -> Explanation:
     policies, compiled = build(config, now)
     address = ipaddress.ip_address(client) if client else None
-    return explain(config, policies, compiled, name, parse_qtype(qtype), address, now)
+    return explain(config, policies, compiled, name, type_code(qtype), address, now)
 
 
 # --- the plain scan agrees with the compiled table ----------------------------------------
@@ -360,14 +360,6 @@ def test_list_names_are_shown_with_their_line(tmp_path: Path) -> None:
 def test_decide_with_nothing_applicable() -> None:
     winner, matches = decide([], None, NOW)
     assert winner is None and matches == []
-
-
-def test_query_types() -> None:
-    assert parse_qtype("aaaa") == 28
-    assert parse_qtype("TYPE65") == 65
-    assert parse_qtype("257") == 257
-    with pytest.raises(ValueError):
-        parse_qtype("NOPE")
 
 
 def test_an_inconsistency_is_reported(tmp_path: Path) -> None:

@@ -12,16 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resolver.core import wire
-from resolver.core.policy import (
-    Action,
-    Answers,
-    ClientScope,
-    CompiledPolicy,
-    PolicyInfo,
-    Redirect,
-    Scope,
-    Verdict,
-)
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, ClientScope, PolicyInfo, Redirect, Verdict
 from resolver.service import cli
 from resolver.sources.config import Config
 from resolver.sources.policy_yaml import PolicyFile

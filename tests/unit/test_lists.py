@@ -22,7 +22,7 @@ from resolver.sources.lists import (
     read_list,
 )
 from resolver.sources.names import normalise
-from resolver.sources.policy_yaml import ListRef
+from resolver.sources.policy_lists import ListRef
 
 Reader = Callable[[Path, ListReport], Iterator[bytes]]
 

@@ -8,7 +8,8 @@ import dnslib
 import pytest
 
 from resolver.core import wire
-from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 from .packets import parsed
 

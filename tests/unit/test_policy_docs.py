@@ -15,17 +15,10 @@ from pathlib import Path
 import pytest
 
 from resolver.core.errors import PolicyError
-from resolver.sources.lists import ListReport, read_list
-from resolver.sources.policy_yaml import (
-    ALLOW_ENTRY_KEYS,
-    BLOCK_ENTRY_KEYS,
-    LIST_FORMATS,
-    LIST_KEYS,
-    POLICY_KEYS,
-    PolicyFile,
-    load_policy,
-    parse_policy,
-)
+from resolver.sources.lists import FORMATS, ListReport, read_list
+from resolver.sources.policy_entries import ALLOW_ENTRY_KEYS, BLOCK_ENTRY_KEYS
+from resolver.sources.policy_lists import LIST_KEYS
+from resolver.sources.policy_yaml import POLICY_KEYS, PolicyFile, load_policy, parse_policy
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 GUIDE = POLICIES / "README.md"
@@ -83,7 +76,7 @@ def test_guide_has_an_example_for_every_feature() -> None:
     used = set(re.findall(r"^[ -]*([a-z_]+):", text, re.M))
     missing = (POLICY_KEYS | BLOCK_ENTRY_KEYS | ALLOW_ENTRY_KEYS | LIST_KEYS) - used
     assert not missing
-    for fmt in LIST_FORMATS:
+    for fmt in FORMATS:
         assert f"format: {fmt}" in text or fmt == "domains"
     for action in ("warning-page", "nxdomain", "drop", "redirect", "allow"):
         assert f"action: {action}" in text

@@ -13,17 +13,13 @@ import yaml
 
 from resolver.core import wire
 from resolver.core.errors import PolicyError
-from resolver.core.policy import EVERYONE, Action, Answers, ClientScope, Redirect, Scope
+from resolver.core.matcher import Scope
+from resolver.core.verdict import EVERYONE, Action, Answers, ClientScope, Redirect
 from resolver.sources import yamlsource
-from resolver.sources.policy_yaml import (
-    BLOCK_ACTIONS,
-    LIST_FORMATS,
-    Entry,
-    ListRef,
-    PolicyFile,
-    load_policy,
-    parse_policy,
-)
+from resolver.sources.lists import FORMATS
+from resolver.sources.policy_entries import BLOCK_ACTIONS, Entry
+from resolver.sources.policy_lists import ListRef
+from resolver.sources.policy_yaml import PolicyFile, load_policy, parse_policy
 
 SOURCE = "policies/test.yaml"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -823,7 +819,7 @@ def test_list_formats_and_csv_options(csv_base: Path) -> None:
         ListRef(csv_base / "register.csv", "csv", 5, 5, "domain", ";", "cp1251", 1),
         ListRef(csv_base / "register.csv", "csv", 11, 5, 1, ";", "cp1251", 0),
     )
-    assert LIST_FORMATS == ("domains", "hosts", "adblock", "csv")
+    assert FORMATS == ("domains", "hosts", "adblock", "csv")
 
 
 @pytest.mark.parametrize(

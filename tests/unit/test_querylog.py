@@ -14,7 +14,8 @@ import pytest
 
 from resolver.core import wire
 from resolver.core.engine import Outcome
-from resolver.core.policy import Action, Answers, CompiledPolicy, PolicyInfo, Scope, Verdict
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 from resolver.service import observability
 from resolver.service.observability import QueryLog, json_string, write_lines
 
@@ -102,7 +103,7 @@ def test_names_that_need_escaping_stay_valid_json() -> None:
     header = b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
     q = wire.parse_query(header + name + b"\x00\x01\x00\x01")
     [line] = logged((1.0, "127.0.0.1", q, Outcome.CACHED, None, 0))
-    assert json.loads(line)["qname"] == wire.name_to_text(q.qname) == r'a"b\\.\000\001\..example'
+    assert json.loads(line)["qname"] == wire.name_to_text(q.qname) == r"a\"b\\.\000\001\..example"
 
 
 def test_lines_are_written_whole_in_writes_of_at_most_4096_bytes(
@@ -121,3 +122,12 @@ def test_lines_are_written_whole_in_writes_of_at_most_4096_bytes(
     assert "".join(writes) == "".join(lines)
     assert all(len(w) <= observability.WRITE_SIZE and w.endswith("\n") for w in writes)
     assert len(writes) < 50
+
+
+def test_types_and_rcodes_without_a_mnemonic_in_their_generic_forms() -> None:
+    [line] = logged((1.0, "::1", query("x.example", "TYPE65280"), Outcome.FORWARDED, None, 12))
+    fields = json.loads(line)
+    assert (fields["qtype"], fields["rcode"]) == ("TYPE65280", "RCODE12")
+    [line] = logged((1.0, "::1", query("x.example", "HTTPS"), Outcome.FORWARDED, None, 9))
+    fields = json.loads(line)
+    assert (fields["qtype"], fields["rcode"]) == ("HTTPS", "NOTAUTH")

@@ -27,17 +27,9 @@ from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.engine import ClientAcl, Engine, Snapshot
 from resolver.core.errors import PolicyError
-from resolver.core.policy import (
-    Action,
-    Answers,
-    ClientScope,
-    CompiledPolicy,
-    LayeredPolicy,
-    PolicyInfo,
-    PolicyLayer,
-    Scope,
-    Verdict,
-)
+from resolver.core.layers import LayeredPolicy, PolicyLayer
+from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.verdict import Action, Answers, ClientScope, PolicyInfo, Verdict
 from resolver.sources import rpz
 from resolver.sources.config import ZoneConfig, parse_config
 from resolver.sources.rpz import LoadedZone, ip_trigger, load_zone, parse_zone

@@ -280,6 +280,35 @@ def test_build_reply_extended_rcode_badvers() -> None:
     assert dns.message.from_wire(raw).rcode() == dns.rcode.BADVERS
 
 
+def _answer_to(data: bytes) -> tuple[type[Exception], dns.message.Message]:
+    """Parse ``data``, expecting an error; answer it with the rcode the error carries."""
+    with pytest.raises((FormError, NotImplementedQuery)) as info:
+        wire.parse_query(data)
+    exc = info.value
+    assert isinstance(exc, FormError | NotImplementedQuery)
+    answer = wire.build_error_reply(data, exc.rcode, getattr(exc, "query", None))
+    assert answer is not None
+    return type(exc), dns.message.from_wire(answer)
+
+
+def test_errors_carry_the_rcode_they_are_answered_with() -> None:
+    message = dns.message.make_query("example.com", "A", use_edns=1)
+    kind, answer = _answer_to(message.to_wire())
+    assert (kind, answer.rcode()) == (wire.BadVersion, dns.rcode.BADVERS)
+    assert answer.question == message.question
+
+    message = dns.message.make_query("example.com", "A", rdclass="CH")
+    kind, answer = _answer_to(message.to_wire())
+    assert (kind, answer.rcode()) == (NotImplementedQuery, dns.rcode.NOTIMP)
+    assert answer.question == message.question
+
+    data = bytearray(dns.message.make_query("example.com", "A").to_wire())
+    data[5] = 2  # two questions
+    kind, answer = _answer_to(bytes(data))
+    assert (kind, answer.rcode()) == (FormError, dns.rcode.FORMERR)
+    assert not answer.question
+
+
 def test_build_reply_carries_ede_option() -> None:
     q = parsed(edns=True)
     raw = wire.build_reply(q, wire.SERVFAIL, ede=wire.build_ede(wire.EDE_NETWORK_ERROR, "boom"))
@@ -570,13 +599,31 @@ def test_parse_reply_rejects_soa_with_short_rdata() -> None:
         ("  a.b  ", b"\x01a\x01b\x00"),
         ("", b"\x00"),
         (".", b"\x00"),
+        ("a\\.b.C", b"\x03a.b\x01c\x00"),
+        ("\\065\\066.x.", b"\x02ab\x01x\x00"),
+        ("a\\\\b\\ c", b"\x05a\\b c\x00"),
     ],
 )
 def test_text_to_name(text: str, wire_name: bytes) -> None:
     assert wire.text_to_name(text) == wire_name
 
 
-@pytest.mark.parametrize("text", ["a..b", "x" * 64 + ".com", ".".join(["a" * 63] * 4)])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a..b",
+        "..",
+        ".a",
+        "x" * 64 + ".com",
+        ".".join(["a" * 63] * 4),
+        "a\\256.b",
+        "a\\12",
+        "a\\",
+        "a\\.\\.\\",
+        "bücher.example",
+        "a\\.ü",
+    ],
+)
 def test_text_to_name_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         wire.text_to_name(text)
@@ -601,9 +648,11 @@ def test_name_to_text_root() -> None:
         (b"\x03a b\x00", "a\\032b"),
         (b"\x02\x00\xff\x00", "\\000\\255"),
         (b"\x01\x7f\x00", "\\127"),
+        (b'\x07"();@$x\x00', '\\"\\(\\)\\;\\@\\$x'),
     ],
 )
 def test_name_to_text_escapes(wire_name: bytes, text: str) -> None:
     assert wire.name_to_text(wire_name) == text
+    assert wire.text_to_name(text) == wire_name.lower()
     # dnspython reads the escaped form back to the same labels.
     assert dns.name.from_text(text).to_wire() == wire_name

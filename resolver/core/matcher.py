@@ -1,0 +1,236 @@
+"""The compiled name matcher: every entry of every policy in one table keyed by wire name.
+
+Names are keys in wire form (lower-cased, root-terminated), so a lookup walks the
+label suffixes of the query name and probes one dict per suffix: the cost grows
+with the number of labels, not the number of rules (pure, no I/O).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from resolver.core.verdict import ClientScope, PolicyInfo, Verdict, unscoped
+
+
+class Scope(enum.IntEnum):
+    """Which names a rule covers, relative to its name."""
+
+    SUBTREE = 1  # the name and every name under it
+    EXACT = 2  # the name alone ("=name")
+    BELOW = 3  # only names under it ("*.name")
+
+
+class _Choice:
+    """Candidates at one name that depend on the client or the clock, best first.
+
+    The first candidate that is enabled (its policy in force) and applies to the
+    client decides; when none does, matching goes on to the parent names.
+    """
+
+    __slots__ = ("candidates",)
+
+    def __init__(self, candidates: tuple[Verdict, ...]) -> None:
+        self.candidates = candidates
+
+    def pick(self, applies: Callable[[ClientScope], bool]) -> Verdict | None:
+        for verdict in self.candidates:
+            if verdict.enabled and (verdict.scope.everyone or applies(verdict.scope)):
+                return verdict
+        return None
+
+
+Side = Verdict | _Choice | None
+
+
+class _Split:
+    """A name where the name itself and the names below it are decided differently."""
+
+    __slots__ = ("below", "here")
+
+    def __init__(self, here: Side, below: Side) -> None:
+        self.here = here
+        self.below = below
+
+
+def _finish(candidates: list[Verdict]) -> Side:
+    """The best candidate, or a _Choice when the best ones depend on client or clock."""
+    if not candidates:
+        return None
+    ranked = sorted(candidates, key=lambda v: v.rank, reverse=True)  # stable: first entry wins
+    for i, verdict in enumerate(ranked):
+        if verdict.static:  # always applies: nothing ranked below it can win
+            ranked = ranked[: i + 1]
+            break
+    if len(ranked) == 1 and ranked[0].static:
+        return ranked[0]
+    return _Choice(tuple(ranked))
+
+
+def _in_every_scope(scope: ClientScope) -> bool:
+    return True
+
+
+@dataclass
+class CompiledPolicy:
+    """Every entry of every policy, compiled into one table keyed by wire-form name.
+
+    A value is a Verdict when it covers the name and everything under it for every
+    client (the common case), or a _Split when the name itself and the names below
+    it are decided differently or by client scope and dates (_Choice).
+
+    Precedence: the most specific matching name wins (the query name itself before
+    any parent, a longer suffix before a shorter one); at the same name an
+    exemption beats a block, and otherwise the policy listed first wins. Client
+    scopes and dates are applied before matching: an entry that does not apply to
+    the client, or whose policy is not in force, is as if it were not there.
+    """
+
+    table: dict[bytes, Verdict | _Split] = field(default_factory=dict)
+    entries: int = 0
+    dynamic: bool = False  # some answers depend on the client or the clock
+    dated: tuple[Verdict, ...] = ()
+    has_response_ip: ClassVar[bool] = False  # RPZ response-IP triggers (LayeredPolicy only)
+
+    @classmethod
+    def build(cls, entries: Iterable[tuple[bytes, Scope, Verdict]]) -> CompiledPolicy:
+        table: dict[bytes, Verdict | _Split] = {}
+        building: list[tuple[bytes, _Split]] = []  # names whose candidates are collected
+        dated: dict[int, Verdict] = {}
+        count = 0
+        get = table.get
+        for name, scope, verdict in entries:
+            count += 1
+            if verdict.dated:
+                dated[id(verdict)] = verdict
+            old = get(name)
+            if old is None and scope is Scope.SUBTREE and verdict.static:
+                table[name] = verdict
+                continue
+            if type(old) is _Split:
+                node = old
+            else:
+                node = _Split([], [])  # type: ignore[arg-type]
+                if old is not None:
+                    node.here.append(old)  # type: ignore[union-attr]
+                    node.below.append(old)  # type: ignore[union-attr]
+                table[name] = node
+                building.append((name, node))
+            if scope is not Scope.BELOW:
+                node.here.append(verdict)  # type: ignore[union-attr]
+            if scope is not Scope.EXACT:
+                node.below.append(verdict)  # type: ignore[union-attr]
+        dynamic = False
+        for name, node in building:
+            node.here = _finish(node.here)  # type: ignore[arg-type]
+            node.below = _finish(node.below)  # type: ignore[arg-type]
+            dynamic = dynamic or isinstance(node.here, _Choice) or isinstance(node.below, _Choice)
+            if node.here is node.below and isinstance(node.here, Verdict):
+                table[name] = node.here
+        return cls(table, count, dynamic, tuple(dated.values()))
+
+    def match(self, qname: bytes) -> Verdict | None:
+        """The verdict for a wire-form, lower-cased name, or None when no entry covers it.
+
+        For tables that are not ``dynamic``; otherwise use match_client.
+        """
+        table = self.table
+        hit = table.get(qname)
+        if hit is not None:
+            if type(hit) is Verdict:
+                return hit
+            if hit.here is not None:  # type: ignore[union-attr]
+                return hit.here  # type: ignore[union-attr,return-value]
+        pos = 0
+        while True:
+            n = qname[pos]
+            if n == 0:
+                return None
+            pos += n + 1
+            hit = table.get(qname[pos:])
+            if hit is not None:
+                if type(hit) is Verdict:
+                    return hit
+                if hit.below is not None:  # type: ignore[union-attr]
+                    return hit.below  # type: ignore[union-attr,return-value]
+
+    def match_client(
+        self, qname: bytes, applies: Callable[[ClientScope], bool] = unscoped
+    ) -> tuple[Verdict | None, bytes, bool]:
+        """The verdict for ``qname`` for a client (``applies`` says which scopes include it).
+
+        Returns the verdict, the name of the entry that decided, and whether the
+        outcome depended on the client or the clock (such answers are not replayed).
+        """
+        table = self.table
+        depends = False
+        suffix = qname
+        pos = 0
+        while True:
+            hit = table.get(suffix)
+            if hit is not None:
+                side: Side = (
+                    hit if type(hit) is Verdict else hit.here if pos == 0 else hit.below  # type: ignore[union-attr]
+                )
+                if type(side) is _Choice:
+                    depends = True
+                    side = side.pick(applies)
+                if side is not None:
+                    return side, suffix, depends  # type: ignore[return-value]
+            n = qname[pos]
+            if n == 0:
+                return None, b"", depends
+            pos += n + 1
+            suffix = qname[pos:]
+
+    def locate(self, qname: bytes) -> tuple[Verdict | None, bytes]:
+        """The verdict (for a client every scope includes) and the deciding entry's name."""
+        verdict, name, _ = self.match_client(qname, _in_every_scope)
+        return verdict, name
+
+    def screen(
+        self,
+        targets: Sequence[bytes],
+        addresses: Sequence[bytes] = (),
+        applies: Callable[[ClientScope], bool] = unscoped,
+    ) -> tuple[Verdict | None, bool]:
+        """The verdict for an upstream answer whose CNAME chain runs through ``targets`` (wire
+        names, in chain order), and whether it depended on the client or the clock.
+
+        For a query name that no entry matched; the first target an entry covers decides.
+        ``addresses`` (the answer's A and AAAA data) matter only to response-IP triggers.
+        """
+        depends = False
+        for target in targets:
+            verdict, _, late = self.match_client(target, applies)
+            depends = depends or late
+            if verdict is not None:
+                return verdict, depends
+        return None, depends
+
+    def set_clock(self, now: datetime) -> list[tuple[PolicyInfo, bool]]:
+        """Enable the dated verdicts whose policy is in force at ``now``; the policies that
+        changed, with their new state."""
+        changed: dict[str, tuple[PolicyInfo, bool]] = {}
+        for verdict in self.dated:
+            active = verdict.policy.active(now)
+            if verdict.enabled != active:
+                verdict.enabled = active
+                changed[verdict.policy.id] = (verdict.policy, active)
+        return list(changed.values())
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """The next moment a dated policy comes into force or expires."""
+        moments = [
+            moment
+            for verdict in self.dated
+            for moment in (verdict.policy.effective_from, verdict.policy.expires)
+            if moment is not None and moment > now
+        ]
+        return min(moments, default=None)
+
+    def names(self) -> int:
+        return len(self.table)
