@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from resolver.core.errors import PolicyError
+from resolver.core.errors import PolicyError, quote
 from resolver.core.policy import (
     ACTION_LABELS,
     EDE_CODES,
@@ -31,9 +31,10 @@ from resolver.core.policy import (
     Redirect,
     Scope,
 )
+from resolver.sources import files
 from resolver.sources.lists import FORMATS, csv_header, find_column
 from resolver.sources.names import is_public_suffix, normalise, parse_entry
-from resolver.sources.yamlsource import Doc
+from resolver.sources.yamlsource import Doc, describe
 
 POLICY_KEYS = frozenset(
     {
@@ -135,17 +136,10 @@ class PolicyFile:
 
 
 def load_policy(path: Path) -> PolicyFile:
+    """A policy file (a regular file of at most files.MAX_YAML_SIZE, UTF-8), checked."""
     source = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError(f"cannot read the policy file: {exc.strerror}", source) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyError(
-            f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", source
-        ) from None
+    raw = files.read_bytes(path, "policy file", files.MAX_YAML_SIZE, PolicyError)
+    text = files.decode(raw, source, PolicyError)
     return parse_policy(text, source, path.parent, hashlib.sha256(raw).hexdigest())
 
 
@@ -179,7 +173,9 @@ def parse_policy(text: str, source: str, base_dir: Path, sha256: str = "") -> Po
     ede_default = "censored" if text_of("authority") else "blocked"
     ede_name = text_of("ede").lower() or ede_default
     if ede_name not in EDE_CODES:
-        doc.fail(keys["ede"][1], f"ede must be one of {', '.join(EDE_CODES)}, not {ede_name!r}")
+        doc.fail(
+            keys["ede"][1], f"ede must be one of {', '.join(EDE_CODES)}, not {quote(ede_name)}"
+        )
     effective_from = _moment(doc, keys, "effective_from")
     expires = _moment(doc, keys, "expires")
     if effective_from and expires and expires <= effective_from:
@@ -239,7 +235,7 @@ def _reject_unknown(doc: Doc, keys: Keys, known: frozenset[str], what: str) -> N
             close = difflib.get_close_matches(key.replace("-", "_").lower(), known, 1, 0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             choices = ", ".join(sorted(known))
-            doc.fail(key_node, f"unknown key {key!r} in {what}{hint} (known keys: {choices})")
+            doc.fail(key_node, f"unknown key {quote(key)} in {what}{hint} (known keys: {choices})")
 
 
 def _text(doc: Doc, node: yaml.Node, what: str, required: bool = False) -> str:
@@ -263,7 +259,7 @@ def _text(doc: Doc, node: yaml.Node, what: str, required: bool = False) -> str:
 def _action(doc: Doc, node: yaml.Node, allowed: tuple[str, ...]) -> Action:
     label = _text(doc, node, "action", required=True).strip().lower()
     if label not in allowed:
-        doc.fail(node, f"action must be one of {', '.join(allowed)}, not {label!r}")
+        doc.fail(node, f"action must be one of {', '.join(allowed)}, not {quote(label)}")
     return Action.from_label(label)
 
 
@@ -278,7 +274,7 @@ def _moment(doc: Doc, keys: Keys, what: str) -> datetime | None:
         try:
             value = datetime.fromisoformat(value.strip())
         except ValueError:
-            doc.fail(node, f"{what}: {value!r} is not a date; write it as {example}")
+            doc.fail(node, f"{what}: {quote(value)} is not a date; write it as {example}")
         if value.tzinfo is None and len(node.value.strip()) == 10:
             value = value.date()
     if isinstance(value, datetime):
@@ -291,7 +287,7 @@ def _moment(doc: Doc, keys: Keys, what: str) -> datetime | None:
         return value
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    doc.fail(node, f"{what} must be a date, such as {example}, not {node.value or 'empty'}")
+    doc.fail(node, f"{what} must be a date, such as {example}, not {describe(value)}")
 
 
 def _ttl(doc: Doc, keys: Keys) -> int | None:
@@ -320,12 +316,13 @@ def _addresses(doc: Doc, fields: Keys, key: str, what: str) -> list[Any]:
                 address = ipaddress.ip_address(text)
             except ValueError:
                 doc.fail(
-                    item, f"{what}.{key}: {text!r} is not an IP address; write one like {example}"
+                    item,
+                    f"{what}.{key}: {quote(text)} is not an IP address; write one like {example}",
                 )
             if address.version != version:
                 doc.fail(
                     item,
-                    f"{what}.{key}: {text!r} is an IPv{address.version} address; "
+                    f"{what}.{key}: {quote(text)} is an IPv{address.version} address; "
                     f"put it under {'ipv4' if address.version == 4 else 'ipv6'}",
                 )
             out.append(address)
@@ -393,13 +390,13 @@ def _networks(doc: Doc, keys: Keys, key: str) -> tuple[Network, ...]:
             except ValueError:
                 doc.fail(
                     item,
-                    f"{key}: {text!r} is not a network; write an address with a prefix length, "
-                    "like 192.0.2.0/24 or 2001:db8::/32",
+                    f"{key}: {quote(text)} is not a network; write an address with a prefix "
+                    "length, like 192.0.2.0/24 or 2001:db8::/32",
                 )
             doc.fail(
                 item,
-                f"{key}: {text!r} has bits set after the prefix length; "
-                f"write the network as {str(network)!r}",
+                f"{key}: {quote(text)} has bits set after the prefix length; "
+                f"write the network as {quote(str(network))}",
             )
     return tuple(out)
 
@@ -442,7 +439,7 @@ def _entry(ctx: _Context, item: yaml.Node, key: str) -> Entry:
             if isinstance(value_node, yaml.ScalarNode) and value_node.tag == _NULL_TAG:
                 doc.fail(
                     key_node,
-                    f"{only + ':'!r} ends with a colon, so YAML reads it as a key; "
+                    f"{quote(only + ':')} ends with a colon, so YAML reads it as a key; "
                     "remove the colon",
                 )
         if key == "allow":
@@ -501,7 +498,7 @@ def _entry(ctx: _Context, item: yaml.Node, key: str) -> Entry:
         if target.cname and _covers(name, scope, target.cname):
             doc.fail(
                 name_node,
-                f"the redirect target {target.cname!r} is itself covered by {raw!r}, "
+                f"the redirect target {quote(target.cname)} is itself covered by {quote(raw)}, "
                 "so clients would be sent round in a loop; redirect to a name outside it",
             )
     allow_public_suffix = False
@@ -526,7 +523,8 @@ def _entry(ctx: _Context, item: yaml.Node, key: str) -> Entry:
     if first is not None:
         doc.fail(
             name_node,
-            f"{raw!r} is already listed on line {first} of this policy; keep one of the entries",
+            f"{quote(raw)} is already listed on line {first} of this policy; "
+            "keep one of the entries",
         )
     ctx.seen[dup_key] = line
     return Entry(
@@ -553,11 +551,11 @@ def _public_suffix_error(doc: Doc, node: yaml.Node, raw: str, name: str, fields:
     if fields:
         how = "add allow_public_suffix: true and a reason: to this entry"
     else:
-        how = f"write it as {{name: {raw!r}, allow_public_suffix: true, reason: ...}}"
+        how = f"write it as {{name: {quote(raw)}, allow_public_suffix: true, reason: ...}}"
     doc.fail(
         node,
-        f"{raw!r} is {what}: blocking it would block every name under it; write the full "
-        f"names, such as {example!r}, or, if it really must be blocked, {how}",
+        f"{quote(raw)} is {what}: blocking it would block every name under it; write the full "
+        f"names, such as {quote(example)}, or, if it really must be blocked, {how}",
     )
 
 
@@ -589,13 +587,14 @@ def _lists(doc: Doc, node: yaml.Node, base_dir: Path) -> list[ListRef]:
             if fmt not in LIST_FORMATS:
                 doc.fail(
                     fields["format"][1],
-                    f"format must be one of {', '.join(LIST_FORMATS)}, not {fmt!r}",
+                    f"format must be one of {', '.join(LIST_FORMATS)}, not {quote(fmt)}",
                 )
         path = Path(file_text)
         if not path.is_absolute():
             path = base_dir / path
-        if not path.is_file():
-            doc.fail(file_node, f"list file {str(path)!r} does not exist; check the path")
+        problem = files.file_problem(path)
+        if problem is not None:
+            doc.fail(file_node, f"list file {quote(str(path))}: {problem}; check the path")
         line, column = item.start_mark.line + 1, item.start_mark.column + 1
         if fmt != "csv":
             for key in CSV_ONLY_KEYS:
@@ -631,7 +630,7 @@ def _csv_list(
         if len(delimiter) != 1:
             doc.fail(
                 fields["delimiter"][1],
-                f"delimiter must be one character, such as ';', not {delimiter!r} "
+                f"delimiter must be one character, such as ';', not {quote(delimiter)} "
                 '(for a tab write "\\t" in double quotes)',
             )
     encoding = "utf-8"
@@ -642,7 +641,7 @@ def _csv_list(
         except LookupError:
             doc.fail(
                 fields["encoding"][1],
-                f"unknown encoding {encoding!r}; use a name such as utf-8, cp1251 or latin-1",
+                f"unknown encoding {quote(encoding)}; use a name such as utf-8, cp1251 or latin-1",
             )
     skip_rows = doc.integer(fields["skip_rows"][1], "skip_rows", 0) if "skip_rows" in fields else 0
     if isinstance(csv_column, str):
@@ -664,10 +663,10 @@ def _check_header(
     except PolicyError as exc:
         doc.fail(node, f"{path.name}: {exc.message}")
     if find_column(header, column) is None:
-        shown = ", ".join(repr(h) for h in header[:20]) or "none"
+        shown = ", ".join(quote(h, 60) for h in header[:20]) or "none"
         hint = ", and check skip_rows and delimiter" if len(header) <= 1 else ""
         doc.fail(
             node,
-            f"column {column!r} is not in the header of {path.name} (its columns: {shown}); "
+            f"column {quote(column)} is not in the header of {path.name} (its columns: {shown}); "
             f"write one of these, or the column's number counting from 0{hint}",
         )

@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from resolver.core.errors import SourceError
+from resolver.core.errors import SourceError, quote
 
 try:
     _Loader: Any = yaml.CSafeLoader
@@ -49,9 +49,9 @@ class Doc:
         for key_node, value_node in node.value:
             key = self.value(key_node)
             if not isinstance(key, str):
-                self.fail(key_node, f"keys in {what} must be words, not {key!r}")
+                self.fail(key_node, f"keys in {what} must be words, not {quote(key)}")
             if key in out:
-                self.fail(key_node, f"key {key!r} appears twice in {what}")
+                self.fail(key_node, f"key {quote(key)} appears twice in {what}")
             out[key] = (key_node, value_node)
         return out
 
@@ -79,7 +79,7 @@ class Doc:
                     f"{node.value} is not a valid date ({exc}); "
                     "write dates as year-month-day, like 2026-01-01",
                 )
-            self.fail(node, f"cannot read {node.value!r} ({exc})")
+            self.fail(node, f"cannot read {quote(node.value)} ({exc})")
 
     def string(self, node: yaml.Node, what: str) -> str:
         value = self.value(node)
@@ -113,7 +113,7 @@ class Doc:
         for key, (key_node, _) in keys.items():
             if key not in known:
                 choices = ", ".join(sorted(known))
-                self.fail(key_node, f"unknown key {key!r} in {what} (known keys: {choices})")
+                self.fail(key_node, f"unknown key {quote(key)} in {what} (known keys: {choices})")
 
 
 def describe(value: object) -> str:
@@ -125,7 +125,7 @@ def describe(value: object) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return repr(value)
+    return quote(value)
 
 
 def yaml_hint(exc: yaml.MarkedYAMLError, text: str = "") -> str:

@@ -37,7 +37,7 @@ from resolver.core.policy import (
     Scope,
     Verdict,
 )
-from resolver.sources import rpz
+from resolver.sources import zonefile
 from resolver.sources.config import ZoneConfig, parse_config
 from resolver.sources.rpz import LoadedZone, ip_trigger, load_zone, parse_zone
 from resolver.sources.snapshot import build_snapshot
@@ -267,12 +267,12 @@ def test_fast_path_reads_what_dnspython_reads(
 
 
 def _without_fast_path(text: str) -> LoadedZone:
-    saved = rpz._FAST
-    rpz._FAST = re.compile(r"(?!)")
+    saved = zonefile._FAST
+    zonefile._FAST = re.compile(r"(?!)")
     try:
         return parse_zone(text, ORIGIN)
     finally:
-        rpz._FAST = saved
+        zonefile._FAST = saved
 
 
 # --- triggers ----------------------------------------------------------------------------
