@@ -139,8 +139,10 @@ def load_policy(path: Path) -> PolicyFile:
     """A policy file (a regular file of at most files.MAX_YAML_SIZE, UTF-8), checked."""
     source = str(path)
     raw = files.read_bytes(path, "policy file", files.MAX_YAML_SIZE, PolicyError)
+    digest = hashlib.sha256(raw).hexdigest()
     text = files.decode(raw, source, PolicyError)
-    return parse_policy(text, source, path.parent, hashlib.sha256(raw).hexdigest())
+    del raw  # parsed from the text alone
+    return parse_policy(text, source, path.parent, digest)
 
 
 Keys = dict[str, tuple[yaml.Node, yaml.Node]]
