@@ -41,6 +41,7 @@ from resolver.core.errors import PolicyError, SourceError, quote
 from resolver.sources import files
 
 MAX_INCLUDE_DEPTH = 8
+MAX_MESSAGE = 300  # characters of a dnspython message kept (it may quote a token)
 MAX_TTL = 2**31 - 1
 ROOT = b"\x00"
 
@@ -360,14 +361,19 @@ class ZoneReader:
         self._reader = reader
         try:
             reader.read()
-        except dns.exception.DNSException as exc:
+        except (dns.exception.DNSException, ValueError) as exc:
+            # ValueError: what dnspython lets through, such as a TTL of 5,000 digits.
             file, line = reader.tok.where()
             message = str(exc)
+            if not isinstance(exc, dns.exception.DNSException):
+                message = "cannot read this record: " + message.split(";")[0]
             prefix = f"{file}:{line}: "
             if message.startswith(prefix):
                 message = message[len(prefix) :]
             if reader.in_record:
                 line = reader.line  # where the record starts, not where reading stopped
+            if len(message) > MAX_MESSAGE:
+                message = message[:MAX_MESSAGE] + "..."
             raise PolicyError(_friendly(message), str(file), int(line)) from None
 
     def _add_rdata(self, name: dns.name.Name, ttl: int, rdata: Any) -> None:

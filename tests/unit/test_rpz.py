@@ -267,6 +267,17 @@ def test_a_zone_file_over_max_file_size(tmp_path: Path) -> None:
     assert (info.value.source, info.value.line) == (str(inc), 4)
 
 
+def test_a_huge_token_gives_a_short_error_at_its_line() -> None:
+    for bad in (
+        "x 9" + "9" * 100_000 + " A 192.0.2.1",  # dnspython lets a ValueError through
+        "x IN TYPE" + "1" * 100_000 + " \\# 0",
+        "x CNAME " + "b" * 100_000,
+    ):
+        error = error_of(bad + "\n")
+        assert error.line == 4
+        assert len(str(error)) < 400, str(error)[:200]
+
+
 def test_compressed_zone_files(tmp_path: Path) -> None:
     text = HEAD + "packed.example CNAME .\n"
     (tmp_path / "z.rpz.xz").write_bytes(lzma.compress(text.encode()))
