@@ -30,10 +30,32 @@ class NotImplementedQuery(ResolverError):
         self.query = query
 
 
+QUOTE_LIMIT = 200  # characters of a value an error message shows
+MESSAGE_LIMIT = 4096  # characters of a message kept: a last guard against huge values
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters.
+
+    A longer text keeps its start and says how long it was, so a message stays short
+    (and cheap) whatever the file held.
+    """
+    if isinstance(value, str | bytes) and len(value) > limit:
+        shown = repr(value[:limit])
+        if len(shown) > limit + 3:  # escapes (\x00) made it longer
+            shown = shown[: limit + 2] + shown[-1]
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{shown}... ({len(value):,} {unit})"
+    shown = repr(value)
+    return shown if len(shown) <= limit + 3 else shown[:limit] + "..."
+
+
 class SourceError(ResolverError):
     """A problem in a file written by a person: names the file, line and column (1-based)."""
 
     def __init__(self, message: str, source: str, line: int = 0, column: int = 0) -> None:
+        if len(message) > MESSAGE_LIMIT:
+            message = message[:MESSAGE_LIMIT] + "..."
         super().__init__(message)
         self.message = message
         self.source = source

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import yaml
 
 from resolver.core.cache import CacheSettings
 from resolver.core.endpoint import Endpoint
-from resolver.core.errors import ConfigError
+from resolver.core.errors import ConfigError, quote
 from resolver.core.verdict import Answers
+from resolver.sources import files
 from resolver.sources.yamlsource import Doc, describe
 from resolver.sources.yamlvalues import read_warning_page
 
@@ -52,6 +54,8 @@ class ZoneConfig:
     tsig: TsigKey | None = None
     on_expire: str = "keep"  # past SOA expire without a refresh: keep enforcing, or drop the zone
     line: int = 0
+    include_dirs: tuple[Path, ...] = ()  # $INCLUDE may read here too, besides the file's directory
+    max_size: int = files.DEFAULT_MAX_SIZE  # the most bytes read from one of its files
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Config:
     workers: int = 0  # 0: one per CPU core this process may run on
     zones: tuple[ZoneConfig, ...] = ()  # RPZ zones, in order (first zone wins)
     udp_batch: bool = True  # UDP in batches (recvmmsg/sendmmsg) where the platform has them
+    max_file_size: int = files.DEFAULT_MAX_SIZE  # the most bytes read from a list or zone file
 
     def worker_count(self) -> int:
         if self.workers:
@@ -123,9 +128,11 @@ KNOWN_KEYS = frozenset(
         "workers",
         "zones",
         "udp_batch",
+        "max_file_size",
     }
 )
-ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire"})
+ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire", "include_dirs"})
+SIZE_UNITS = {"": 1, "k": files.KiB, "m": files.MiB, "g": files.GiB}
 
 
 def parse_endpoint(text: str, default_port: int) -> Endpoint:
@@ -145,7 +152,10 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
         port = int(port_text)
     else:
         host = text
-    ipaddress.ip_address(host)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("the host is not an IP address") from None
     if not 0 < port < 65536:
         raise ValueError(f"port {port} out of range")
     return Endpoint(host, port)
@@ -174,12 +184,9 @@ def default_config() -> Config:
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the configuration: {exc.strerror}", source) from None
-    return parse_config(text, source, Path(path).resolve().parent)
+    """The configuration file (a regular file of at most files.MAX_YAML_SIZE), parsed."""
+    text = files.read_text(Path(path), "configuration", files.MAX_YAML_SIZE, ConfigError)
+    return parse_config(text, str(path), Path(path).resolve().parent)
 
 
 def parse_config(text: str, source: str, base_dir: Path) -> Config:
@@ -199,7 +206,8 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
                 out.append(parse_endpoint(text, default_port))
             except ValueError as exc:
                 doc.fail(
-                    item, f"{key}: {text!r} is not an address like 127.0.0.1:53 or [::1]:53 ({exc})"
+                    item,
+                    f"{key}: {quote(text)} is not an address like 127.0.0.1:53 or [::1]:53 ({exc})",
                 )
         return tuple(out)
 
@@ -226,7 +234,9 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         if mode is False or mode is None:
             mode = "off"
         if mode not in QUERY_LOG_MODES:
-            doc.fail(node, f"query_log must be one of {', '.join(QUERY_LOG_MODES)}, not {mode!r}")
+            doc.fail(
+                node, f"query_log must be one of {', '.join(QUERY_LOG_MODES)}, not {quote(mode)}"
+            )
         values["query_log"] = mode
     if "allow_clients" in keys:
         _, node = keys["allow_clients"]
@@ -236,7 +246,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             try:
                 nets.append(ipaddress.ip_network(text, strict=False))
             except ValueError:
-                doc.fail(item, f"allow_clients: {text!r} is not a network like 192.0.2.0/24")
+                doc.fail(item, f"allow_clients: {quote(text)} is not a network like 192.0.2.0/24")
         values["allow_clients"] = tuple(nets)
     for key in ("upstream_timeout", "query_timeout", "tcp_idle_timeout"):
         if key in keys:
@@ -255,7 +265,9 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             try:
                 values["metrics"] = parse_endpoint(text, 9153)
             except ValueError as exc:
-                doc.fail(node, f"metrics: {text!r} is not an address like 127.0.0.1:9153 ({exc})")
+                doc.fail(
+                    node, f"metrics: {quote(text)} is not an address like 127.0.0.1:9153 ({exc})"
+                )
     if "control" in keys:
         values["control"] = _control(doc, keys["control"][1])
     if "workers" in keys:
@@ -267,8 +279,11 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             values["workers"] = doc.integer(
                 node, "workers (a number, or auto for one per core)", 1, 256
             )
+    max_size = files.DEFAULT_MAX_SIZE
+    if "max_file_size" in keys:
+        max_size = values["max_file_size"] = _size(doc, keys["max_file_size"][1], "max_file_size")
     if "zones" in keys:
-        values["zones"] = _zones(doc, keys["zones"][1], base_dir)
+        values["zones"] = _zones(doc, keys["zones"][1], base_dir, max_size)
     if "udp_batch" in keys:
         _, node = keys["udp_batch"]
         flag = doc.value(node)
@@ -279,7 +294,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         _, node = keys["log_level"]
         level = doc.string(node, "log_level").lower()
         if level not in ("debug", "info", "warning", "error"):
-            doc.fail(node, f"log_level must be debug, info, warning or error, not {level!r}")
+            doc.fail(node, f"log_level must be debug, info, warning or error, not {quote(level)}")
         values["log_level"] = level
     return Config(**values)  # type: ignore[arg-type]
 
@@ -292,11 +307,11 @@ def _control(doc: Doc, node: yaml.Node) -> Endpoint | None:
     try:
         endpoint = parse_endpoint(text, 9154)
     except ValueError as exc:
-        doc.fail(node, f"control: {text!r} is not an address like 127.0.0.1:9154 ({exc})")
+        doc.fail(node, f"control: {quote(text)} is not an address like 127.0.0.1:9154 ({exc})")
     if not ipaddress.ip_address(endpoint.host).is_loopback:
         doc.fail(
             node,
-            f"control: {text!r} is not a loopback address; the control endpoint has no "
+            f"control: {quote(text)} is not a loopback address; the control endpoint has no "
             "authentication, so it only listens on 127.0.0.1 or [::1] (such as 127.0.0.1:9154)",
         )
     return endpoint
@@ -322,7 +337,27 @@ def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:
     return CacheSettings(max_entries, min_ttl, max_ttl)
 
 
-def _zones(doc: Doc, node: yaml.Node, base_dir: Path) -> tuple[ZoneConfig, ...]:
+def _size(doc: Doc, node: yaml.Node, what: str) -> int:
+    """A size in bytes: a number, or one with a binary unit (512MiB, 2 GiB, 64K)."""
+    value = doc.value(node)
+    example = f"{what} must be a size like 512MiB or 2GiB, or a number of bytes"
+    if isinstance(value, str):
+        found = re.fullmatch(r"\s*(\d+)\s*(?:([kmg])(?:ib)?)?\s*", value.lower())
+        if found is None:
+            doc.fail(node, f"{example}, not {quote(value)}")
+        size = int(found.group(1)) * SIZE_UNITS[found.group(2) or ""]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        doc.fail(node, f"{example}, not {describe(value)}")
+    if size < files.KiB:
+        doc.fail(node, f"{what} must be at least 1KiB, not {size}")
+    return size
+
+
+def _zones(
+    doc: Doc, node: yaml.Node, base_dir: Path, max_size: int = files.DEFAULT_MAX_SIZE
+) -> tuple[ZoneConfig, ...]:
     zones = []
     seen: set[str] = set()
     for item in doc.sequence(node, "zones", allow_scalar=False):
@@ -335,7 +370,7 @@ def _zones(doc: Doc, node: yaml.Node, base_dir: Path) -> tuple[ZoneConfig, ...]:
         if name == "." or " " in name:
             doc.fail(keys["name"][1], "zones: name must be the zone's origin, like rpz.example.")
         if name in seen:
-            doc.fail(keys["name"][1], f"zone {name} is listed twice")
+            doc.fail(keys["name"][1], f"zone {quote(name)} is listed twice")
         seen.add(name)
         file = Path(doc.string(keys["file"][1], "zones: file"))
         if not file.is_absolute():
@@ -349,7 +384,8 @@ def _zones(doc: Doc, node: yaml.Node, base_dir: Path) -> tuple[ZoneConfig, ...]:
                 except ValueError as exc:
                     doc.fail(
                         entry,
-                        f"zones: primaries: {text!r} is not an address like 192.0.2.53:53 ({exc})",
+                        f"zones: primaries: {quote(text)} is not an address like 192.0.2.53:53 "
+                        f"({exc})",
                     )
         tsig = None
         if "tsig" in keys:
@@ -379,7 +415,21 @@ def _zones(doc: Doc, node: yaml.Node, base_dir: Path) -> tuple[ZoneConfig, ...]:
                 doc.fail(keys["on_expire"][1], "zones: on_expire must be keep or drop")
         if not primaries and tsig is not None:
             doc.fail(keys["tsig"][1], "zones: tsig is only used with primaries")
+        include_dirs: list[Path] = []
+        if "include_dirs" in keys:
+            for entry in doc.sequence(keys["include_dirs"][1], "zones: include_dirs"):
+                folder = Path(doc.string(entry, "zones: include_dirs"))
+                include_dirs.append(folder if folder.is_absolute() else base_dir / folder)
         zones.append(
-            ZoneConfig(name, file, tuple(primaries), tsig, on_expire, item.start_mark.line + 1)
+            ZoneConfig(
+                name,
+                file,
+                tuple(primaries),
+                tsig,
+                on_expire,
+                item.start_mark.line + 1,
+                tuple(include_dirs),
+                max_size,
+            )
         )
     return tuple(zones)

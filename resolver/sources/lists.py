@@ -16,14 +16,15 @@ import codecs
 import csv
 import functools
 import io
-import lzma
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from resolver.core.errors import PolicyError
+from resolver.core.errors import PolicyError, quote
+from resolver.sources import files
+from resolver.sources.files import DEFAULT_MAX_SIZE
 from resolver.sources.names import normalise, public_suffixes
 
 _LABEL = rb"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
@@ -111,43 +112,38 @@ class ListSpec(Protocol):
 # --- reading ------------------------------------------------------------------------
 
 
-def open_binary(path: Path) -> IO[bytes]:
-    """The file's bytes; ``.xz`` files are decompressed on the fly."""
-    if path.suffix == ".xz":
-        return lzma.open(path, "rb")
-    return open(path, "rb")
+def open_binary(path: Path, limit: int = DEFAULT_MAX_SIZE) -> IO[bytes]:
+    """A list's bytes (``.gz``, ``.xz``, ``.bz2`` decompressed), at most ``limit`` of them.
+
+    Only a regular file is opened; every problem, on opening or reading, is a PolicyError.
+    """
+    return files.open_binary(path, "list", limit, PolicyError, "max_file_size")
 
 
-def _unreadable(path: Path, exc: Exception) -> PolicyError:
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return PolicyError(f"cannot read the list: {reason}", str(path))
-
-
-def _blocks(path: Path) -> Iterator[bytes]:
+def _blocks(path: Path, limit: int = DEFAULT_MAX_SIZE) -> Iterator[bytes]:
     """The file in large blocks that end at a line end (the newline itself dropped)."""
-    try:
-        with open_binary(path) as f:
-            rest = b""
-            first = True
-            while True:
-                data = f.read(BLOCK_SIZE)
-                if first:
-                    first = False
-                    if data.startswith(codecs.BOM_UTF8):
-                        data = data[len(codecs.BOM_UTF8) :]
-                if not data:
-                    break
-                data = rest + data
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                    continue
-                rest = data[cut + 1 :]
-                yield data[:cut]
+    with open_binary(path, limit) as f:
+        rest: list[bytes] = []  # a line longer than a block, in pieces
+        first = True
+        while True:
+            data = f.read(BLOCK_SIZE)
+            if first:
+                first = False
+                if data.startswith(codecs.BOM_UTF8):
+                    data = data[len(codecs.BOM_UTF8) :]
+            if not data:
+                break
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest.append(data)
+                continue
             if rest:
-                yield rest
-    except (OSError, lzma.LZMAError, EOFError) as exc:
-        raise _unreadable(path, exc) from None
+                cut += sum(map(len, rest))
+                data = b"".join([*rest, data])
+            rest = [data[cut + 1 :]] if cut + 1 < len(data) else []
+            yield data[:cut]
+        if rest:
+            yield b"".join(rest)
 
 
 def _wire(name: bytes) -> bytes:
@@ -166,7 +162,7 @@ def _public_bytes() -> tuple[frozenset[bytes], frozenset[bytes], frozenset[bytes
 
 def _public_message(name: str) -> str:
     return (
-        f"{name!r} is a public suffix: blocking it would block every site under it "
+        f"{quote(name)} is a public suffix: blocking it would block every site under it "
         "(write the full names instead)"
     )
 
@@ -201,7 +197,7 @@ def _checked_text(text: str, line_no: int, report: ListReport) -> bytes | None:
         report.reject(line_no, str(exc))
         return None
     if "." not in name:
-        report.reject(line_no, f"{name!r} is a single label; list entries must be full names")
+        report.reject(line_no, f"{quote(name)} is a single label; list entries must be full names")
         return None
     if name in public_suffixes():
         report.reject(line_no, _public_message(name))
@@ -218,11 +214,12 @@ def _scan(
     fast: re.Pattern[bytes],
     slow: SlowPath,
     skip: frozenset[bytes] = frozenset(),
+    limit: int = DEFAULT_MAX_SIZE,
 ) -> Iterator[bytes]:
     """Every name of a line-oriented list: ``fast`` finds the good lines, ``slow`` does the rest."""
     listed, wildcard, exceptions = _public_bytes()
     line_base = 0
-    for block in _blocks(path):
+    for block in _blocks(path, limit):
         low = block.lower()
         rows = fast.findall(low)
         lines: list[bytes] | None = None
@@ -262,9 +259,9 @@ def _domains_line(line: bytes, line_no: int, report: ListReport) -> Iterable[byt
     return () if name is None else (name,)
 
 
-def read_domains(path: Path, report: ListReport) -> Iterator[bytes]:
+def read_domains(path: Path, report: ListReport, limit: int = DEFAULT_MAX_SIZE) -> Iterator[bytes]:
     """A plain list: one name per line (``*.name`` accepted as name); ``#`` and ``!`` comments."""
-    return _scan(path, report, _FAST_DOMAINS, _domains_line)
+    return _scan(path, report, _FAST_DOMAINS, _domains_line, limit=limit)
 
 
 # --- hosts files ------------------------------------------------------------------------
@@ -285,7 +282,7 @@ def _hosts_line(line: bytes, line_no: int, report: ListReport) -> Iterable[bytes
         # A line mapping a name to a real address is not a block entry.
         report.reject(
             line_no,
-            f"address {address!r} is not a sink address (0.0.0.0, 127.0.0.1, ::); "
+            f"address {quote(address)} is not a sink address (0.0.0.0, 127.0.0.1, ::); "
             "a hosts line that maps a name to a real address is not a block",
         )
         return ()
@@ -297,9 +294,9 @@ def _hosts_line(line: bytes, line_no: int, report: ListReport) -> Iterable[bytes
     return out
 
 
-def read_hosts(path: Path, report: ListReport) -> Iterator[bytes]:
+def read_hosts(path: Path, report: ListReport, limit: int = DEFAULT_MAX_SIZE) -> Iterator[bytes]:
     """A hosts file: an address, then one or more names; the localhost lines are skipped."""
-    return _scan(path, report, _FAST_HOSTS, _hosts_line, _HOSTS_SKIP_BYTES)
+    return _scan(path, report, _FAST_HOSTS, _hosts_line, _HOSTS_SKIP_BYTES, limit)
 
 
 # --- adblock lists ----------------------------------------------------------------------
@@ -319,20 +316,24 @@ def _adblock_line(line: bytes, line_no: int, report: ListReport) -> Iterable[byt
     if rule.startswith("@@"):
         report.reject(
             line_no,
-            f"{rule!r} is an exemption rule, not applied: "
+            f"{quote(rule)} is an exemption rule, not applied: "
             "list exemptions under allow: in the policy",
         )
         return ()
     if any(c in rule for c in _COSMETIC):
-        report.reject(line_no, f"{rule!r} is a cosmetic rule (it hides parts of pages), not a name")
+        report.reject(
+            line_no, f"{quote(rule)} is a cosmetic rule (it hides parts of pages), not a name"
+        )
         return ()
     if len(rule) > 1 and rule.startswith("/") and rule.endswith("/"):
-        report.reject(line_no, f"{rule!r} is a regular expression; only ||name^ rules are read")
+        report.reject(
+            line_no, f"{quote(rule)} is a regular expression; only ||name^ rules are read"
+        )
         return ()
     if not rule.startswith("||"):
         report.reject(
             line_no,
-            f"{rule!r} is not a ||name^ rule; only ||name^ rules are read "
+            f"{quote(rule)} is not a ||name^ rule; only ||name^ rules are read "
             "(for a plain list of names use format: domains)",
         )
         return ()
@@ -343,7 +344,7 @@ def _adblock_line(line: bytes, line_no: int, report: ListReport) -> Iterable[byt
             if key not in _ADBLOCK_OK_OPTIONS:
                 report.reject(
                     line_no,
-                    f"{rule!r}: option ${key} limits the rule to some requests; "
+                    f"{quote(rule)}: option ${key} limits the rule to some requests; "
                     "DNS blocks whole names, so the rule is skipped",
                 )
                 return ()
@@ -353,49 +354,67 @@ def _adblock_line(line: bytes, line_no: int, report: ListReport) -> Iterable[byt
     if any(c in name for c in "/^?:|") or ("*" in name and not name.startswith("*.")):
         report.reject(
             line_no,
-            f"{rule!r} blocks some addresses (URLs) of a site; DNS can only block whole names",
+            f"{quote(rule)} blocks some addresses (URLs) of a site; DNS can only block whole names",
         )
         return ()
     wire = _checked_text(name, line_no, report)
     return () if wire is None else (wire,)
 
 
-def read_adblock(path: Path, report: ListReport) -> Iterator[bytes]:
+def read_adblock(path: Path, report: ListReport, limit: int = DEFAULT_MAX_SIZE) -> Iterator[bytes]:
     """An adblock or AdGuard list: ``||name^`` blocks the name and every name under it.
 
     ``$important`` (and ``$all``, ``$document``) are accepted; rules with other options,
     exemptions (``@@``), regular expressions, cosmetic and URL rules are skipped and
     counted; ``!`` comments and ``[Adblock Plus 2.0]`` headers are skipped silently.
     """
-    return _scan(path, report, _FAST_ADBLOCK, _adblock_line)
+    return _scan(path, report, _FAST_ADBLOCK, _adblock_line, limit=limit)
 
 
 # --- CSV registers ----------------------------------------------------------------------
 
 
-def _text_lines(path: Path, encoding: str) -> Iterator[str]:
-    try:
-        with open_binary(path) as raw:
-            stream = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
-            first = True
-            for line in stream:
-                if first:
-                    first = False
-                    line = line.removeprefix("\ufeff")
-                yield line
-    except (OSError, lzma.LZMAError, EOFError) as exc:
-        raise _unreadable(path, exc) from None
+def _text_lines(path: Path, encoding: str, limit: int = DEFAULT_MAX_SIZE) -> Iterator[str]:
+    """The file's lines in ``encoding`` (bytes it cannot decode replaced), BOM dropped."""
+    with open_binary(path, limit) as raw:
+        stream = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+        first = True
+        for line in stream:
+            if first:
+                first = False
+                line = line.removeprefix("\ufeff")
+            yield line
+
+
+def _rows(reader: Iterator[list[str]], report: ListReport, offset: int) -> Iterator[list[str]]:
+    """The rows of a CSV reader; a row it cannot read (a cell over the csv module's
+    field limit, say) is a bad line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line_no = offset + getattr(reader, "line_num", 0)
+            report.reject(line_no, f"not a CSV row ({exc})")
 
 
 def csv_header(
-    path: Path, delimiter: str = ",", encoding: str = "utf-8", skip_rows: int = 0
+    path: Path,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    skip_rows: int = 0,
+    limit: int = DEFAULT_MAX_SIZE,
 ) -> list[str]:
     """The first row after ``skip_rows`` lines (the column names), or [] for an empty file."""
-    lines = _text_lines(path, encoding)
+    lines = _text_lines(path, encoding, limit)
     for _ in range(skip_rows):
         if next(lines, None) is None:
             return []
-    row = next(csv.reader(lines, delimiter=delimiter), [])
+    try:
+        row = next(csv.reader(lines, delimiter=delimiter), [])
+    except csv.Error as exc:
+        raise PolicyError(f"cannot read the header ({exc})", str(path), skip_rows + 1) from None
     return [cell.strip() for cell in row]
 
 
@@ -415,6 +434,7 @@ def read_csv(
     delimiter: str = ",",
     encoding: str = "utf-8",
     skip_rows: int = 0,
+    limit: int = DEFAULT_MAX_SIZE,
 ) -> Iterator[bytes]:
     """A register in CSV: the names are in one column (a header name or a 0-based index).
 
@@ -423,28 +443,30 @@ def read_csv(
     counted as bad lines. ``skip_rows`` lines (such as a timestamp) come before the
     header or the first row.
     """
-    lines = _text_lines(path, encoding)
+    lines = _text_lines(path, encoding, limit)
     for _ in range(skip_rows):
         if next(lines, None) is None:
             return
     reader = csv.reader(lines, delimiter=delimiter)
+    rows = _rows(reader, report, skip_rows)
     index = 0 if column is None else column
     if isinstance(index, str):
-        header = next(reader, None)
+        header = next(rows, None)
         if header is None:
             return
         found = find_column([c.strip() for c in header], index)
         if found is None:
             report.reject(
                 skip_rows + 1,
-                f"no column {index!r} in the header ({', '.join(h.strip() for h in header)})",
+                f"no column {quote(index)} in the header "
+                f"({', '.join(h.strip()[:60] for h in header[:20])})",
             )
             return
         index = found
     separators = re.compile(r"[|,]" if delimiter != "," else r"[|]")
-    label = repr(column) if isinstance(column, str) else f"{index}"
+    label = quote(column) if isinstance(column, str) else f"{index}"
     out: list[bytes] = []
-    for row in reader:
+    for row in rows:
         line_no = skip_rows + reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # an empty line
@@ -476,7 +498,13 @@ def read_csv(
 
 # --- dispatch ---------------------------------------------------------------------------
 
-Reader = Callable[[Path, ListReport], Iterator[bytes]]
+
+class Reader(Protocol):
+    def __call__(
+        self, path: Path, report: ListReport, *, limit: int = DEFAULT_MAX_SIZE
+    ) -> Iterator[bytes]: ...
+
+
 READERS: dict[str, Reader] = {
     "domains": read_domains,
     "hosts": read_hosts,
@@ -486,10 +514,11 @@ READERS: dict[str, Reader] = {
 FORMATS = tuple(READERS)
 
 
-def read_list(ref: ListSpec, report: ListReport) -> Iterator[bytes]:
-    """Every name of the list a policy references, in wire form, with the list's options."""
+def read_list(ref: ListSpec, report: ListReport, limit: int = DEFAULT_MAX_SIZE) -> Iterator[bytes]:
+    """Every name of the list a policy references, in wire form, with the list's options;
+    at most ``limit`` bytes (``max_file_size``) are read from it."""
     if ref.format == "csv":
         return read_csv(
-            ref.path, report, ref.csv_column, ref.delimiter, ref.encoding, ref.skip_rows
+            ref.path, report, ref.csv_column, ref.delimiter, ref.encoding, ref.skip_rows, limit
         )
-    return READERS[ref.format](ref.path, report)
+    return READERS[ref.format](ref.path, report, limit=limit)

@@ -16,12 +16,22 @@ from dataclasses import dataclass
 import idna
 from publicsuffixlist import PSLFILE
 
+from resolver.core.errors import quote
 from resolver.core.matcher import Scope
 
 _ASCII_NAME = re.compile(
     r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$"
 )
 _NUMERIC = re.compile(r"^[0-9]+$")
+# Longer text is no name, whatever its form (Unicode, a URL): refused before any parsing.
+MAX_TEXT = 1024
+
+
+def _too_long(text: str) -> str:
+    return (
+        f"{quote(text)} is longer than 253 characters, the limit for a DNS name; "
+        "check that it is one name"
+    )
 
 
 def normalise(text: str) -> str:
@@ -32,9 +42,11 @@ def normalise(text: str) -> str:
     if "://" in name or "/" in name:
         host = name.split("://", 1)[-1].split("/", 1)[0]
         raise ValueError(
-            f"{text!r} is a URL or a path; DNS can only block whole names: write {host!r} "
-            "(which blocks every page of that site)"
+            f"{quote(text)} is a URL or a path; DNS can only block whole names: "
+            f"write {quote(host)} (which blocks every page of that site)"
         )
+    if len(name) > MAX_TEXT:
+        raise ValueError(_too_long(text))
     if name.endswith("."):
         name = name[:-1]
     try:
@@ -43,35 +55,35 @@ def normalise(text: str) -> str:
         pass
     else:
         raise ValueError(
-            f"{text!r} is an IP address; a policy entry must be a domain name, such as example.com"
+            f"{quote(text)} is an IP address; a policy entry must be a domain name, "
+            "such as example.com"
         )
     if ":" in name:
         host = name.rsplit(":", 1)[0]
-        raise ValueError(f"{text!r} has a port; DNS blocks names, not ports: write {host!r}")
+        raise ValueError(
+            f"{quote(text)} has a port; DNS blocks names, not ports: write {quote(host)}"
+        )
     if " " in name or "\t" in name:
-        raise ValueError(f"{text!r} contains a space; write one name per entry")
+        raise ValueError(f"{quote(text)} contains a space; write one name per entry")
     name = name.lower()
     if not name.isascii():
         try:
             name = idna.encode(name, uts46=True).decode("ascii")
         except idna.IDNAError as exc:
             raise ValueError(
-                f"{text!r} is not a valid internationalised name ({exc}); "
+                f"{quote(text)} is not a valid internationalised name ({exc}); "
                 "check the spelling, or write its xn-- form"
             ) from None
     if len(name) > 253:
-        raise ValueError(
-            f"{text!r} is longer than 253 characters, the limit for a DNS name; "
-            "check that it is one name"
-        )
+        raise ValueError(_too_long(text))
     if not _ASCII_NAME.match(name):
         raise ValueError(
-            f"{text!r} is not a valid domain name: use letters, digits and hyphens, "
+            f"{quote(text)} is not a valid domain name: use letters, digits and hyphens, "
             "labels of 1 to 63 characters separated by single dots"
         )
     if _NUMERIC.match(name.rsplit(".", 1)[-1]):
         raise ValueError(
-            f"{text!r} is not a domain name: its last label is a number (an IP address?); "
+            f"{quote(text)} is not a domain name: its last label is a number (an IP address?); "
             "write the site's name, such as example.com"
         )
     return name
@@ -87,7 +99,7 @@ def parse_entry(text: str) -> tuple[str, Scope]:
         return normalise(text[2:]), Scope.BELOW
     if "*" in text:
         raise ValueError(
-            f"{text!r}: a wildcard may only stand alone at the start, as in '*.example.com'"
+            f"{quote(text)}: a wildcard may only stand alone at the start, as in '*.example.com'"
         )
     return normalise(text), Scope.SUBTREE
 

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import yaml
 
+from resolver.core.errors import quote
 from resolver.core.matcher import Scope
 from resolver.core.verdict import ACTION_LABELS, Action, ClientScope, Redirect
 from resolver.sources.names import covers, is_public_suffix, parse_entry
@@ -87,7 +88,7 @@ def _entry(ctx: EntryContext, item: yaml.Node, key: str) -> Entry:
             if is_null(value_node):
                 doc.fail(
                     key_node,
-                    f"{only + ':'!r} ends with a colon, so YAML reads it as a key; "
+                    f"{quote(only + ':')} ends with a colon, so YAML reads it as a key; "
                     "remove the colon",
                 )
         if key == "allow":
@@ -149,7 +150,7 @@ def _entry(ctx: EntryContext, item: yaml.Node, key: str) -> Entry:
         if target.cname and covers(name, scope, target.cname):
             doc.fail(
                 name_node,
-                f"the redirect target {target.cname!r} is itself covered by {raw!r}, "
+                f"the redirect target {quote(target.cname)} is itself covered by {quote(raw)}, "
                 "so clients would be sent round in a loop; redirect to a name outside it",
             )
     allow_public_suffix = False
@@ -174,7 +175,8 @@ def _entry(ctx: EntryContext, item: yaml.Node, key: str) -> Entry:
     if first is not None:
         doc.fail(
             name_node,
-            f"{raw!r} is already listed on line {first} of this policy; keep one of the entries",
+            f"{quote(raw)} is already listed on line {first} of this policy; "
+            "keep one of the entries",
         )
     ctx.seen[dup_key] = line
     return Entry(
@@ -201,11 +203,11 @@ def _public_suffix_error(doc: Doc, node: yaml.Node, raw: str, name: str, fields:
     if fields:
         how = "add allow_public_suffix: true and a reason: to this entry"
     else:
-        how = f"write it as {{name: {raw!r}, allow_public_suffix: true, reason: ...}}"
+        how = f"write it as {{name: {quote(raw)}, allow_public_suffix: true, reason: ...}}"
     doc.fail(
         node,
-        f"{raw!r} is {what}: blocking it would block every name under it; write the full "
-        f"names, such as {example!r}, or, if it really must be blocked, {how}",
+        f"{quote(raw)} is {what}: blocking it would block every name under it; write the full "
+        f"names, such as {quote(example)}, or, if it really must be blocked, {how}",
     )
 
 

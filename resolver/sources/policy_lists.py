@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from resolver.core.errors import PolicyError
+from resolver.core.errors import PolicyError, quote
+from resolver.sources import files
 from resolver.sources.lists import FORMATS, csv_header, find_column
 from resolver.sources.yamlsource import Doc
 from resolver.sources.yamlvalues import Keys, read_text
@@ -50,13 +51,14 @@ def read_lists(doc: Doc, node: yaml.Node, base_dir: Path) -> list[ListRef]:
             if fmt not in FORMATS:
                 doc.fail(
                     fields["format"][1],
-                    f"format must be one of {', '.join(FORMATS)}, not {fmt!r}",
+                    f"format must be one of {', '.join(FORMATS)}, not {quote(fmt)}",
                 )
         path = Path(file_text)
         if not path.is_absolute():
             path = base_dir / path
-        if not path.is_file():
-            doc.fail(file_node, f"list file {str(path)!r} does not exist; check the path")
+        problem = files.file_problem(path)
+        if problem is not None:
+            doc.fail(file_node, f"list file {quote(str(path))}: {problem}; check the path")
         line, column = item.start_mark.line + 1, item.start_mark.column + 1
         if fmt != "csv":
             for key in CSV_ONLY_KEYS:
@@ -92,7 +94,7 @@ def _csv_list(
         if len(delimiter) != 1:
             doc.fail(
                 fields["delimiter"][1],
-                f"delimiter must be one character, such as ';', not {delimiter!r} "
+                f"delimiter must be one character, such as ';', not {quote(delimiter)} "
                 '(for a tab write "\\t" in double quotes)',
             )
     encoding = "utf-8"
@@ -103,7 +105,7 @@ def _csv_list(
         except LookupError:
             doc.fail(
                 fields["encoding"][1],
-                f"unknown encoding {encoding!r}; use a name such as utf-8, cp1251 or latin-1",
+                f"unknown encoding {quote(encoding)}; use a name such as utf-8, cp1251 or latin-1",
             )
     skip_rows = doc.integer(fields["skip_rows"][1], "skip_rows", 0) if "skip_rows" in fields else 0
     if isinstance(csv_column, str):
@@ -125,10 +127,10 @@ def _check_header(
     except PolicyError as exc:
         doc.fail(node, f"{path.name}: {exc.message}")
     if find_column(header, column) is None:
-        shown = ", ".join(repr(h) for h in header[:20]) or "none"
+        shown = ", ".join(quote(h, 60) for h in header[:20]) or "none"
         hint = ", and check skip_rows and delimiter" if len(header) <= 1 else ""
         doc.fail(
             node,
-            f"column {column!r} is not in the header of {path.name} (its columns: {shown}); "
+            f"column {quote(column)} is not in the header of {path.name} (its columns: {shown}); "
             f"write one of these, or the column's number counting from 0{hint}",
         )

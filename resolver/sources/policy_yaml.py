@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resolver.core.errors import PolicyError
+from resolver.core.errors import PolicyError, quote
 from resolver.core.verdict import (
     EDE_CODES,
     EVERYONE,
@@ -22,6 +22,7 @@ from resolver.core.verdict import (
     PolicyInfo,
     Redirect,
 )
+from resolver.sources import files
 from resolver.sources.policy_entries import BLOCK_ACTIONS, Entry, EntryContext, read_entries
 from resolver.sources.policy_lists import ListRef, read_lists
 from resolver.sources.yamlsource import Doc
@@ -80,18 +81,13 @@ class PolicyFile:
 
 
 def load_policy(path: Path) -> PolicyFile:
+    """A policy file (a regular file of at most files.MAX_YAML_SIZE, UTF-8), checked."""
     source = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError(f"cannot read the policy file: {exc.strerror}", source) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyError(
-            f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", source
-        ) from None
-    return parse_policy(text, source, path.parent, hashlib.sha256(raw).hexdigest())
+    raw = files.read_bytes(path, "policy file", files.MAX_YAML_SIZE, PolicyError)
+    digest = hashlib.sha256(raw).hexdigest()
+    text = files.decode(raw, source, PolicyError)
+    del raw  # parsed from the text alone
+    return parse_policy(text, source, path.parent, digest)
 
 
 def parse_policy(text: str, source: str, base_dir: Path, sha256: str = "") -> PolicyFile:
@@ -121,7 +117,9 @@ def parse_policy(text: str, source: str, base_dir: Path, sha256: str = "") -> Po
     ede_default = "censored" if text_of("authority") else "blocked"
     ede_name = text_of("ede").lower() or ede_default
     if ede_name not in EDE_CODES:
-        doc.fail(keys["ede"][1], f"ede must be one of {', '.join(EDE_CODES)}, not {ede_name!r}")
+        doc.fail(
+            keys["ede"][1], f"ede must be one of {', '.join(EDE_CODES)}, not {quote(ede_name)}"
+        )
     effective_from = read_moment(doc, keys, "effective_from")
     expires = read_moment(doc, keys, "expires")
     if effective_from and expires and expires <= effective_from:

@@ -1,13 +1,7 @@
 """RPZ zones (Response Policy Zones, draft-vixie-dnsop-dns-rpz): zone files in, policy layers out.
 
-A zone is a standard master file: $ORIGIN, $TTL, $INCLUDE, $GENERATE, relative names,
-comments, records over several lines in parentheses. The records are read by
-dnspython's zone file reader (``dns.zonefile.Reader``, what ``dns.zone.from_text``
-uses); a large feed is almost only one-line ``name [ttl] [IN] CNAME|A|AAAA value``
-records, which a fast path reads itself (dnspython takes about 50 s for 140,000
-records, the fast path well under one second). Every line the fast path does not
-take, with all the directives, goes to dnspython at its own line number, so both
-readings agree and errors name the file and line.
+The zone file is read by resolver.sources.zonefile into records by owner; this module
+gives them their RPZ meaning.
 
 Triggers, by the owner name relative to the zone's origin:
 
@@ -38,27 +32,12 @@ and records outside the zone are ignored.
 
 from __future__ import annotations
 
-import gzip
 import ipaddress
-import lzma
+import os
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
-
-import dns.exception
-import dns.name
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-import dns.rdtypes.ANY.CNAME
-import dns.rdtypes.ANY.SOA
-import dns.tokenizer
-import dns.transaction
-import dns.ttl
-import dns.zonefile
 
 from resolver.core import wire
 from resolver.core.errors import PolicyError
@@ -66,45 +45,19 @@ from resolver.core.layers import AddressTriggers, ClientTriggers, IpEntry, Polic
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.verdict import EVERYONE, Action, Answers, Network, PolicyInfo, Redirect, Verdict
 from resolver.sources.config import ZoneConfig
-
-MAX_INCLUDE_DEPTH = 8
-MAX_TTL = 2**31 - 1
+from resolver.sources.zonefile import ROOT, Record, ZoneReader
 
 CLIENT_IP = b"\x0drpz-client-ip\x00"
 RESPONSE_IP = b"\x06rpz-ip\x00"
 NSDNAME = b"\x0brpz-nsdname\x00"
 NSIP = b"\x08rpz-nsip\x00"
 
-ROOT = b"\x00"
 WILDCARD_ROOT = b"\x01*\x00"
 SPECIAL_TARGETS = {
     b"\x0crpz-passthru\x00": Action.ALLOW,
     b"\x08rpz-drop\x00": Action.DROP,
     b"\x0crpz-tcp-only\x00": Action.TCP_ONLY,
 }
-# Zone-signing records: never policy.
-IGNORED_TYPES = frozenset(
-    {
-        dns.rdatatype.RRSIG,
-        dns.rdatatype.NSEC,
-        dns.rdatatype.NSEC3,
-        dns.rdatatype.NSEC3PARAM,
-        dns.rdatatype.DNSKEY,
-        dns.rdatatype.CDS,
-        dns.rdatatype.CDNSKEY,
-        dns.rdatatype.ZONEMD,
-    }
-)
-
-# One plain record on one line: owner at column 0, optional TTL (seconds) and class IN,
-# type CNAME, A or AAAA, one value, an optional comment. No quotes, parentheses, escapes.
-_TOKEN = r"[!#-'*-:<-\[\]-~]+"  # printable ASCII but space ; ( ) " \\
-_FAST = re.compile(
-    rf"(?!\$)({_TOKEN})[ \t]+(?:(\d{{1,10}})[ \t]+)?(?:[Ii][Nn][ \t]+)?"
-    rf"([Cc][Nn][Aa][Mm][Ee]|[Aa]|[Aa][Aa][Aa][Aa])[ \t]+({_TOKEN})[ \t]*(?:;.*)?"
-)
-
-Record = tuple[int, int, bytes, int, str]  # type, TTL, data, line, file
 
 
 @dataclass
@@ -148,357 +101,57 @@ def load_zone(zone: ZoneConfig, order: int = 0) -> LoadedZone:
     """Read and compile the zone ``zone`` names; ``order`` is its place among all layers.
 
     Raises PolicyError (file, line) for a broken zone. A zone kept by zone transfer
-    (with primaries) whose copy does not exist yet is empty, with a warning.
+    (with primaries) whose copy does not exist yet is empty, with a warning. An
+    $INCLUDE reads from the zone file's directory or the zone's ``include_dirs``.
     """
     started = time.monotonic()
     source = str(zone.file)
+    folders = (zone.file.parent, *zone.include_dirs)
+    allowed = tuple(Path(os.path.realpath(folder)) for folder in folders)
+    reader = ZoneReader(zone.name, allowed, zone.max_size)
     if zone.primaries and not zone.file.exists():
-        loaded = _Loader(zone.name, source, order).finish()
+        loaded = _Compiler(reader, source, order).finish()
         loaded.report.warnings.append(
             f"zone {zone.name}: no copy in {source} yet: not enforced until the first transfer"
         )
         return loaded
-    loader = _Loader(zone.name, source, order)
-    loader.read_file(zone.file, zone.name, None, (), 0, 0)
-    loaded = loader.finish()
+    reader.read_file(zone.file, zone.name, None, (), 0, 0)
+    loaded = _Compiler(reader, source, order).finish()
     loaded.report.seconds = time.monotonic() - started
     return loaded
 
 
-def parse_zone(text: str, origin: str, source: str = "<zone>", order: int = 0) -> LoadedZone:
+def parse_zone(
+    text: str,
+    origin: str,
+    source: str = "<zone>",
+    order: int = 0,
+    include_dirs: tuple[Path, ...] | None = None,
+) -> LoadedZone:
     """A zone from text (``origin`` with or without its trailing dot); $INCLUDE paths are
-    relative to the current directory."""
+    relative to the current directory, and read from ``include_dirs`` (by default the
+    current directory) and below."""
     started = time.monotonic()
     origin = origin.lower().rstrip(".") + "."
-    loader = _Loader(origin, source, order)
-    loader.read_text(text, source, Path.cwd(), origin, None, (), 0)
-    loaded = loader.finish()
+    folders = include_dirs if include_dirs is not None else (Path.cwd(),)
+    reader = ZoneReader(origin, tuple(Path(os.path.realpath(f)) for f in folders))
+    reader.read_text(text, source, Path.cwd(), origin, None, (), 0)
+    loaded = _Compiler(reader, source, order).finish()
     loaded.report.seconds = time.monotonic() - started
     return loaded
 
 
-def read_text(path: Path) -> str:
-    """A zone file's text; ``.xz`` and ``.gz`` files are decompressed."""
-    source = str(path)
-    try:
-        if path.suffix == ".xz":
-            raw = lzma.decompress(path.read_bytes())
-        elif path.suffix == ".gz":
-            raw = gzip.decompress(path.read_bytes())
-        else:
-            raw = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError(f"cannot read the zone file: {exc.strerror or exc}", source) from None
-    except (lzma.LZMAError, gzip.BadGzipFile, EOFError) as exc:
-        raise PolicyError(f"cannot decompress the zone file: {exc}", source) from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise PolicyError("not UTF-8 text; save the zone file as UTF-8", source, line) from None
+class _Compiler:
+    """The records a ZoneReader found, turned into a policy layer."""
 
-
-class _Collector:
-    """Stands in for the dnspython transaction the zone file reader writes to."""
-
-    def __init__(self, origin: dns.name.Name, add: Callable[[dns.name.Name, int, Any], None]):
-        self.manager = self
-        self.origin = origin
-        self.add = add
-
-    def origin_information(self) -> tuple[dns.name.Name, bool, dns.name.Name]:
-        return self.origin, True, dns.name.empty
-
-    def check_put_rdataset(self, check: object) -> None:
-        pass  # CNAME-and-other-data is checked over all records, fast path included
-
-    def _set_origin(self, origin: object) -> None:
-        pass
-
-    def add_unicode(self, value: object) -> None:
-        pass
-
-
-class _Reader(dns.zonefile.Reader):
-    """dnspython's zone file reader, noting the line each record starts on."""
-
-    line = 0
-    in_record = False  # an error now is in the record that starts at ``line``
-
-    def _rr_line(self) -> None:
-        self.line = self.tok.line_number
-        self.in_record = True
-        super()._rr_line()
-        self.in_record = False
-
-    def _generate_line(self) -> None:
-        self.line = self.tok.line_number
-        self.in_record = True
-        super()._generate_line()  # type: ignore[no-untyped-call]
-        self.in_record = False
-
-
-class _Loader:
-    """Reads one zone (and its $INCLUDEs) into records by owner, then into a layer."""
-
-    def __init__(self, origin: str, source: str, order: int) -> None:
-        self.origin = origin  # lower case, trailing dot
-        self.origin_name = dns.name.from_text(origin)
-        self.origin_wire = self.origin_name.canonicalize().to_wire() or ROOT
-        self.origin_len = len(self.origin_wire)
+    def __init__(self, reader: ZoneReader, source: str, order: int) -> None:
+        self.origin = reader.origin
+        self.origin_wire = reader.origin_wire
+        self.owners = reader.owners
+        self.records = reader.records
+        self.serial = reader.serial
         self.source = source
         self.order = order
-        self.owners: dict[bytes, Record | list[Record]] = {}
-        self.records = 0
-        self.serial: int | None = None
-
-    # --- reading -----------------------------------------------------------------------
-
-    def read_file(
-        self,
-        path: Path,
-        origin: str,
-        default_ttl: int | None,
-        stack: tuple[Path, ...],
-        depth: int,
-        line: int,
-    ) -> None:
-        resolved = path.resolve()
-        if resolved in stack:
-            raise PolicyError(f"$INCLUDE loop: {path} is already being read", str(stack[-1]), line)
-        self.read_text(
-            read_text(path), str(path), path.parent, origin, default_ttl, (*stack, resolved), depth
-        )
-
-    def read_text(
-        self,
-        text: str,
-        source: str,
-        base: Path,
-        origin: str,
-        default_ttl: int | None,
-        stack: tuple[Path, ...],
-        depth: int,
-    ) -> None:
-        """One file: plain lines on the fast path, the rest through dnspython."""
-        lines = text.split("\n")
-        slow = [""] * len(lines)
-        zone = self.origin
-        current = origin  # $ORIGIN, absolute, lower case
-        suffix = self._suffix(current)
-        ttl_default = default_ttl
-        depth_parens = 0
-        pending: tuple[bytes, int, int, bytes, int] | None = None  # a fast record not yet kept
-        fast = _FAST.fullmatch
-        add = self._add
-        for index, raw in enumerate(lines):
-            line = raw[:-1] if raw.endswith("\r") else raw
-            if depth_parens == 0:
-                if not line or line[0] == ";":
-                    continue
-                match = fast(line) if ttl_default is not None and suffix is not None else None
-                if match is not None and line.isascii():
-                    assert ttl_default is not None
-                    record = self._fast(match, zone, current, suffix, ttl_default)
-                    if record is not None:
-                        if pending is not None:
-                            add(*pending, source)
-                        rtype, owner, ttl, data = record
-                        pending = (owner, rtype, ttl, data, index + 1)
-                        continue
-                stripped = line.strip()
-                if not stripped or stripped[0] == ";":
-                    continue
-                if line[0] == "$":
-                    directive = stripped.split(None, 1)[0].upper()
-                    if directive == "$INCLUDE":
-                        self._include(line, source, base, current, ttl_default, stack, depth, index)
-                        continue
-                    if directive == "$ORIGIN":
-                        current = self._origin(stripped, current)
-                        suffix = self._suffix(current) if current else None
-                    elif directive == "$TTL":
-                        ttl_default = _ttl(stripped)
-                elif line[0] in " \t" and pending is not None:
-                    # The owner is the previous record's: give that one to dnspython too.
-                    slow[pending[4] - 1] = lines[pending[4] - 1].rstrip("\r")
-                    pending = None
-                elif pending is not None:
-                    add(*pending, source)
-                    pending = None
-            slow[index] = line
-            depth_parens = _parens(line, depth_parens)
-        if pending is not None:
-            add(*pending, source)
-        last_slow = max((i for i, t in enumerate(slow) if t), default=-1)
-        if last_slow >= 0:
-            self._slow("\n".join(slow[: last_slow + 1]) + "\n", source, origin, default_ttl)
-
-    def _fast(
-        self, match: re.Match[str], zone: str, current: str, suffix: str | None, ttl: int
-    ) -> tuple[int, bytes, int, bytes] | None:
-        """(type, relative owner in wire form, TTL, data) of a plain record, or None when
-        dnspython must read it (to report the problem, or because the name is unusual)."""
-        owner_text, ttl_text, type_text, value = match.groups()
-        owner_text = owner_text.lower()
-        if owner_text == "@":
-            rel = ""
-        elif owner_text.endswith("."):
-            if owner_text == zone:
-                rel = ""
-            elif owner_text.endswith("." + zone):
-                rel = owner_text[: -len(zone) - 1]
-            else:
-                return None
-        else:
-            rel = owner_text if not suffix else f"{owner_text}.{suffix}"
-        if rel:
-            owner = _rel_wire(rel)
-            if owner is None or len(owner) + self.origin_len > wire.MAX_NAME + 1:
-                return None
-        else:
-            owner = ROOT
-        if ttl_text is not None:
-            ttl = int(ttl_text)
-            if ttl > MAX_TTL:
-                return None
-        kind = type_text.upper()
-        if kind == "CNAME":
-            target = ROOT if value == "." else _wire(_absolute(value.lower(), current))
-            if target is None:
-                return None
-            data = target
-            rtype = wire.TYPE_CNAME
-        elif kind == "A":
-            try:
-                data = ipaddress.IPv4Address(value).packed
-            except ValueError:
-                return None
-            rtype = wire.TYPE_A
-        else:
-            if "%" in value:
-                return None
-            try:
-                data = ipaddress.IPv6Address(value).packed
-            except ValueError:
-                return None
-            rtype = wire.TYPE_AAAA
-        return rtype, owner, ttl, data
-
-    def _suffix(self, current: str) -> str | None:
-        """The current $ORIGIN relative to the zone ("" at the apex), or None outside it."""
-        zone = self.origin
-        if current == zone:
-            return ""
-        if current.endswith("." + zone):
-            return current[: -len(zone) - 1]
-        return None
-
-    def _origin(self, line: str, current: str) -> str:
-        parts = line.split(None, 2)
-        if len(parts) < 2 or parts[1].startswith(";"):
-            return ""  # dnspython reports it
-        name = parts[1].lower()
-        if any(c in name for c in '\\"()'):
-            return ""  # unusual: leave the records to dnspython
-        return _absolute(name, current)
-
-    def _include(
-        self,
-        line: str,
-        source: str,
-        base: Path,
-        current: str,
-        ttl: int | None,
-        stack: tuple[Path, ...],
-        depth: int,
-        index: int,
-    ) -> None:
-        """$INCLUDE file [origin]: the file (relative to this one's directory) is read with
-        this file's $ORIGIN (or the given one) and $TTL; afterwards both are as before."""
-        body = line.split(";", 1)[0] if '"' not in line else line
-        parts = _include_words(body.strip())
-        if parts is None:
-            raise PolicyError("unbalanced quote in $INCLUDE", source, index + 1)
-        if len(parts) < 2 or len(parts) > 3:
-            raise PolicyError("$INCLUDE needs a file name and at most an origin", source, index + 1)
-        if depth >= MAX_INCLUDE_DEPTH:
-            raise PolicyError(
-                f"$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep", source, index + 1
-            )
-        path = Path(parts[1])
-        if not path.is_absolute():
-            path = base / path
-        origin = _absolute(parts[2].lower(), current) if len(parts) == 3 else current
-        if origin != self.origin and not origin.endswith("." + self.origin):
-            raise PolicyError(
-                f"$INCLUDE origin {origin} is outside the zone {self.origin}", source, index + 1
-            )
-        if not path.is_file():
-            raise PolicyError(f"$INCLUDE file {str(path)!r} does not exist", source, index + 1)
-        self.read_file(path, origin, ttl, stack, depth + 1, index + 1)
-
-    def _slow(self, text: str, source: str, origin: str, default_ttl: int | None) -> None:
-        """The lines the fast path left, read by dnspython at their own line numbers."""
-        tok = dns.tokenizer.Tokenizer(text, source)
-        collector = _Collector(self.origin_name, self._add_rdata)
-        reader = _Reader(
-            tok,
-            dns.rdataclass.IN,
-            cast(dns.transaction.Transaction, collector),
-            allow_include=False,
-            default_ttl=default_ttl,
-        )
-        start = dns.name.from_text(origin)
-        reader.current_origin = start
-        reader.last_name = start
-        self._reader = reader
-        try:
-            reader.read()
-        except dns.exception.DNSException as exc:
-            file, line = reader.tok.where()
-            message = str(exc)
-            prefix = f"{file}:{line}: "
-            if message.startswith(prefix):
-                message = message[len(prefix) :]
-            if reader.in_record:
-                line = reader.line  # where the record starts, not where reading stopped
-            raise PolicyError(_friendly(message), str(file), int(line)) from None
-
-    def _add_rdata(self, name: dns.name.Name, ttl: int, rdata: Any) -> None:
-        reader = self._reader
-        file = str(reader.tok.filename)
-        if name.is_absolute():
-            if not name.is_subdomain(self.origin_name):
-                return
-            name = name.relativize(self.origin_name)
-        rtype = int(rdata.rdtype)
-        if rtype in IGNORED_TYPES:
-            return
-        if rtype == wire.TYPE_CNAME:
-            target = cast(dns.rdtypes.ANY.CNAME.CNAME, rdata).target
-            data = target.derelativize(self.origin_name).canonicalize().to_wire()
-            assert data is not None
-        elif rtype == wire.TYPE_SOA and not name.labels:
-            self.serial = int(cast(dns.rdtypes.ANY.SOA.SOA, rdata).serial)
-            data = b""
-        else:
-            data = rdata.to_wire(origin=self.origin_name)
-        owner = b"".join(bytes((len(label),)) + label.lower() for label in name.labels) + ROOT
-        self._add(owner, rtype, ttl, data, reader.line, file)
-
-    def _add(self, owner: bytes, rtype: int, ttl: int, data: bytes, line: int, file: str) -> None:
-        self.records += 1
-        record = (rtype, ttl, data, line, file)
-        slot = self.owners.get(owner)
-        if slot is None:
-            self.owners[owner] = record
-        elif type(slot) is tuple:
-            self.owners[owner] = [slot, record]
-        else:
-            slot.append(record)  # type: ignore[union-attr]
-
-    # --- compiling -----------------------------------------------------------------------
 
     def finish(self) -> LoadedZone:
         name = self.origin
@@ -721,36 +374,6 @@ def ip_trigger(labels: list[str]) -> Network:
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _absolute(name: str, current: str) -> str:
-    """A master-file name made absolute against the current origin (lower case)."""
-    if name == "@":
-        return current
-    if name.endswith("."):
-        return name
-    return f"{name}.{current}" if current != "." else f"{name}."
-
-
-_LENGTH = [bytes((n,)) for n in range(64)]
-
-
-def _rel_wire(name: str) -> bytes | None:
-    """Wire form of a lower-case name without escapes or trailing dot (root-terminated), or
-    None when a label is empty or longer than 63 octets."""
-    labels = name.encode("ascii").split(b".")
-    if b"" in labels or max(map(len, labels)) > 63:
-        return None
-    length = _LENGTH
-    return b"".join([length[len(label)] + label for label in labels]) + ROOT
-
-
-def _wire(name: str) -> bytes | None:
-    """Wire form of an absolute lower-case name without escapes, or None if it is invalid."""
-    if name == ".":
-        return ROOT
-    data = _rel_wire(name[:-1])
-    return data if data is not None and len(data) <= wire.MAX_NAME else None
-
-
 def _labels(name: bytes) -> list[str]:
     out = []
     pos = 0
@@ -776,63 +399,3 @@ def _trigger(owner: bytes) -> bytes | None:
 
 def _owner_text(owner: bytes) -> str:
     return ".".join(_labels(owner)) or "@"
-
-
-def _ttl(line: str) -> int | None:
-    parts = line.split(None, 2)
-    if len(parts) < 2:
-        return None
-    try:
-        return int(dns.ttl.from_text(parts[1]))
-    except dns.exception.DNSException:
-        return None  # dnspython reports it
-
-
-def _parens(line: str, depth: int) -> int:
-    """The parenthesis depth after ``line`` (quotes, escapes and comments respected)."""
-    if "(" not in line and ")" not in line:
-        return depth
-    quoted = escaped = False
-    for ch in line:
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif ch == ";":
-            break
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth = max(depth - 1, 0)
-    return depth
-
-
-def _include_words(text: str) -> list[str] | None:
-    """The words of an $INCLUDE line (a quoted file name may hold spaces); None when a
-    quote is not closed."""
-    words: list[str] = []
-    rest = text
-    while rest:
-        rest = rest.lstrip()
-        if not rest or rest.startswith(";"):
-            break
-        if rest.startswith('"'):
-            end = rest.find('"', 1)
-            if end < 0:
-                return None
-            words.append(rest[1:end])
-            rest = rest[end + 1 :]
-        else:
-            word = rest.split(None, 1)[0].split(";", 1)[0]
-            words.append(word)
-            rest = rest[len(word) :]
-    return words
-
-
-def _friendly(message: str) -> str:
-    """dnspython's message, without the exception class it sometimes names."""
-    return re.sub(r"caught exception <class '[\w.]+'>: ", "", message)

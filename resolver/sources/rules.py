@@ -8,7 +8,6 @@ precedence written out as a sort key, so they can be checked against the table.
 from __future__ import annotations
 
 import ipaddress
-import lzma
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from resolver.core import wire
+from resolver.core.errors import SourceError
 from resolver.core.matcher import Scope
 from resolver.core.verdict import EVERYONE, Action, ClientScope, Network, Redirect, Verdict
 from resolver.sources.lists import ListReport, open_binary, read_list
@@ -284,6 +284,6 @@ def list_lines(path: Path, name: str, count: int, limit: int = 5_000_000) -> lis
                     found.append(number)
                     if len(found) >= count:
                         break
-    except (OSError, ValueError, EOFError, lzma.LZMAError):
+    except (OSError, ValueError, SourceError):
         pass  # unreadable now: no line to show
     return found

@@ -17,6 +17,7 @@ from resolver.core.layers import LayeredPolicy, PolicyLayer
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdict
 from resolver.sources.config import Config
+from resolver.sources.files import DEFAULT_MAX_SIZE
 from resolver.sources.lists import ListReport, read_list
 from resolver.sources.policy_yaml import PolicyFile, load_policy
 from resolver.sources.rpz import ZoneReport, load_zone
@@ -90,7 +91,7 @@ def build_snapshot(config: Config) -> BuildResult:
 
     def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
         for order, (policy, report) in enumerate(zip(policies, reports, strict=True)):
-            yield from _policy_entries(policy, order, report, config.answers)
+            yield from _policy_entries(policy, order, report, config.answers, config.max_file_size)
 
     compiled = CompiledPolicy.build(entries())
     policy = compiled
@@ -120,9 +121,14 @@ def build_snapshot(config: Config) -> BuildResult:
 
 
 def _policy_entries(
-    policy: PolicyFile, order: int, report: PolicyReport, answers: Answers
+    policy: PolicyFile,
+    order: int,
+    report: PolicyReport,
+    answers: Answers,
+    limit: int = DEFAULT_MAX_SIZE,
 ) -> Iterator[tuple[bytes, Scope, Verdict]]:
-    """One policy's entries and list names, each with its (shared) verdict."""
+    """One policy's entries and list names, each with its (shared) verdict; ``limit``: the
+    most bytes read from one list."""
     if policy.warning_page is not None:
         answers = policy.warning_page
     if policy.ttl is not None:
@@ -154,6 +160,6 @@ def _policy_entries(
         listed = ListReport(str(ref.path))
         report.lists.append(listed)
         keep = report.listed.add
-        for name in read_list(ref, listed):
+        for name in read_list(ref, listed, limit):
             keep(name)
             yield name, Scope.SUBTREE, shared

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from resolver.core.errors import SourceError
+from resolver.core.errors import SourceError, quote
 
 try:
     _Loader: Any = yaml.CSafeLoader
@@ -50,9 +50,9 @@ class Doc:
         for key_node, value_node in node.value:
             key = self.value(key_node)
             if not isinstance(key, str):
-                self.fail(key_node, f"keys in {what} must be words, not {key!r}")
+                self.fail(key_node, f"keys in {what} must be words, not {quote(key)}")
             if key in out:
-                self.fail(key_node, f"key {key!r} appears twice in {what}")
+                self.fail(key_node, f"key {quote(key)} appears twice in {what}")
             out[key] = (key_node, value_node)
         return out
 
@@ -80,7 +80,7 @@ class Doc:
                     f"{node.value} is not a valid date ({exc}); "
                     "write dates as year-month-day, like 2026-01-01",
                 )
-            self.fail(node, f"cannot read {node.value!r} ({exc})")
+            self.fail(node, f"cannot read {quote(node.value)} ({exc})")
 
     def string(self, node: yaml.Node, what: str) -> str:
         value = self.value(node)
@@ -119,7 +119,7 @@ class Doc:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 self.fail(
                     key_node,
-                    f"unknown key {key!r} in {what}{hint} (known keys: {', '.join(choices)})",
+                    f"unknown key {quote(key)} in {what}{hint} (known keys: {', '.join(choices)})",
                 )
 
 
@@ -132,7 +132,7 @@ def describe(value: object) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return repr(value)
+    return quote(value)
 
 
 def yaml_hint(exc: yaml.MarkedYAMLError, text: str = "") -> str:

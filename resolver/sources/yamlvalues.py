@@ -13,9 +13,10 @@ from typing import Any
 
 import yaml
 
+from resolver.core.errors import quote
 from resolver.core.verdict import Action, Answers, Network, Redirect
 from resolver.sources.names import normalise
-from resolver.sources.yamlsource import Doc
+from resolver.sources.yamlsource import Doc, describe
 
 Keys = dict[str, tuple[yaml.Node, yaml.Node]]
 
@@ -55,7 +56,7 @@ def read_text(doc: Doc, node: yaml.Node, what: str, required: bool = False) -> s
 def read_action(doc: Doc, node: yaml.Node, allowed: tuple[str, ...]) -> Action:
     label = read_text(doc, node, "action", required=True).strip().lower()
     if label not in allowed:
-        doc.fail(node, f"action must be one of {', '.join(allowed)}, not {label!r}")
+        doc.fail(node, f"action must be one of {', '.join(allowed)}, not {quote(label)}")
     return Action.from_label(label)
 
 
@@ -70,7 +71,7 @@ def read_moment(doc: Doc, keys: Keys, what: str) -> datetime | None:
         try:
             value = datetime.fromisoformat(value.strip())
         except ValueError:
-            doc.fail(node, f"{what}: {value!r} is not a date; write it as {example}")
+            doc.fail(node, f"{what}: {quote(value)} is not a date; write it as {example}")
         if value.tzinfo is None and len(node.value.strip()) == 10:
             value = value.date()
     if isinstance(value, datetime):
@@ -83,7 +84,7 @@ def read_moment(doc: Doc, keys: Keys, what: str) -> datetime | None:
         return value
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    doc.fail(node, f"{what} must be a date, such as {example}, not {node.value or 'empty'}")
+    doc.fail(node, f"{what} must be a date, such as {example}, not {describe(value)}")
 
 
 def read_addresses(doc: Doc, fields: Keys, key: str, what: str) -> list[Any]:
@@ -98,12 +99,13 @@ def read_addresses(doc: Doc, fields: Keys, key: str, what: str) -> list[Any]:
                 address = ipaddress.ip_address(text)
             except ValueError:
                 doc.fail(
-                    item, f"{what}.{key}: {text!r} is not an IP address; write one like {example}"
+                    item,
+                    f"{what}.{key}: {quote(text)} is not an IP address; write one like {example}",
                 )
             if address.version != version:
                 doc.fail(
                     item,
-                    f"{what}.{key}: {text!r} is an IPv{address.version} address; "
+                    f"{what}.{key}: {quote(text)} is an IPv{address.version} address; "
                     f"put it under {'ipv4' if address.version == 4 else 'ipv6'}",
                 )
             out.append(address)
@@ -190,12 +192,12 @@ def read_networks(doc: Doc, keys: Keys, key: str) -> tuple[Network, ...]:
             except ValueError:
                 doc.fail(
                     item,
-                    f"{key}: {text!r} is not a network; write an address with a prefix length, "
-                    "like 192.0.2.0/24 or 2001:db8::/32",
+                    f"{key}: {quote(text)} is not a network; write an address with a prefix "
+                    "length, like 192.0.2.0/24 or 2001:db8::/32",
                 )
             doc.fail(
                 item,
-                f"{key}: {text!r} has bits set after the prefix length; "
-                f"write the network as {str(network)!r}",
+                f"{key}: {quote(text)} has bits set after the prefix length; "
+                f"write the network as {quote(str(network))}",
             )
     return tuple(out)

@@ -61,7 +61,7 @@ def check_config(config: Config, result: CheckResult, now: datetime, warnings: b
     """Errors and (with ``warnings``) warnings of a loaded configuration's files."""
     policies = _load_policies(config, result)
     result.policies = policies
-    listed = _read_lists(policies, result)
+    listed = _read_lists(policies, result, config.max_file_size)
     if warnings:
         _check_dates(policies, result, now)
         Analysis(policies, listed, result).run()
@@ -120,7 +120,7 @@ def _config_position(config: Config, text: str) -> tuple[int, int]:
 
 
 def _read_lists(
-    policies: list[PolicyFile], result: CheckResult
+    policies: list[PolicyFile], result: CheckResult, limit: int
 ) -> dict[tuple[int, int], list[bytes]]:
     """The names of every list, keyed by (policy order, list position); bad lines warned."""
     out: dict[tuple[int, int], list[bytes]] = {}
@@ -129,7 +129,7 @@ def _read_lists(
         for position, ref in enumerate(policy.lists):
             report = ListReport(str(ref.path))
             try:
-                names = list(read_list(ref, report))
+                names = list(read_list(ref, report, limit))
             except SourceError as exc:
                 result.diagnostics.append(error_of(exc))
                 continue

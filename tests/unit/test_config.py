@@ -422,3 +422,60 @@ def test_warning_page_without_ttl_has_the_default_ttl() -> None:
     assert config.answers.ttl == 60
     assert config.answers.ipv4 == (ipaddress.IPv4Address("192.0.2.1"),)
     assert config.answers.ipv6 == ()
+
+
+# --- files: max_file_size, include_dirs -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "size"),
+    [
+        ("1048576", 1 << 20),
+        ("'512MiB'", 512 << 20),
+        ("2 GiB", 2 << 30),
+        ("64k", 64 << 10),
+        ("'100M'", 100 << 20),
+    ],
+)
+def test_max_file_size(written: str, size: int) -> None:
+    config = parse(MINIMAL + f"max_file_size: {written}\nzones: [{{name: z, file: z.rpz}}]\n")
+    assert config.max_file_size == size
+    assert config.zones[0].max_size == size
+
+
+def test_max_file_size_default() -> None:
+    config = parse(MINIMAL + "zones: [{name: z, file: z.rpz}]\n")
+    assert config.max_file_size == 512 << 20 == config.zones[0].max_size
+
+
+@pytest.mark.parametrize(
+    ("written", "words"),
+    [
+        ("512MB", "a size like 512MiB"),
+        ("lots", "not 'lots'"),
+        ("10", "at least 1KiB"),
+        ("[1]", "not a list"),
+    ],
+)
+def test_max_file_size_errors(written: str, words: str) -> None:
+    err = error(MINIMAL + f"max_file_size: {written}\n")
+    assert err.line == 2 and words in err.message
+
+
+def test_zone_include_dirs_are_relative_to_the_configuration() -> None:
+    config = parse(
+        MINIMAL + "zones:\n  - {name: z, file: z.rpz, include_dirs: [feeds, /srv/rpz]}\n"
+    )
+    assert config.zones[0].include_dirs == (BASE / "feeds", Path("/srv/rpz"))
+    assert parse(MINIMAL + "zones: [{name: z, file: z.rpz}]\n").zones[0].include_dirs == ()
+
+
+def test_a_long_bad_value_gives_a_short_error() -> None:
+    for text in (
+        f"listen: ['{'1' * 1_000_000}:53']\n",
+        f"query_log: {'x' * 1_000_000}\n",
+        f"{'k' * 1_000_000}: 1\n",
+        f"allow_clients: [{'n' * 1_000_000}]\n",
+    ):
+        err = error(text)
+        assert len(str(err)) < 1000, str(err)[:300]

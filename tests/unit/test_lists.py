@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import lzma
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -508,3 +511,48 @@ def test_read_list_other_formats(tmp_path: Path, fmt: str) -> None:
     line = {"domains": "a.example", "hosts": "0.0.0.0 a.example", "adblock": "||a.example^"}[fmt]
     ref = ListRef(write(tmp_path, line + "\n"), fmt, 1)
     assert list(read_list(ref, ListReport("x"))) == [b"\x01a\x07example\x00"]
+
+
+# --- how list files are opened (resolver.sources.files) ----------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_compressed_lists(tmp_path: Path, suffix: str) -> None:
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
+    path = tmp_path / f"list.txt{suffix}"
+    path.write_bytes(compress(b"ads.example\n0.0.0.0 not-a-domain-line\n"))
+    names, report = read(read_domains, path)
+    assert names == ["ads.example"] and report.bad == 1
+
+
+def test_a_list_over_max_file_size(tmp_path: Path) -> None:
+    path = write(tmp_path, "ads.example\n" * 1000)
+    ref = ListRef(path, "domains", 3)
+    with pytest.raises(PolicyError) as info:
+        list(read_list(ref, ListReport(str(path)), limit=4096))
+    assert info.value.source == str(path)
+    assert "larger than 4 KiB" in info.value.message and "max_file_size" in info.value.message
+    assert len(list(read_list(ref, ListReport(str(path)), limit=12_000))) == 1000
+
+
+def test_a_fifo_list_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "feed.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(PolicyError, match="FIFO"):
+        list(read_domains(fifo, ListReport(str(fifo))))
+
+
+def test_a_csv_cell_over_the_field_limit_is_a_bad_line(tmp_path: Path) -> None:
+    path = write(tmp_path, f"domain\na.example\n{'x' * 200_000}\nb.example\n", "r.csv")
+    report = ListReport(str(path))
+    names = [wire.name_to_text(n) for n in read_csv(path, report, "domain")]
+    assert names == ["a.example", "b.example"]
+    assert report.bad == 1 and "not a CSV row" in report.examples[0][1]
+
+
+def test_a_huge_line_gives_a_short_report(tmp_path: Path) -> None:
+    huge = "||" + "a" * 5_000_000 + "/path^"
+    names, report = read(read_adblock, write(tmp_path, f"||ok.example^\n{huge}\n", "a.txt"))
+    assert names == ["ok.example"]
+    [(line, message)] = report.examples
+    assert line == 2 and len(message) < 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import textwrap
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -867,3 +868,18 @@ def test_bundled_kr_policy_blocks_uriminzokkiri_with_the_warning_page() -> None:
     assert entry.clients is None
     assert policy.clients is EVERYONE
     assert policy.warning_page is None
+
+
+def test_a_list_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "a.txt").symlink_to(tmp_path / "b.txt")
+    (tmp_path / "b.txt").symlink_to(tmp_path / "a.txt")
+    for name, words in (
+        ("folder", "is a directory"),
+        ("pipe.txt", "is a FIFO"),
+        ("a.txt", "symbolic links form a loop"),
+    ):
+        err = error(f"id: p\nlists:\n  - file: {name}\n", tmp_path)
+        assert (err.line, err.column) == (3, 11)
+        assert words in err.message and name in err.message

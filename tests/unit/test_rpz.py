@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import lzma
+import os
 import re
 import textwrap
 import time
@@ -30,7 +31,7 @@ from resolver.core.errors import PolicyError
 from resolver.core.layers import LayeredPolicy, PolicyLayer
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.verdict import Action, Answers, ClientScope, PolicyInfo, Verdict
-from resolver.sources import rpz
+from resolver.sources import zonefile
 from resolver.sources.config import ZoneConfig, parse_config
 from resolver.sources.rpz import LoadedZone, ip_trigger, load_zone, parse_zone
 from resolver.sources.snapshot import build_snapshot
@@ -205,6 +206,70 @@ def test_include_errors_name_the_line(tmp_path: Path) -> None:
         load_zone(ZoneConfig("rpz.test.", outside))
 
 
+def test_include_stays_in_the_zone_files_directory(tmp_path: Path) -> None:
+    zones, feeds = tmp_path / "zones", tmp_path / "feeds"
+    zones.mkdir()
+    feeds.mkdir()
+    (feeds / "more.rpz").write_text("inc CNAME .\n")
+    (zones / "escape.rpz").symlink_to(feeds / "more.rpz")
+    for written in ("../feeds/more.rpz", str(feeds / "more.rpz"), "escape.rpz"):
+        main = zones / "main.rpz"
+        main.write_text(HEAD + f"$INCLUDE {written}\n")
+        with pytest.raises(PolicyError, match="is outside") as info:
+            load_zone(ZoneConfig("rpz.test.", main))
+        assert (info.value.source, info.value.line) == (str(main), 4)
+        assert "include_dirs" in info.value.message
+        # Allowed when the configuration names the directory.
+        loaded = load_zone(ZoneConfig("rpz.test.", main, include_dirs=(feeds,)))
+        assert action_of(loaded, "inc") is Action.NXDOMAIN
+
+
+def test_include_of_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.rpz")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a.rpz").symlink_to(tmp_path / "b.rpz")
+    (tmp_path / "b.rpz").symlink_to(tmp_path / "a.rpz")
+    main = tmp_path / "main.rpz"
+    for name, words in (
+        ("pipe.rpz", "FIFO"),
+        ("folder", "directory"),
+        ("a.rpz", "symbolic links form a loop"),
+    ):
+        main.write_text(HEAD + f"$INCLUDE {name}\n")
+        started = time.monotonic()
+        with pytest.raises(PolicyError, match=words) as info:
+            load_zone(ZoneConfig("rpz.test.", main))
+        assert time.monotonic() - started < 5
+        assert (info.value.source, info.value.line) == (str(main), 4)
+        assert info.value.message.startswith(f"$INCLUDE {name!r}: cannot read the zone file")
+
+
+def test_a_zone_file_over_max_file_size(tmp_path: Path) -> None:
+    main = tmp_path / "big.rpz.gz"
+    main.write_bytes(gzip.compress((HEAD + "a.example CNAME .\n" * 10_000).encode()))
+    with pytest.raises(PolicyError, match="larger than 64 KiB after decompression") as info:
+        load_zone(ZoneConfig("rpz.test.", main, max_size=64 * 1024))
+    assert info.value.source == str(main)
+    part = tmp_path / "part.rpz"
+    part.write_text("a.example CNAME .\n" * 10_000)
+    inc = tmp_path / "inc.rpz"
+    inc.write_text(HEAD + "$INCLUDE part.rpz\n")
+    with pytest.raises(PolicyError, match="max_file_size") as info:
+        load_zone(ZoneConfig("rpz.test.", inc, max_size=64 * 1024))
+    assert (info.value.source, info.value.line) == (str(inc), 4)
+
+
+def test_a_huge_token_gives_a_short_error_at_its_line() -> None:
+    for bad in (
+        "x 9" + "9" * 100_000 + " A 192.0.2.1",  # dnspython lets a ValueError through
+        "x IN TYPE" + "1" * 100_000 + " \\# 0",
+        "x CNAME " + "b" * 100_000,
+    ):
+        error = error_of(bad + "\n")
+        assert error.line == 4
+        assert len(str(error)) < 400, str(error)[:200]
+
+
 def test_compressed_zone_files(tmp_path: Path) -> None:
     text = HEAD + "packed.example CNAME .\n"
     (tmp_path / "z.rpz.xz").write_bytes(lzma.compress(text.encode()))
@@ -259,12 +324,12 @@ def test_fast_path_reads_what_dnspython_reads(
 
 
 def _without_fast_path(text: str) -> LoadedZone:
-    saved = rpz._FAST
-    rpz._FAST = re.compile(r"(?!)")
+    saved = zonefile._FAST
+    zonefile._FAST = re.compile(r"(?!)")
     try:
         return parse_zone(text, ORIGIN)
     finally:
-        rpz._FAST = saved
+        zonefile._FAST = saved
 
 
 # --- triggers ----------------------------------------------------------------------------
