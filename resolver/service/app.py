@@ -19,15 +19,17 @@ from resolver.core.cache import Cache
 from resolver.core.engine import ClientAcl, Counters, Engine, Outcome
 from resolver.core.errors import SourceError
 from resolver.edge.batchudp import BatchUdpListener
+from resolver.edge.http import HttpServer
 from resolver.edge.mmsg import batching_available
 from resolver.edge.server import TcpConnection, TcpServerState, UdpListener, bind_tcp, bind_udp
 from resolver.edge.upstream import Forwarder, Sink
 from resolver.service import sdnotify
-from resolver.service.observability import MetricsServer, QueryLog, configure_logging, get_logger
+from resolver.service.endpoints import control_server, metrics_server
+from resolver.service.observability import QueryLog, configure_logging, counter_fields, get_logger
 from resolver.sources.config import Config, load_config
 from resolver.sources.snapshot import BuildResult, build_snapshot
 from resolver.tools.check import reload_errors
-from resolver.tools.control import ControlServer, Loaded, name_changes, removed_policies
+from resolver.tools.control import Loaded, name_changes, removed_policies
 
 if TYPE_CHECKING:
     from resolver.zones.secondary import Secondary
@@ -99,8 +101,8 @@ class App:
         self.forwarder: Forwarder | None = None
         self.tcp_state: TcpServerState | None = None
         self.query_log: QueryLog | None = None
-        self.metrics: MetricsServer | None = None
-        self.control: ControlServer | None = None
+        self.metrics: HttpServer | None = None
+        self.control: HttpServer | None = None
         self.loaded: Loaded | None = None  # what the control endpoint shows
         self._clock: asyncio.TimerHandle | None = None
         self.secondary: Secondary | None = None  # zone transfers, when not a worker
@@ -163,12 +165,12 @@ class App:
                     await loop.create_server(partial(TcpConnection, self.tcp_state), sock=tcp_sock)
                 )
             if config.metrics is not None and self.link is None:
-                self.metrics = MetricsServer(self.stats)
-                await self.metrics.start(config.metrics.host, config.metrics.port)
+                self.metrics = metrics_server(self.stats)
+                await self.metrics.start([config.metrics])
             self.loaded = Loaded(result, datetime.now(UTC))
             if config.control is not None and (self.link is None or self.slot == 0):
-                self.control = ControlServer(lambda: self.loaded)  # one worker serves it
-                await self.control.start(config.control.host, config.control.port)
+                self.control = control_server(lambda: self.loaded)  # one worker serves it
+                await self.control.start([config.control])
         except OSError as exc:
             self.log.error("listen_failed", error=str(exc))
             self._close()
@@ -416,6 +418,9 @@ class App:
             sdnotify.stopping()
         self.log.info("stopping")
         self._close()
+        for http in (self.metrics, self.control):
+            if http is not None:
+                await http.wait_closed()  # its connections end before the loop does
         deadline = time.monotonic() + GRACE_SECONDS
         while self.forwarder is not None and self.forwarder.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -446,17 +451,17 @@ class App:
             "outcomes": {o.name.lower(): v for o, v in c.by_outcome().items()},
             "refused_clients": c.refused_clients,
             "responses_ignored": c.responses_ignored,
-            "upstream_sent": f.sent,
-            "upstream_timeouts": f.timeouts,
-            "upstream_unexpected": f.unexpected,
+            **counter_fields("upstream_", [f]),  # upstream_sent, upstream_timeouts, ...
+            "upstream_failures": c.upstream_failures,
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
             "policy_names": self.engine.snapshot.policy.names(),
             "cache_entries": len(self.engine.cache),
             "inflight": self.forwarder.busy,
             "tcp_connections": len(self.tcp_state.connections) if self.tcp_state else 0,
-            "udp_dropped": sum(
-                u.stats.dropped for u in self._udp if isinstance(u, BatchUdpListener)
+            "tcp_rejected": self.tcp_state.rejected if self.tcp_state else 0,
+            **counter_fields(
+                "udp_", [u.stats for u in self._udp if isinstance(u, BatchUdpListener)]
             ),
         }
 

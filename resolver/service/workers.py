@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resolver.core.errors import SourceError
+from resolver.edge.http import HttpServer
 from resolver.service import sdnotify
-from resolver.service.observability import MetricsServer, get_logger
+from resolver.service.endpoints import metrics_server
+from resolver.service.observability import get_logger
 from resolver.sources.config import Config, ZoneConfig, load_config
 
 if TYPE_CHECKING:
@@ -54,7 +56,7 @@ class Supervisor:
         self._reload_waiting: set[int] = set()
         self._reload_failed = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.metrics: MetricsServer | None = None
+        self.metrics: HttpServer | None = None
         self.secondary: Secondary | None = None  # zone transfers: here, once for all workers
         self._missed_reload: set[int] = set()  # workers that were starting during a reload
 
@@ -71,9 +73,9 @@ class Supervisor:
         await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
         if self._all_ready.is_set() and not self._stop.is_set():
             if self.config.metrics is not None:
-                self.metrics = MetricsServer(self.stats)
+                self.metrics = metrics_server(self.stats)
                 try:
-                    await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
+                    await self.metrics.start([self.config.metrics])
                 except OSError as exc:
                     self.log.error("listen_failed", error=str(exc), what="metrics")
                     self._failed_start = True
@@ -221,6 +223,7 @@ class Supervisor:
         sdnotify.stopping()
         if self.metrics is not None:
             self.metrics.close()
+            await self.metrics.wait_closed()
         if self.secondary is not None:
             self.secondary.close()
         running = [w.process for w in self.workers if w.process and w.process.returncode is None]
