@@ -11,11 +11,12 @@ uvloop; this module adds what every endpoint of the server shares:
   listeners do) and runs ``hypercorn.asyncio.serve`` until ``close``.
 - ``Limits``: hypercorn closes a connection whose request head is not complete within
   ``header_timeout`` (its keep-alive timer runs until a request arrives) or grows past
-  ``max_header_bytes``. hypercorn has no cap on connections, so the cap is on requests
-  being answered at once (``max_requests``, counted in the ASGI layer): one more gets
-  503 at once, never a queue. Connections that never finish a request are bounded by
-  ``header_timeout``; a client that stops reading a response is dropped after
-  ``send_timeout``.
+  ``max_header_bytes`` (431; a head that arrived whole is measured in the ASGI layer).
+  hypercorn has no cap on connections, so the cap is on requests being answered at
+  once (``max_requests``, counted in the ASGI layer): one more gets 503 at once, never
+  a queue. Connections that never finish a request live ``header_timeout`` at most; a
+  client that stops reading a response is given up after ``send_timeout``, and its
+  connection ended by the kernel (TCP_USER_TIMEOUT) rather than held open.
 - hypercorn's own logging goes to structlog as JSON lines (errors only; no access log).
 """
 
@@ -75,7 +76,8 @@ def route_app(routes: Mapping[str, Route], limits: Limits) -> ASGIFramework:
         if scope["type"] != "http":
             return  # a WebSocket upgrade: hypercorn refuses it when the app does not accept
         # h11 limits a head still arriving; one that came in a single read is measured here.
-        if sum(len(k) + len(v) for k, v in scope["headers"]) > limits.max_header_bytes:
+        size = len(scope["path"]) + len(scope["query_string"])
+        if size + sum(len(k) + len(v) for k, v in scope["headers"]) > limits.max_header_bytes:
             await _reply(send, 431, TEXT, b"request head too large\n")
             return
         route = routes.get(scope["path"])
@@ -196,7 +198,7 @@ def _text(message: str, args: tuple[Any, ...]) -> str:
         return message
 
 
-def _bind(endpoint: Endpoint, backlog: int) -> socket.socket:
+def _bind(endpoint: Endpoint, limits: Limits) -> socket.socket:
     family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -204,8 +206,14 @@ def _bind(endpoint: Endpoint, backlog: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            # Accepted connections inherit it: the kernel ends one whose sent data stays
+            # unacknowledged (or whose window stays shut) this long. Without it a client
+            # that stops reading keeps its connection, and a task, until it goes away.
+            timeout_ms = int(limits.send_timeout * 1000)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
         sock.bind((endpoint.host, endpoint.port))
-        sock.listen(backlog)  # connections queue from now on, before hypercorn accepts
+        sock.listen(limits.backlog)  # connections queue from now on, before hypercorn accepts
     except BaseException:
         sock.close()
         raise
@@ -244,7 +252,7 @@ class HttpServer:
         socks: list[socket.socket] = []
         for endpoint in endpoints:
             try:
-                sock = _bind(endpoint, self.limits.backlog)
+                sock = _bind(endpoint, self.limits)
             except OSError:
                 for bound in socks:
                     bound.close()

@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+import structlog.stdlib
 from dnslib import QTYPE, RCODE
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
+from structlog.typing import Processor
 
 from resolver.core import wire
 from resolver.core.engine import Outcome
@@ -48,11 +50,14 @@ def configure_logging(level: str = "info", worker: int | None = None) -> None:
         event["worker"] = worker
         return event
 
+    stamp: list[Processor] = [
+        *([add_worker] if worker is not None else []),
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            *([add_worker] if worker is not None else []),
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamp,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
@@ -60,6 +65,31 @@ def configure_logging(level: str = "info", worker: int | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
+    # What libraries log through the standard library (asyncio's unhandled errors, such as
+    # a connection the kernel timed out under the HTTP server) comes out as JSON lines too.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[_library_event, *stamp],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(sort_keys=False),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+
+
+def _library_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A standard-library record as ``library_log``: its logger's name and its message."""
+    record = event.get("_record")
+    event["detail"] = event.pop("event")
+    event["event"] = "library_log"
+    event["logger"] = record.name if isinstance(record, logging.LogRecord) else ""
+    return event
 
 
 def get_logger() -> Any:
