@@ -12,6 +12,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from support.procs import WARNING_IPV4, Sinkhole, SinkholeFactory, free_port
 
@@ -222,3 +225,36 @@ def test_an_oversized_request_head_is_refused(
     assert head_reply(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
         b"HTTP/1.1 200 "
     )
+
+
+def h2_request(port: int, method: str, path: str = "/metrics") -> tuple[int, bytes]:
+    """One request over cleartext HTTP/2 (prior knowledge), with the h2 library."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(
+        1,
+        [(":method", method), (":path", path), (":scheme", "http"), (":authority", "x")],
+        end_stream=True,
+    )
+    status, body = 0, b""
+    with socket.create_connection(("127.0.0.1", port), timeout=3.0) as sock:
+        sock.sendall(conn.data_to_send())
+        while True:
+            data = sock.recv(65536)
+            assert data, "closed before the response ended"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return status, body
+            sock.sendall(conn.data_to_send())
+
+
+def test_http2_cleartext(metrics_port: tuple[Sinkhole, int]) -> None:
+    _, port = metrics_port
+    status, body = h2_request(port, "GET")
+    assert status == 200 and b"sinkhole_queries_total" in body
+    assert h2_request(port, "DELETE")[0] == 405
