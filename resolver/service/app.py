@@ -9,7 +9,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -18,19 +17,21 @@ from typing import TYPE_CHECKING, Any
 from resolver.core.cache import Cache
 from resolver.core.engine import ClientAcl, Counters, Engine
 from resolver.core.errors import SourceError
-from resolver.edge.batchudp import BatchStats, BatchUdpListener
+from resolver.edge.batchudp import BatchUdpListener
 from resolver.edge.dispatch import Dispatcher
 from resolver.edge.faults import Faults
+from resolver.edge.http import HttpServer
 from resolver.edge.mmsg import batching_available
 from resolver.edge.server import TcpConnection, TcpServerState, UdpListener
 from resolver.edge.sockets import ListenError, open_listeners
 from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
-from resolver.service.observability import MetricsServer, QueryLog, configure_logging, get_logger
+from resolver.service.endpoints import control_server, metrics_server
+from resolver.service.observability import QueryLog, configure_logging, counter_fields, get_logger
 from resolver.sources.config import Config, load_config
 from resolver.sources.snapshot import BuildResult, build_snapshot
 from resolver.tools.check import reload_errors
-from resolver.tools.control import ControlServer, Loaded, name_changes, removed_policies
+from resolver.tools.control import Loaded, name_changes, removed_policies
 
 if TYPE_CHECKING:
     from resolver.zones.follower import Secondary
@@ -48,7 +49,6 @@ RESTART_ONLY = (
     "udp_batch",
 )
 STATS_INTERVAL = 1.0
-BATCH_STATS = tuple(f.name for f in fields(BatchStats))
 
 
 def build_frozen(config: Config) -> BuildResult:
@@ -104,8 +104,8 @@ class App:
         self.faults = Faults(self.log)
         self.tcp_state: TcpServerState | None = None
         self.query_log: QueryLog | None = None
-        self.metrics: MetricsServer | None = None
-        self.control: ControlServer | None = None
+        self.metrics: HttpServer | None = None
+        self.control: HttpServer | None = None
         self.loaded: Loaded | None = None  # what the control endpoint shows
         self._clock: asyncio.TimerHandle | None = None
         self.secondary: Secondary | None = None  # zone transfers, when not a worker
@@ -164,12 +164,12 @@ class App:
                     await loop.create_server(partial(TcpConnection, self.tcp_state), sock=tcp_sock)
                 )
             if config.metrics is not None and self.link is None:
-                self.metrics = MetricsServer(self.stats)
-                await self.metrics.start(config.metrics.host, config.metrics.port)
+                self.metrics = metrics_server(self.stats)
+                await self.metrics.start([config.metrics])
             self.loaded = Loaded(result, datetime.now(UTC))
             if config.control is not None and (self.link is None or self.slot == 0):
-                self.control = ControlServer(lambda: self.loaded)  # one worker serves it
-                await self.control.start(config.control.host, config.control.port)
+                self.control = control_server(lambda: self.loaded)  # one worker serves it
+                await self.control.start([config.control])
         except ListenError as exc:
             self.log.error("listen_failed", **exc.fields())
             self._close()
@@ -402,6 +402,9 @@ class App:
             sdnotify.stopping()
         self.log.info("stopping")
         self._close()
+        for http in (self.metrics, self.control):
+            if http is not None:
+                await http.wait_closed()  # its connections end before the loop does
         deadline = time.monotonic() + GRACE_SECONDS
         while self.dispatcher is not None and self.dispatcher.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -428,25 +431,23 @@ class App:
         assert self.engine is not None and self.dispatcher is not None
         c = self.counters
         f = self.dispatcher.forwarder.stats
-        batches = [u.stats for u in self._udp if isinstance(u, BatchUdpListener)]
         return {
             "outcomes": {o.name.lower(): v for o, v in c.by_outcome().items()},
             "refused_clients": c.refused_clients,
             "responses_ignored": c.responses_ignored,
+            **counter_fields("upstream_", [f]),  # upstream_sent, upstream_timeouts, ...
             "coalesced": c.coalesced,
             "chased": c.chased,
-            "upstream_sent": f.sent,
-            "upstream_timeouts": f.timeouts,
-            "upstream_unexpected": f.unexpected,
-            "forwarder": asdict(f),
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
             "policy_names": self.engine.snapshot.policy.names(),
             "cache_entries": len(self.engine.cache),
             "inflight": self.dispatcher.busy,
             "tcp_connections": len(self.tcp_state.connections) if self.tcp_state else 0,
-            "udp_dropped": sum(b.dropped for b in batches),
-            "udp_batch": {k: sum(getattr(b, k) for b in batches) for k in BATCH_STATS},
+            "tcp_rejected": self.tcp_state.rejected if self.tcp_state else 0,
+            **counter_fields(
+                "udp_", [u.stats for u in self._udp if isinstance(u, BatchUdpListener)]
+            ),
             "unexpected_errors": self.faults.total,
         }
 

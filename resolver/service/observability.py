@@ -7,20 +7,24 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+import structlog.stdlib
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
+from structlog.typing import Processor
 
 from resolver.core import wire
 from resolver.core.codes import rcode_name, type_name
 from resolver.core.engine import Outcome
 from resolver.core.matcher import CompiledPolicy
 from resolver.core.verdict import Verdict
+from resolver.edge.http import Reply, Route
 
 FLUSH_INTERVAL = 0.25
 MAX_BUFFERED = 100_000  # query-log records held between flushes; more are counted, not kept
@@ -47,11 +51,14 @@ def configure_logging(level: str = "info", worker: int | None = None) -> None:
         event["worker"] = worker
         return event
 
+    stamp: list[Processor] = [
+        *([add_worker] if worker is not None else []),
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            *([add_worker] if worker is not None else []),
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamp,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
@@ -59,6 +66,31 @@ def configure_logging(level: str = "info", worker: int | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
+    # What libraries log through the standard library (asyncio's unhandled errors, such as
+    # a connection the kernel timed out under the HTTP server) comes out as JSON lines too.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[_library_event, *stamp],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(sort_keys=False),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+
+
+def _library_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A standard-library record as ``library_log``: its logger's name and its message."""
+    record = event.get("_record")
+    event["detail"] = event.pop("event")
+    event["event"] = "library_log"
+    event["logger"] = record.name if isinstance(record, logging.LogRecord) else ""
+    return event
 
 
 def get_logger() -> Any:
@@ -245,8 +277,102 @@ def write_lines(lines: list[str]) -> None:
     sys.stdout.flush()
 
 
+# Counters in the stats dict (App.stats, summed over workers): key, metric name, help.
+COUNTERS = (
+    (
+        "refused_clients",
+        "sinkhole_refused_clients",
+        "Queries refused because the client is not allowed",
+    ),
+    ("responses_ignored", "sinkhole_responses_ignored", "Packets with QR=1 received on a listener"),
+    ("upstream_sent", "sinkhole_upstream_queries", "Queries sent to upstreams"),
+    ("upstream_timeouts", "sinkhole_upstream_timeouts", "Upstream tries that timed out"),
+    (
+        "upstream_unexpected",
+        "sinkhole_upstream_unexpected_replies",
+        "Upstream packets that matched no query",
+    ),
+    ("reloads", "sinkhole_reloads", "Successful policy reloads"),
+    ("reload_failures", "sinkhole_reload_failures", "Failed policy reloads (old policy kept)"),
+    ("upstream_failed", "sinkhole_upstream_failed", "Questions no upstream answered (SERVFAIL)"),
+    (
+        "upstream_socket_errors",
+        "sinkhole_upstream_socket_errors",
+        "Upstream sends refused by the kernel and ICMP errors reported",
+    ),
+    (
+        "upstream_tcp_retries",
+        "sinkhole_upstream_tcp_retries",
+        "Truncated upstream answers asked again over TCP",
+    ),
+    (
+        "coalesced",
+        "sinkhole_upstream_coalesced",
+        "Queries that joined the same question already waiting for an upstream",
+    ),
+    (
+        "upstream_held_down",
+        "sinkhole_upstream_held_down",
+        "Times an upstream was held down after repeated failures",
+    ),
+    (
+        "upstream_tcp_failures",
+        "sinkhole_upstream_tcp_failures",
+        "TCP retries that failed (each counts as a failed try)",
+    ),
+    (
+        "upstream_late_replies",
+        "sinkhole_upstream_late_replies",
+        "Answers to an earlier try, taken after the next try went out",
+    ),
+    (
+        "upstream_exhausted",
+        "sinkhole_upstream_exhausted",
+        "Questions given up after the most tries one question may cost",
+    ),
+    ("chased", "sinkhole_policy_cnames_followed", "Policy CNAMEs followed to their target"),
+    (
+        "unexpected_errors",
+        "sinkhole_unexpected_errors",
+        "Exceptions nobody expected, caught so one query cannot stop the rest (logged)",
+    ),
+    ("udp_received", "sinkhole_udp_received", "Datagrams received by the batched UDP listeners"),
+    ("udp_sent", "sinkhole_udp_sent", "Replies sent by the batched UDP listeners"),
+    ("udp_recv_calls", "sinkhole_udp_recv_calls", "recvfrom and recvmmsg calls that got datagrams"),
+    ("udp_send_calls", "sinkhole_udp_send_calls", "sendmmsg calls of the batched UDP listeners"),
+    (
+        "udp_queued",
+        "sinkhole_udp_queued",
+        "UDP replies that waited for the socket to become writable",
+    ),
+    ("udp_dropped", "sinkhole_udp_dropped", "UDP replies that could not be sent"),
+    ("udp_oversized", "sinkhole_udp_oversized", "UDP datagrams too large to answer"),
+    ("udp_errors", "sinkhole_udp_errors", "Unexpected errors in the batched UDP listeners"),
+    ("tcp_rejected", "sinkhole_tcp_rejected_connections", "TCP connections refused at the cap"),
+    ("worker_restarts", "sinkhole_worker_restarts", "Workers restarted after they exited"),
+)
+GAUGES = (
+    ("policy_names", "sinkhole_policy_names", "Names in the compiled policy"),
+    ("cache_entries", "sinkhole_cache_entries", "Answers in the cache"),
+    ("inflight", "sinkhole_upstream_inflight", "Questions waiting for an upstream"),
+    ("tcp_connections", "sinkhole_tcp_connections", "Open client TCP connections"),
+)
+
+
+def counter_fields(prefix: str, stats: Iterable[Any]) -> dict[str, int]:
+    """The integer fields of dataclass instances ``stats``, summed, as ``prefix + name``."""
+    total: dict[str, int] = {}
+    for item in stats:
+        for f in fields(item):
+            value = getattr(item, f.name)
+            if isinstance(value, int):
+                total[prefix + f.name] = total.get(prefix + f.name, 0) + value
+    return total
+
+
 class StatsCollector(Collector):
-    """Reads the plain counters at scrape time, so counting costs nothing per query."""
+    """Reads the plain counters at scrape time, so counting costs nothing per query.
+    A key missing from the stats dict (a worker not yet reported) reads as 0."""
 
     def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
         self._read = read
@@ -256,85 +382,28 @@ class StatsCollector(Collector):
         queries = CounterMetricFamily(
             "sinkhole_queries", "Queries answered, by outcome", labels=["outcome"]
         )
-        for outcome, value in s["outcomes"].items():
+        for outcome, value in s.get("outcomes", {}).items():
             queries.add_metric([outcome], value)
         yield queries
-        for name, doc, value in (
-            (
-                "sinkhole_refused_clients",
-                "Queries refused because the client is not allowed",
-                s["refused_clients"],
-            ),
-            (
-                "sinkhole_responses_ignored",
-                "Packets with QR=1 received on a listener",
-                s["responses_ignored"],
-            ),
-            ("sinkhole_upstream_queries", "Queries sent to upstreams", s["upstream_sent"]),
-            ("sinkhole_upstream_timeouts", "Upstream tries that timed out", s["upstream_timeouts"]),
-            (
-                "sinkhole_upstream_unexpected_replies",
-                "Upstream packets that matched no query",
-                s["upstream_unexpected"],
-            ),
-            ("sinkhole_reloads", "Successful policy reloads", s["reloads"]),
-            (
-                "sinkhole_reload_failures",
-                "Failed policy reloads (old policy kept)",
-                s["reload_failures"],
-            ),
-        ):
+        for key, name, doc in COUNTERS:
             counter = CounterMetricFamily(name, doc)
-            counter.add_metric([], value)
+            counter.add_metric([], s.get(key, 0))
             yield counter
-        for name, doc, value in (
-            ("sinkhole_policy_names", "Names in the compiled policy", s["policy_names"]),
-            ("sinkhole_cache_entries", "Answers in the cache", s["cache_entries"]),
-            ("sinkhole_upstream_inflight", "Questions waiting for an upstream", s["inflight"]),
-            ("sinkhole_tcp_connections", "Open client TCP connections", s["tcp_connections"]),
-        ):
+        for key, name, doc in GAUGES:
             gauge = GaugeMetricFamily(name, doc)
-            gauge.add_metric([], value)
+            gauge.add_metric([], s.get(key, 0))
             yield gauge
 
 
-class MetricsServer:
-    """GET /metrics in the Prometheus text format, on an asyncio socket (no thread)."""
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StatsCollector(read))
-        self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port)
+def metrics_routes(read: Callable[[], dict[str, Any]]) -> dict[str, Route]:
+    """GET /metrics: the counters of ``read`` in the Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(read))
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
-            if path.split(b"?")[0] == b"/metrics":
-                body = generate_latest(self.registry)
-                status = b"200 OK"
-                ctype = b"text/plain; version=0.0.4; charset=utf-8"
-            else:
-                body, status, ctype = b"not found\n", b"404 Not Found", b"text/plain"
-            writer.write(
-                b"HTTP/1.1 "
-                + status
-                + b"\r\nContent-Type: "
-                + ctype
-                + b"\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\nConnection: close\r\n\r\n"
-                + body
-            )
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
-        finally:
-            writer.close()
+    def metrics() -> Reply:
+        return 200, METRICS_TYPE, generate_latest(registry)
 
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+    return {"/metrics": metrics}

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resolver.core.errors import SourceError
+from resolver.edge.http import HttpServer
 from resolver.edge.sockets import LISTEN_FDS, Listener, ListenError, bind_for_workers, environment
 from resolver.service import sdnotify
-from resolver.service.observability import MetricsServer, get_logger
+from resolver.service.endpoints import metrics_server
+from resolver.service.observability import get_logger
 from resolver.sources.config import Config, ZoneConfig, load_config
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ class Supervisor:
         self._reload_waiting: set[int] = set()
         self._reload_failed = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.metrics: MetricsServer | None = None
+        self.metrics: HttpServer | None = None
         self.secondary: Secondary | None = None  # zone transfers: here, once for all workers
         self._missed_reload: set[int] = set()  # workers that were starting during a reload
         self._unpassed: dict[int, list[Listener]] = {}  # bound, not yet handed to the worker
@@ -83,9 +85,9 @@ class Supervisor:
         await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
         if self._all_ready.is_set() and not self._stop.is_set():
             if self.config.metrics is not None:
-                self.metrics = MetricsServer(self.stats)
+                self.metrics = metrics_server(self.stats)
                 try:
-                    await self.metrics.start(self.config.metrics.host, self.config.metrics.port)
+                    await self.metrics.start([self.config.metrics])
                 except OSError as exc:
                     failure = ListenError(self.config.metrics, "tcp", exc)
                     self.log.error("listen_failed", **failure.fields(), what="metrics")
@@ -269,6 +271,7 @@ class Supervisor:
         self._unpassed.clear()
         if self.metrics is not None:
             self.metrics.close()
+            await self.metrics.wait_closed()
         if self.secondary is not None:
             self.secondary.close()
         running = [w.process for w in self.workers if w.process and w.process.returncode is None]

@@ -2,7 +2,8 @@
 
 The control endpoint is plain HTTP on a loopback address (``control:`` in the
 configuration; it has no authentication, so the configuration refuses any other
-address), served on the event loop like /metrics:
+address), served on the event loop like /metrics (``control_routes`` is its content;
+resolver.edge.http serves it):
 
 - ``GET /policies``: JSON, the policies in force in configuration order (id, file,
   sha256, entry and list-name counts, dates), when they were loaded, and how many
@@ -20,10 +21,9 @@ is the set's hash table (about 32 MiB per million names), not the names again.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -37,9 +37,6 @@ from resolver.sources.snapshot import BuildResult
 
 CHUNK_LINES = 2000
 SLICE = 10_000  # names compared per step when a reload counts names added and removed
-REQUEST_TIMEOUT = 5.0
-MAX_REQUEST = 8192
-MAX_CLIENTS = 8
 
 
 @dataclass(frozen=True)
@@ -162,86 +159,29 @@ def removed_policies(old: BuildResult | None, new: BuildResult) -> list[str]:
     return [p.info.id for p in old.policies if p.info.id not in kept]
 
 
-class ControlServer:
-    """GET /policies and GET /entries over HTTP/1.1 on an asyncio socket (no thread)."""
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+# What a route gives the HTTP layer: status, content type, body whole or in chunks.
+Reply = tuple[int, str, bytes | Iterable[bytes]]
+NOT_LOADED: Reply = (503, TEXT, b"nothing loaded yet\n")
 
-    def __init__(self, read: Callable[[], Loaded | None]) -> None:
-        self._read = read
-        self._server: asyncio.Server | None = None
-        self._clients = asyncio.Semaphore(MAX_CLIENTS)
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port)
+def control_routes(read: Callable[[], Loaded | None]) -> dict[str, Callable[[], Reply]]:
+    """GET /policies (JSON) and GET /entries (text, streamed) of what ``read`` gives."""
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with self._clients:
-                await self._serve(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
-        finally:
-            writer.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
-        if len(head) > MAX_REQUEST:
-            await _respond(writer, b"431 Request Header Fields Too Large", b"too large\n")
-            return
-        parts = head.split(b"\r\n", 1)[0].split(b" ")
-        method, target = (parts[0], parts[1]) if len(parts) == 3 else (b"", b"")
-        path = target.split(b"?", 1)[0]
-        if path not in (b"/policies", b"/entries"):
-            await _respond(writer, b"404 Not Found", b"not found: try /policies or /entries\n")
-            return
-        if method != b"GET":
-            await _respond(writer, b"405 Method Not Allowed", b"only GET\n", b"Allow: GET\r\n")
-            return
-        loaded = self._read()
+    def policies() -> Reply:
+        loaded = read()
         if loaded is None:
-            await _respond(writer, b"503 Service Unavailable", b"nothing loaded yet\n")
-            return
-        if path == b"/policies":
-            body = json.dumps(loaded.document(), indent=2).encode() + b"\n"
-            await _respond(writer, b"200 OK", body, content_type=b"application/json")
-            return
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Connection: close\r\n\r\n"
-        )
-        for chunk in entry_lines(loaded.result):
-            writer.write(chunk)
-            await writer.drain()  # lets queries through between chunks
+            return NOT_LOADED
+        return 200, JSON, json.dumps(loaded.document(), indent=2).encode() + b"\n"
 
+    def entries() -> Reply:
+        loaded = read()
+        if loaded is None:
+            return NOT_LOADED
+        return 200, TEXT, entry_lines(loaded.result)
 
-async def _respond(
-    writer: asyncio.StreamWriter,
-    status: bytes,
-    body: bytes,
-    extra: bytes = b"",
-    content_type: bytes = b"text/plain; charset=utf-8",
-) -> None:
-    writer.write(
-        b"HTTP/1.1 "
-        + status
-        + b"\r\nContent-Type: "
-        + content_type
-        + b"\r\nContent-Length: "
-        + str(len(body)).encode()
-        + b"\r\n"
-        + extra
-        + b"Connection: close\r\n\r\n"
-        + body
-    )
-    await writer.drain()
+    return {"/policies": policies, "/entries": entries}
 
 
 # --- the client side (sinkhole diff) ---------------------------------------------------------

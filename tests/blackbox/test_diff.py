@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -126,6 +128,44 @@ def test_other_requests_are_refused(server: Sinkhole) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=5.0)
     assert info.value.code == 405
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "PATCH"])
+def test_other_methods_get_405_with_allow(server: Sinkhole, method: str) -> None:
+    port = server.control_port  # type: ignore[attr-defined]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/policies", method=method)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5.0)
+    assert info.value.code == 405
+    assert info.value.headers["Allow"] == "GET, HEAD"
+
+
+def test_head_gives_the_headers_only(server: Sinkhole) -> None:
+    port = server.control_port  # type: ignore[attr-defined]
+    for path, ctype in (("/policies", "application/json"), ("/entries", "text/plain")):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="HEAD")
+        with urllib.request.urlopen(request, timeout=5.0) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith(ctype)
+            assert response.read() == b""
+
+
+def test_slow_clients_do_not_lock_others_out(server: Sinkhole) -> None:
+    """20 connections that never finish their request: /policies is still answered at once."""
+    port = server.control_port  # type: ignore[attr-defined]
+    slow = []
+    try:
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=3.0)
+            sock.sendall(b"GET /policies HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow.append(sock)
+        started = time.monotonic()
+        status, _, body = get(port, "/policies")
+        assert status == 200 and json.loads(body)["names"] == 7
+        assert time.monotonic() - started < 1.0
+    finally:
+        for sock in slow:
+            sock.close()
 
 
 def test_no_change_exits_0(server: Sinkhole) -> None:

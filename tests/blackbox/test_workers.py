@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import urllib.request
 
 import pytest
-from support.procs import Sinkhole, SinkholeFactory, wait_until
+from support.procs import Sinkhole, SinkholeFactory, free_port, wait_until
 
 from blackbox.dnsclient import addresses, ask, v4
 
@@ -76,3 +78,36 @@ def test_a_worker_that_dies_is_restarted(two_workers: Sinkhole) -> None:
     restarted = two_workers.wait_event("started", 10.0, mark)
     assert restarted["worker"] == 0 and restarted["pid"] != victim["pid"]
     assert blocked_everywhere(two_workers, "first.example") == {0, 1}
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3.0) as response:
+        return str(response.read().decode())
+
+
+def value(text: str, name: str) -> float | None:
+    """The sample ``name``; None before the workers have reported."""
+    found = re.search(re.escape(name) + r" ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+def test_metrics_sum_every_workers_counters(sinkhole_factory: SinkholeFactory) -> None:
+    """The supervisor's /metrics adds up the workers' counters (their batched UDP listeners'
+    too) and counts worker restarts."""
+    port = free_port()
+    server = sinkhole_factory({"p.yaml": POLICY}, workers=2, metrics=f"127.0.0.1:{port}")
+    server.wait_event("workers_ready", 10.0)
+    assert blocked_everywhere(server, "first.example") == {0, 1}
+
+    def counted() -> str | None:
+        text = scrape(port)
+        done = value(text, 'sinkhole_queries_total{outcome="blocked"}') == ASKS
+        return text if done and value(text, "sinkhole_udp_received_total") == ASKS else None
+
+    text = wait_until(counted, 5.0)  # workers report every second
+    assert value(text, "sinkhole_udp_sent_total") == ASKS
+    assert value(text, "sinkhole_worker_restarts_total") == 0
+
+    victim = next(e for e in server.events("started") if e["worker"] == 1)
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_until(lambda: value(scrape(port), "sinkhole_worker_restarts_total") == 1 or None, 5.0)
