@@ -171,7 +171,7 @@ def fields(answer: Answer, qtype: int) -> dict[str, str]:
         or "none",
         "records": "; ".join(others) or "none",
         "TTL": str(answer.ttl) if answer.ttl is not None else "none",
-        "EDE": "; ".join(ede_text(code, text) for code, text in answer.ede) or "none",
+        "EDE": "; ".join(ede_text(code, text)[4:] for code, text in answer.ede) or "none",
     }
 
 

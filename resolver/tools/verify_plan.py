@@ -342,7 +342,8 @@ def add_allowed(
 ) -> None:
     """Names that must not be blocked. ``blocked_by(qname)`` says why the policies or the
     register block a name themselves ("" when they do not): such a name is skipped."""
-    seen = {p.qname for p in plan.probes}
+    probed = {p.qname for p in plan.probes}  # an exempted name is checked as such
+    seen: set[str] = set()
     for path in paths:
         report = ListReport(str(path))
         for raw in read_domains(path, report):
@@ -353,7 +354,7 @@ def add_allowed(
             why = blocked_by(qname)
             if why:
                 plan.skipped.append(Skip(qname, qname, path.name, "allowed", why))
-            else:
+            elif qname not in probed:
                 plan.probes.append(Probe(qname, qname, path.name, NotBlocked(signature)))
         _note_bad(plan, report, path.name, "allowed")
 
