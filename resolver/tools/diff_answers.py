@@ -144,7 +144,9 @@ def groups(
                     continue
                 if layer and policy.locate(asked)[0] is not side:
                     continue  # an earlier layer decides
-                text = wire.name_to_text(asked)
+                text = wire.name_to_text(name)
+                if asked is not name:
+                    text = "*." + text  # the names below it
                 policy_id = side.policy_id
                 if name in separate and per_policy.get(policy_id, 0) < PER_POLICY:
                     per_policy[policy_id] = per_policy.get(policy_id, 0) + 1

@@ -89,6 +89,9 @@ async def check_server(
     finally:
         client.close()
     report.seconds = loop.time() - started
+    order = {id(probe): i for i, probe in enumerate(plan.probes)}
+    for found in (report.violations, report.errors):  # in the order of the plan, not of arrival
+        found.sort(key=lambda c: (order[id(c.probe)], c.qtype, c.transport))
     for probe, qtype, transport in remaining:  # given up on: not asked
         report.not_asked += 1
         if suite is not None:

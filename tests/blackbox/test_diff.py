@@ -347,7 +347,7 @@ def test_a_new_warning_page_changes_every_answer_it_gives(server: Sinkhole) -> N
     causes = {(c["what"], c["before"], c["after"]): c for c in document["answers"]["causes"]}
     address = causes[("A address", WARNING_IPV4, "192.0.2.81")]
     assert (address["names"], address["policies"]) == (3, ["court"])
-    assert sorted(address["examples"]) == ["a.example", "diff-probe.below.example", "exact.example"]
+    assert sorted(address["examples"]) == ["*.below.example", "a.example", "exact.example"]
     assert causes[("TTL", str(WARNING_TTL), "60")]["names"] == 6
     assert document["answers"]["queries"] == 2 * 2  # a name per verdict (court, isp), A, AAAA
 
