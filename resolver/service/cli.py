@@ -286,11 +286,13 @@ def _moment(text: str | None) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"--at {text!r} is not {AT_FORMAT}") from None
+        raise ValueError(f"--at {text!r} is not a date or date-time like {AT_FORMAT}") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-AT_FORMAT = "an ISO 8601 date or date-time: 2026-01-31, 2026-01-31T12:00, 2026-01-31T12:00+09:00"
+AT_FORMAT = (
+    "2026-01-31, 2026-01-31T12:00 or 2026-01-31T12:00+09:00 (ISO 8601; UTC without an offset)"
+)
 
 
 def _command(
@@ -327,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stdout. Without --config: loopback port 5353, policies/*.yaml, the nameservers\n"
         "of /etc/resolv.conf.",
         "  sinkhole serve --config /etc/sinkhole/config.yaml\n"
-        "  kill -HUP $(pidof -s sinkhole)        # reload (or: systemctl reload sinkhole)",
+        "  systemctl reload sinkhole        # or SIGHUP: re-read every file, no query lost",
     )
     serve.add_argument(
         "--config", "-c", help="configuration file (default: built-in, loopback port 5353)"
@@ -367,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--client", help="client address (default: one in no network the policies name)"
     )
     explain.add_argument(
-        "--at", help=f"the moment to explain at, {AT_FORMAT}; UTC without an offset (default: now)"
+        "--at",
+        help=f"the moment to explain at: a date or date-time like {AT_FORMAT} (default: now)",
     )
     explain.add_argument("--config", "-c", help="configuration file (default: built-in)")
     explain.add_argument("--json", action="store_true", help="machine-readable output")

@@ -428,3 +428,12 @@ def test_rpz_zone_names_are_checked(
     assert expected[("www.walled.example", "A")] == (
         "NOERROR CNAME www.walled.example.garden.example.net."
     )
+
+
+def test_a_server_over_ipv6(standard: Sinkhole) -> None:
+    assert standard.port6 is not None
+    result = verify(f"[::1]:{standard.port6}", standard.config, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [report] = json.loads(result.stdout)["servers"]
+    assert (report["server"], report["client"]) == (f"[::1]:{standard.port6}", "::1")
+    assert report["checked"] == report["compliant"] == CHECKS
