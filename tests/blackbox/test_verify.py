@@ -277,7 +277,9 @@ def test_sample_names_are_the_same_each_run(standard: Sinkhole, tmp_path: Path) 
     assert len(entries) >= 3  # 4 entries, one of them maybe the exemption's parent
 
 
-def test_forms_redirects_and_client_scopes(sinkhole_factory: SinkholeFactory) -> None:
+def test_forms_redirects_and_client_scopes(
+    sinkhole_factory: SinkholeFactory, tmp_path: Path
+) -> None:
     policy = """\
 id: forms
 block:
@@ -295,8 +297,15 @@ block:
     clients: [10.0.0.0/8]
 """
     server = sinkhole_factory({"p.yaml": policy})
-    result = verify(where(server), server.config, "--json")
+    xml = tmp_path / "v.xml"
+    result = verify(where(server), server.config, "--json", "--junit", str(xml))
     assert result.returncode == 0, result.stdout + result.stderr
+    skipped = {c["name"]: c for c in junit(xml) if c["skipped"]}
+    assert skipped["lab-only.example"]["skipped"] == (
+        "the entry is for other clients (only 10.0.0.0/8), not 127.0.0.1"
+    )
+    assert skipped["lab-only.example"]["classname"] == "verify.forms.blocked"
+    assert len(skipped) == 3
     [report] = json.loads(result.stdout)["servers"]
     # lab-only.example and the two names under it: not for us (127.0.0.1)
     assert report["skipped_names"] == 3
