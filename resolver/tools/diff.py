@@ -8,6 +8,11 @@ and the names under them, are decided before and after with the server's matcher
 entry names. So a new exemption shows up as names unblocked, and a policy moved up
 the list as actions changed. Decisions are those for a client every scope includes,
 with every policy in force (client scopes and dates are the same on both sides).
+
+A name decided the same way can still be answered otherwise (a new warning page
+address, TTL, redirect target, reference): diff_answers compares the running server's
+answers, asked over DNS, with the new build's, and counts the names each change of
+answer affects; those names count as changed.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from resolver.core import wire
+from resolver.core.endpoint import Endpoint
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
-from resolver.core.wire import name_to_text, text_to_name
 from resolver.sources.config import Config
 from resolver.sources.rules import pattern
 from resolver.sources.snapshot import BuildResult
@@ -28,6 +34,7 @@ from resolver.tools.control import (
     fetch_policies,
     parse_entry_line,
 )
+from resolver.tools.diff_answers import AnswerDiff, compare
 
 PROBE = b"\x01\xff"  # a label no policy name has: stands for "any other name under it"
 SHOWN = 50
@@ -70,6 +77,12 @@ class Diff:
     changes: list[Change] = field(default_factory=list)
     names_before: int = 0
     names_after: int = 0
+    answers: AnswerDiff = field(default_factory=AnswerDiff)
+
+    def count(self, kind: str) -> int:
+        """Names of a kind; names answered otherwise count as changed."""
+        found = len(self.of_kind(kind))
+        return found + self.answers.names if kind == "changed" else found
 
     def of_kind(self, kind: str) -> list[Change]:
         return [c for c in self.changes if c.kind == kind]
@@ -78,6 +91,7 @@ class Diff:
     def empty(self) -> bool:
         return not (
             self.changes
+            or self.answers.names
             or self.policies_added
             or self.policies_removed
             or self.policies_changed
@@ -101,9 +115,16 @@ class Diff:
         for kind in ("blocked", "unblocked", "changed"):
             found = self.of_kind(kind)
             out[kind] = {
-                "count": len(found),
+                "count": self.count(kind),
                 "names": [c.as_dict() for c in (found if limit is None else found[:limit])],
             }
+        answered = [
+            {"name": name, "kind": "changed", "policy": policy, "answer": causes}
+            for name, policy, causes in self.answers.changed
+        ]
+        room = None if limit is None else max(limit - len(out["changed"]["names"]), 0)
+        out["changed"]["names"].extend(answered if room is None else answered[:room])
+        out["answers"] = self.answers.as_dict(limit)
         return out
 
 
@@ -163,7 +184,7 @@ def compare_tables(
     for name in names:
         here = (decide(before, name), decide(after, name))
         below = (decide(before, PROBE + name), decide(after, PROBE + name))
-        text = name_to_text(name)
+        text = wire.name_to_text(name)
         if here == below:
             if here[0] != here[1]:
                 out.append(Change(text, *here))
@@ -186,8 +207,9 @@ def _zone_item(zone: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def diff(config: Config, result: BuildResult, server: str) -> Diff:
-    """Compare the server at ``server`` (a control endpoint URL) with ``result``."""
+def diff(config: Config, result: BuildResult, server: str, dns: Endpoint | None = None) -> Diff:
+    """Compare the server at ``server`` (a control endpoint URL; ``dns``: its DNS address,
+    for its answers) with ``result``."""
     document = fetch_policies(server)
     running = document.get("policies", [])
     running_zones = document.get("zones", [])
@@ -239,6 +261,9 @@ def diff(config: Config, result: BuildResult, server: str) -> Diff:
     out.changes = compare_lines(
         running_lines, file_lines, (old_order, old_layer), (new_order, new_layer), reordered
     )
+    if dns is not None:
+        changed_ids = [str(p["id"]) for p in (*out.policies_changed, *out.policies_added)]
+        out.answers = compare(result, dns, (c.name for c in out.changes), changed_ids)
     return out
 
 
@@ -280,7 +305,7 @@ def compare_lines(
 
     old_tables = compile_layers(entries(before), *old)
     new_tables = compile_layers(entries(after), *new)
-    return compare_tables(old_tables, new_tables, (text_to_name(n.decode()) for n in affected))
+    return compare_tables(old_tables, new_tables, (wire.text_to_name(n.decode()) for n in affected))
 
 
 def _parents(name: bytes) -> Iterator[bytes]:
@@ -348,9 +373,21 @@ def render_text(result: Diff, config_source: str, limit: int | None) -> Iterator
     blocked, unblocked, changed = (result.of_kind(k) for k in ("blocked", "unblocked", "changed"))
     yield (
         f"names: {len(blocked)} newly blocked, {len(unblocked)} unblocked, "
-        f"{len(changed)} changed (names in the table: {result.names_before} -> "
+        f"{result.count('changed')} changed (names in the table: {result.names_before} -> "
         f"{result.names_after})"
     )
+    answers = result.answers
+    if answers.names:
+        yield f"answers: {answers.names} names would be answered otherwise"
+        for cause in answers.causes:
+            policies = ", ".join(sorted(cause.policies))
+            plural = "" if cause.names == 1 else "s"
+            yield f"  {cause.text()}: {cause.names} name{plural} (policy {policies})"
+    if answers.not_compared:
+        yield (
+            f"answers not compared: {answers.not_compared} names whose entries are scoped to "
+            "clients or dated"
+        )
     for title, mark, found in (
         ("newly blocked", "+", blocked),
         ("unblocked", "-", unblocked),
@@ -363,3 +400,10 @@ def render_text(result: Diff, config_source: str, limit: int | None) -> Iterator
             yield f"  {mark} {_shown_name(change)}: {_said(change.before)} -> {_said(change.after)}"
         if limit is not None and len(found) > limit:
             yield f"  ... and {len(found) - limit} more (--all shows every name)"
+    if answers.changed:
+        yield f"answered otherwise ({answers.names}):"
+        shown = answers.changed if limit is None else answers.changed[:limit]
+        for name, policy, causes in shown:
+            yield f"  ~ {name}: by {policy}, {'; '.join(causes)}"
+        if len(shown) < answers.names:
+            yield f"  ... and {answers.names - len(shown)} more"

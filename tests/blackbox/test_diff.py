@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.procs import REPO, Sinkhole, SinkholeFactory, free_port
+import yaml
+from support.procs import (
+    REPO,
+    WARNING_IPV4,
+    WARNING_IPV6,
+    WARNING_TTL,
+    Sinkhole,
+    SinkholeFactory,
+    free_port,
+)
 
 from blackbox.standard import POLICIES
 
@@ -348,3 +357,62 @@ def test_rpz_zones_are_compared_layer_by_layer(sinkhole_factory: SinkholeFactory
         ("=new.example", {"action": "nodata", "policy": "rpz.test"})
     ]
     assert document["changed"]["count"] == 0  # a.example: the policy files decide first
+
+
+def rewrite_config(server: Sinkhole, **changes: Any) -> None:
+    assert server.config is not None
+    settings = yaml.safe_load(server.config.read_text())
+    settings.update(changes)
+    server.config.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
+def test_a_new_warning_page_changes_every_answer_it_gives(server: Sinkhole) -> None:
+    """Only the configuration changes: no decision does, but the court's three names get
+    another address and all six blocked names another TTL (the exemption: none)."""
+    rewrite_config(server, warning_page={"ipv4": ["192.0.2.81"], "ipv6": [WARNING_IPV6], "ttl": 60})
+    text = run_diff(server)
+    assert text.returncode == 1, text.stdout + text.stderr
+    lines = text.stdout.splitlines()
+    assert "names: 0 newly blocked, 0 unblocked, 6 changed (names in the table: 7 -> 7)" in lines
+    assert "answers: 6 names would be answered otherwise" in lines
+    assert f"  A address {WARNING_IPV4} -> 192.0.2.81: 3 names (policy court)" in lines
+    assert f"  TTL {WARNING_TTL} -> 60: 6 names (policy court, isp)" in lines
+    assert not any(line.startswith("  AAAA address") for line in lines)
+    assert f"  ~ a.example: by court, A address {WARNING_IPV4} -> 192.0.2.81; TTL 123 -> 60" in (
+        lines
+    )
+    code, document = diff_json(server)
+    assert code == 1
+    assert document["changed"]["count"] == 6
+    causes = {(c["what"], c["before"], c["after"]): c for c in document["answers"]["causes"]}
+    address = causes[("A address", WARNING_IPV4, "192.0.2.81")]
+    assert (address["names"], address["policies"]) == (3, ["court"])
+    assert sorted(address["examples"]) == ["*.below.example", "a.example", "exact.example"]
+    assert causes[("TTL", str(WARNING_TTL), "60")]["names"] == 6
+    assert document["answers"]["queries"] == 2 * 2  # a name per verdict (court, isp), A, AAAA
+
+    reload(server)  # the warning page applies at a reload: nothing left to change
+    after = run_diff(server)
+    assert after.returncode == 0, after.stdout + after.stderr
+
+
+def test_a_new_reference_changes_the_ede_text(server: Sinkhole) -> None:
+    server.write_policy("10-court.yaml", COURT.replace("Order 1", "Order 2"))
+    code, document = diff_json(server)
+    assert code == 1
+    assert document["policies"]["changed"][0]["id"] == "court"
+    [cause] = document["answers"]["causes"]
+    assert (cause["what"], cause["names"]) == ("EDE", 3)
+    assert (cause["before"], cause["after"]) == (
+        "15 (Blocked) 'Order 1'",
+        "15 (Blocked) 'Order 2'",
+    )
+    text = run_diff(server)
+    assert "  EDE 15 (Blocked) 'Order 1' -> 15 (Blocked) 'Order 2': 3 names" in (text.stdout)
+
+
+def test_answers_cannot_be_compared_without_dns(server: Sinkhole) -> None:
+    dead = run_diff(server, "--dns", f"127.0.0.1:{free_port()}")
+    assert dead.returncode == 2
+    assert "cannot ask 127.0.0.1:" in dead.stderr
+    assert "over DNS for its answers" in dead.stderr
