@@ -289,14 +289,14 @@ class Engine:
             query = wire.parse_query(data)
         except wire.BadVersion as exc:
             counters.formerr += 1
-            return wire.build_reply(exc.query, wire.BADVERS)
-        except FormError:
+            return wire.build_reply(exc.query, exc.rcode)
+        except FormError as exc:  # the rcode an error implies is the error's own
             counters.formerr += 1
-            return wire.build_error_reply(data, wire.FORMERR)
+            return wire.build_error_reply(data, exc.rcode)
         except NotImplementedQuery as exc:
             counters.notimp += 1
             notimp_query = exc.query if isinstance(exc.query, wire.Query) else None
-            return wire.build_error_reply(data, wire.NOTIMP, notimp_query)
+            return wire.build_error_reply(data, exc.rcode, notimp_query)
         if query.qtype == wire.TYPE_AXFR or query.qtype == wire.TYPE_IXFR:
             counters.refused += 1
             return wire.build_reply(query, wire.REFUSED)

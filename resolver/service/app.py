@@ -63,7 +63,16 @@ def build_frozen(config: Config) -> BuildResult:
         return build_snapshot(config)
     finally:
         gc.enable()
-        gc.freeze()
+        refreeze()
+
+
+def refreeze() -> None:
+    """Collect, then freeze what is left. Objects frozen at an earlier reload are thawed
+    first, so the cycles of a snapshot that was replaced since are collected rather than
+    kept for ever (and garbage made while collection was paused is never frozen)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def source_error_fields(exc: SourceError) -> dict[str, Any]:
