@@ -329,7 +329,7 @@ class Engine:
         answer = self.cache.get(query.cache_key, now)
         if answer is not None:
             if verdict is None and (self._facts or policy.has_response_ip):
-                late, later = self._screen(answer, policy, client)
+                late, later = self._screen(answer, policy, client, query.qname)
                 depends = depends or later
                 if late is not None and late.action is not Action.ALLOW:
                     if late.action is not Action.TCP_ONLY or not tcp:
@@ -421,7 +421,7 @@ class Engine:
         else:
             verdict = policy.match(query.qname)
         if verdict is None and (self._facts or policy.has_response_ip):
-            verdict, _ = self._screen(answer, policy, client)
+            verdict, _ = self._screen(answer, policy, client, query.qname)
         if (
             verdict is None
             or verdict.action is Action.ALLOW
@@ -520,20 +520,27 @@ class Engine:
     # --- policy on upstream answers (RPZ: CNAME chains, response IPs) ---------------------
 
     def _screen(
-        self, answer: Answer, policy: CompiledPolicy, client: str
+        self, answer: Answer, policy: CompiledPolicy, client: str, qname: bytes = b""
     ) -> tuple[Verdict | None, bool]:
-        """The verdict on an answer's content (for a query name no entry covered), and
-        whether it depended on the client or the clock."""
+        """The verdict on an answer's content (for a query name no entry covered before the
+        answer), and whether it depended on the client or the clock. With layers that wait
+        for the answer (``policy.deferred``), ``qname`` is checked against them too."""
         facts = self._facts.get(answer[answers.KEY])
         if facts is None or facts[0] is not answer:
             if not policy.has_response_ip:
                 return None, False  # no CNAME in it (answers with one are always read)
             targets, found = answer_facts(answer)
-            if not targets and not found:
+            if targets or found:
+                facts = self._keep_facts((answer, targets, found), answer[answers.STORED])
+            elif not policy.deferred:
                 return None, False
-            facts = self._keep_facts((answer, targets, found), answer[answers.STORED])
+            else:
+                facts = (answer, (), ())
         applies = self._scopes_of(client) if policy.dynamic else _everyone
-        return policy.screen(facts[1], facts[2] if policy.has_response_ip else (), applies)
+        addresses = facts[2] if policy.has_response_ip else ()
+        if policy.deferred:
+            return policy.screen(facts[1], addresses, applies, qname)
+        return policy.screen(facts[1], addresses, applies)
 
     def _keep_facts(self, facts: Facts, now: int) -> Facts:
         """Keep what the policy checks in an answer (its CNAME targets and addresses)."""

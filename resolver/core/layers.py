@@ -162,21 +162,34 @@ class LayeredPolicy(CompiledPolicy):
         )
         self.layers = tuple(layers)
         self._compiled = compiled
+        # Zone order comes before trigger type: once a layer has response-IP triggers, the
+        # layers after it cannot decide before the upstream has answered (their triggers
+        # are checked with the answer, in order, by ``screen``).
+        first_ip = next((i for i, layer in enumerate(layers) if layer.response_ip), len(layers))
+        before_answer = layers[: first_ip + 1]
+        self._deferred = first_ip + 1 < len(layers)
+        self._before = tuple(layer.qname for layer in before_answer)
         stages: list[ClientTriggers | CompiledPolicy] = []
-        for layer in layers:
+        for layer in before_answer:
             if layer.client_ip:
                 stages.append(layer.client_ip)
             stages.append(layer.qname)
         self._stages = tuple(stages)
-        self._responses = tuple((layer.qname, layer.response_ip or None) for layer in layers)
+        self._responses = tuple(
+            (layer.qname, layer.response_ip or None, i > first_ip) for i, layer in enumerate(layers)
+        )
         self._has_response_ip = any(layer.response_ip for layer in layers)
 
     @property
     def has_response_ip(self) -> bool:  # type: ignore[override]
         return self._has_response_ip
 
+    @property
+    def deferred(self) -> bool:  # type: ignore[override]
+        return self._deferred
+
     def match(self, qname: bytes) -> Verdict | None:
-        for compiled in self._compiled:
+        for compiled in self._before:
             verdict = compiled.match(qname)
             if verdict is not None:
                 return verdict
@@ -228,11 +241,18 @@ class LayeredPolicy(CompiledPolicy):
         targets: Sequence[bytes],
         addresses: Sequence[bytes] = (),
         applies: Callable[[ClientScope], bool] = unscoped,
+        qname: bytes = b"",
     ) -> tuple[Verdict | None, bool]:
         """Layer by layer: the CNAME chain's names against QNAME triggers, then the answer's
-        addresses against response-IP triggers."""
+        addresses against response-IP triggers. ``qname``, the query name, is checked too
+        in the layers that could not decide before the answer (see ``deferred``)."""
         depends = False
-        for compiled, response_ip in self._responses:
+        for compiled, response_ip, waited in self._responses:
+            if waited and qname:
+                verdict, _, late = compiled.match_client(qname, applies)
+                depends = depends or late
+                if verdict is not None:
+                    return verdict, depends
             for target in targets:
                 verdict, _, late = compiled.match_client(target, applies)
                 depends = depends or late

@@ -94,6 +94,9 @@ class CompiledPolicy:
     dynamic: bool = False  # some answers depend on the client or the clock
     dated: tuple[Verdict, ...] = ()
     has_response_ip: ClassVar[bool] = False  # RPZ response-IP triggers (LayeredPolicy only)
+    # Layers whose QNAME triggers wait for the upstream's answer, because an earlier
+    # layer has response-IP triggers that come first (LayeredPolicy only).
+    deferred: ClassVar[bool] = False
 
     @classmethod
     def build(cls, entries: Iterable[tuple[bytes, Scope, Verdict]]) -> CompiledPolicy:
@@ -196,9 +199,11 @@ class CompiledPolicy:
         targets: Sequence[bytes],
         addresses: Sequence[bytes] = (),
         applies: Callable[[ClientScope], bool] = unscoped,
+        qname: bytes = b"",
     ) -> tuple[Verdict | None, bool]:
         """The verdict for an upstream answer whose CNAME chain runs through ``targets`` (wire
         names, in chain order), and whether it depended on the client or the clock.
+        (``qname`` matters only to layered policies whose layers wait for the answer.)
 
         For a query name that no entry matched; the first target an entry covers decides.
         ``addresses`` (the answer's A and AAAA data) matter only to response-IP triggers.

@@ -894,3 +894,26 @@ def test_tcp_only_answers_are_not_replayed_to_udp() -> None:
     assert answer_texts(over_tcp) == ["A 198.51.100.3"]
     over_udp = parsed(engine.handle(ask("tcp.example"), CLIENT, NOW, False))
     assert over_udp.flags & dns.flags.TC and not over_udp.answer
+
+
+# --- zone order comes before trigger type ----------------------------------------------------
+
+
+def test_an_earlier_zones_response_ip_trigger_beats_a_later_zones_qname_trigger() -> None:
+    first = zone("32.7.100.51.198.rpz-ip CNAME .\n", order=1).layer  # the answer's address
+    second = zone("both.example CNAME *.\nonly.example CNAME *.\n", origin="two.test", order=2)
+    engine = engine_with(layered(first, second.layer))
+    # Before the answer nothing decides: the later zone must wait for the earlier one's check.
+    assert isinstance(engine.handle(ask("both.example"), CLIENT, NOW, False), wire.Query)
+    decided = parsed(upstream(engine, "both.example", "both.example. A 198.51.100.7"))
+    assert decided.rcode() == dns.rcode.NXDOMAIN  # the first zone's response-IP trigger
+    other = parsed(upstream(engine, "only.example", "only.example. A 198.51.100.8"))
+    assert (other.rcode(), other.answer) == (dns.rcode.NOERROR, [])  # then the second's QNAME
+
+
+def test_without_earlier_ip_triggers_a_later_zone_decides_before_forwarding() -> None:
+    first = zone("other.example CNAME .\n", order=1).layer
+    second = zone("only.example CNAME *.\n", origin="two.test", order=2).layer
+    engine = engine_with(layered(first, second))
+    reply = parsed(engine.handle(ask("only.example"), CLIENT, NOW, False))
+    assert (reply.rcode(), reply.answer) == (dns.rcode.NOERROR, [])
