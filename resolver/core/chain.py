@@ -61,6 +61,12 @@ class Chase:
         self.names.append(target)
         return True
 
+    def take(self, records: bytes, targets: list[bytes]) -> None:
+        """Start the chain with CNAME records an upstream gave (see ``cname_chain``)."""
+        self.records += records
+        self.count += len(targets)
+        self.names.extend(targets)
+
     def step(self, target: bytes) -> wire.Query:
         """The question about ``target`` that the client's query continues with."""
         q = self.query
@@ -97,6 +103,35 @@ class Chase:
         """The client's answer when the chain cannot be followed."""
         ede = wire.build_ede(EDE_OTHER, text)
         return wire.build_reply(self.query, rcode, ede=ede)
+
+
+def cname_chain(message: bytes, upto: bytes) -> tuple[bytes, list[bytes]] | None:
+    """The CNAME records that open the answer section of ``message``, up to and including
+    the one whose target is ``upto`` (wire form, lower case), names written out in full,
+    and the targets in order; None when the chain does not reach ``upto``."""
+    if len(message) < 12:
+        return None
+    qdcount, ancount, _, _ = _COUNTS.unpack_from(message, 4)
+    try:
+        pos = 12
+        for _ in range(qdcount):
+            pos = wire.skip_name(message, pos) + 4
+        records: list[bytes] = []
+        targets: list[bytes] = []
+        for _ in range(ancount):
+            rtype, fixed, end = wire.skip_rr(message, pos)
+            if rtype != wire.TYPE_CNAME:
+                return None
+            record, _ = _copy_record(message, pos)
+            target = wire.read_name(message, fixed + 10)[0].lower()
+            records.append(record)
+            targets.append(target)
+            if target == upto:
+                return b"".join(records), targets
+            pos = end
+    except FormError:
+        return None
+    return None
 
 
 def copy_sections(message: bytes) -> tuple[bytes, int, bytes, int]:

@@ -22,7 +22,7 @@ from typing import Protocol
 from resolver.core import cache as answers
 from resolver.core import wire
 from resolver.core.cache import Answer, Cache
-from resolver.core.chain import Chase
+from resolver.core.chain import Chase, cname_chain
 from resolver.core.errors import FormError, NotImplementedQuery
 from resolver.core.flight import Question, Waiter, Work
 from resolver.core.matcher import CompiledPolicy
@@ -333,6 +333,9 @@ class Engine:
                 depends = depends or later
                 if late is not None and late.action is not Action.ALLOW:
                     if late.action is not Action.TCP_ONLY or not tcp:
+                        chase = self._chain_to(query, answer, late, client, now)
+                        if chase is not None:
+                            return chase  # the chain, then the policy's answer for its target
                         out = self._late(query, late, client, tcp)  # never replayed
                         return None if out is None else wire.fit(out, limit)
                     depends = True  # served over TCP only: not replayed to UDP
@@ -436,6 +439,10 @@ class Engine:
                 )
             reply: bytes | None = answers.render(answer, query, now)
         else:
+            chase = self._chain_to(query, answer, verdict, client, now)
+            if chase is not None:
+                self._step(chase, waiter, chase.names[-1], now, work)
+                return
             reply = self._late(query, verdict, client, tcp)
             if reply is None and tcp:
                 # DROP over TCP: the connection is owed an answer; refuse instead.
@@ -455,6 +462,39 @@ class Engine:
             )
         ede = wire.build_ede(wire.EDE_NO_REACHABLE_AUTHORITY, "no upstream answered")
         work.sends.append((waiter, wire.build_reply(query, wire.SERVFAIL, ede=ede)))
+
+    def _chain_to(
+        self, query: wire.Query, answer: Answer, verdict: Verdict, client: str, now: int
+    ) -> Chase | None:
+        """For a policy that decided on a name in the answer's CNAME chain: the chain up to
+        that name, whose records the policy then gives (as BIND does), instead of moving
+        the policy's records to the query name. None when the verdict came from another
+        trigger (an address, or the query name), or for an answer of no records (drop)."""
+        if verdict.action is Action.DROP or verdict.action is Action.TCP_ONLY:
+            return None
+        facts = self._facts.get(answer[answers.KEY])
+        if facts is None or facts[0] is not answer or not facts[1]:
+            return None
+        policy = self._snapshot.policy
+        applies = self._scopes_of(client) if policy.dynamic else _everyone
+        matched = b""
+        for target in facts[1]:
+            found, _, _ = policy.match_client(target, applies)
+            if found is verdict:
+                matched = target
+                break
+        if not matched:
+            return None
+        chain = cname_chain(answers.render(answer, query, now), matched)
+        if chain is None:
+            return None
+        if self.query_log is not None:
+            self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
+        self.counters.blocked += 1
+        ede = wire.build_ede(verdict.policy.ede, verdict.ede_text) if query.edns else b""
+        chase = Chase(query, ede, verdict.answers.ttl)
+        chase.take(*chain)
+        return chase
 
     def _begin_chase(self, query: wire.Query, verdict: Verdict, target: bytes) -> Chase:
         """A policy CNAME for ``query``: the chase that follows it (begun by ``follow``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from resolver.core import wire
+from resolver.core.chain import Chase
 from resolver.core.engine import Engine
 from resolver.core.flight import Waiter
 
@@ -35,3 +36,16 @@ def forward(
     assert not work.asks
     replies = [data for w, data in work.sends if w is waiter]
     return replies[0] if replies else None
+
+
+def answer(engine: Engine, data: bytes, now: int, client: str = "127.0.0.1") -> object:
+    """``Engine.handle`` for a UDP query; a followed CNAME that needs no upstream is
+    followed to its reply (bytes). Anything else (a Query to ask, None) as it is."""
+    result = engine.handle(data, client, now, False)
+    if not isinstance(result, Chase):
+        return result
+    sink = Replies()
+    waiter = Waiter(result.query, sink, (client, 53), client, False, float(now))
+    work = engine.follow(result, waiter, float(now))
+    assert not work.asks, "the CNAME's target is not in the cache"
+    return work.sends[0][1] if work.sends else None

@@ -26,6 +26,8 @@ PACKAGES: dict[str, str] = {
     "unbound-checkconf": "unbound",
     "systemd-analyze": "systemd",
     "systemd-sysusers": "systemd",
+    "unshare": "util-linux",
+    "getent": "libc-bin",
 }
 
 # Daemons live in sbin, which is not on an ordinary user's PATH.

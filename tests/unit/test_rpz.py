@@ -22,7 +22,7 @@ import dns.zone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.engine_driver import forward
+from support.engine_driver import answer, forward
 
 from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
@@ -830,27 +830,42 @@ CHAIN = (
 )
 
 
+def owned_texts(message: dns.message.Message) -> list[tuple[str, str]]:
+    """(owner, "TYPE data") of every answer record, in order."""
+    return [
+        (rrset.name.to_text(), f"{dns.rdatatype.to_text(rrset.rdtype)} {rd.to_text()}")
+        for rrset in message.answer
+        for rd in rrset
+    ]
+
+
 def test_a_cname_chain_through_a_blocked_name_is_blocked_also_from_the_cache() -> None:
     policy = yaml_layer(("tracker.example", Action.WARNING_PAGE)).qname
     engine = engine_with(policy)
     forwarded = parsed(upstream(engine, "www.shop.example", *CHAIN))
-    assert answer_texts(forwarded) == ["A 192.0.2.80"]  # the policy's answer, for the query name
-    assert forwarded.answer[0].name == dns.name.from_text("www.shop.example")
-    cached = parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW, False))
-    assert answer_texts(cached) == ["A 192.0.2.80"]
+    # As BIND answers: the chain up to the name the policy covers, then the policy's records
+    # on that name.
+    expected = [
+        ("www.shop.example.", "CNAME shop.cdn.example."),
+        ("shop.cdn.example.", "CNAME x.tracker.example."),
+        ("x.tracker.example.", "A 192.0.2.80"),
+    ]
+    assert owned_texts(forwarded) == expected
+    cached = parsed(answer(engine, ask("www.shop.example"), NOW, CLIENT))
+    assert owned_texts(cached) == expected
     assert engine.counters.blocked == 2
     engine.snapshot = Snapshot(CompiledPolicy())  # a reload without the entry: served at once
-    served = parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW, False))
+    served = parsed(answer(engine, ask("www.shop.example"), NOW, CLIENT))
     assert "A 198.51.100.1" in answer_texts(served)
 
 
 def test_an_answer_decided_by_its_content_is_not_replayed() -> None:
     engine = engine_with(yaml_layer(("tracker.example", Action.NXDOMAIN)).qname)
     upstream(engine, "www.shop.example", *CHAIN)
-    assert parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW, False)).rcode() == 3
+    assert parsed(answer(engine, ask("www.shop.example"), NOW, CLIENT)).rcode() == 3
     # The name moved away from the tracker: the next answer for the same question is served.
     upstream(engine, "www.shop.example", "www.shop.example. A 198.51.100.2")
-    served = parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW + 1, False))
+    served = parsed(answer(engine, ask("www.shop.example"), NOW + 1, CLIENT))
     assert answer_texts(served) == ["A 198.51.100.2"]
 
 
@@ -861,7 +876,7 @@ def test_passthru_on_the_query_name_stops_the_checks_on_the_answer() -> None:
     )
     engine = engine_with(policy)
     upstream(engine, "www.shop.example", *CHAIN)
-    served = parsed(engine.handle(ask("www.shop.example"), CLIENT, NOW, False))
+    served = parsed(answer(engine, ask("www.shop.example"), NOW, CLIENT))
     assert "A 198.51.100.1" in answer_texts(served)
 
 
@@ -869,11 +884,11 @@ def test_a_response_ip_trigger_added_by_a_reload_applies_to_cached_answers() -> 
     engine = engine_with(CompiledPolicy())
     upstream(engine, "plain.example", "plain.example. A 198.51.100.7")
     assert engine._facts == {}  # no CNAME, no response-IP trigger: nothing kept
-    assert answer_texts(parsed(engine.handle(ask("plain.example"), CLIENT, NOW, False))) == [
+    assert answer_texts(parsed(answer(engine, ask("plain.example"), NOW, CLIENT))) == [
         "A 198.51.100.7"
     ]
     engine.snapshot = Snapshot(layered(zone("32.7.100.51.198.rpz-ip CNAME .\n").layer))
-    reply = parsed(engine.handle(ask("plain.example"), CLIENT, NOW, False))
+    reply = parsed(answer(engine, ask("plain.example"), NOW, CLIENT))
     assert reply.rcode() == dns.rcode.NXDOMAIN
     assert engine.counters.blocked == 1
 
@@ -892,7 +907,7 @@ def test_tcp_only_answers_are_not_replayed_to_udp() -> None:
     upstream(engine, "tcp.example", "tcp.example. A 198.51.100.3")
     over_tcp = parsed(engine.handle(ask("tcp.example"), CLIENT, NOW, True))
     assert answer_texts(over_tcp) == ["A 198.51.100.3"]
-    over_udp = parsed(engine.handle(ask("tcp.example"), CLIENT, NOW, False))
+    over_udp = parsed(answer(engine, ask("tcp.example"), NOW, CLIENT))
     assert over_udp.flags & dns.flags.TC and not over_udp.answer
 
 
@@ -915,5 +930,5 @@ def test_without_earlier_ip_triggers_a_later_zone_decides_before_forwarding() ->
     first = zone("other.example CNAME .\n", order=1).layer
     second = zone("only.example CNAME *.\n", origin="two.test", order=2).layer
     engine = engine_with(layered(first, second))
-    reply = parsed(engine.handle(ask("only.example"), CLIENT, NOW, False))
+    reply = parsed(answer(engine, ask("only.example"), NOW, CLIENT))
     assert (reply.rcode(), reply.answer) == (dns.rcode.NOERROR, [])
