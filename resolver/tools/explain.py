@@ -19,8 +19,11 @@ from typing import Any
 from dnslib import DNSRecord
 
 from resolver.core import wire
+from resolver.core.cache import Cache, CacheSettings
+from resolver.core.chain import Chase
 from resolver.core.codes import rcode_name, type_name
-from resolver.core.engine import client_address
+from resolver.core.engine import ClientAcl, Engine, Snapshot, client_address
+from resolver.core.flight import Waiter
 from resolver.core.layers import mapped
 from resolver.core.verdict import Action, ClientScope, Verdict
 from resolver.sources.config import Config
@@ -284,7 +287,7 @@ def explain(
     if verdict is None or verdict.action is Action.ALLOW:
         result.forwarded = [str(e) for e in config.upstreams]
         return result
-    udp = render(qname, qtype, verdict)
+    udp = render(qname, qtype, verdict, compiled=compiled, client=client)
     tcp: dict[str, Any] | None = udp
     if verdict.action is Action.TCP_ONLY:
         tcp = None
@@ -325,17 +328,28 @@ def agrees(winner: Rule | None, verdict: Verdict | None, name: str) -> bool:
     )
 
 
-def synthetic_query(qname: str, qtype: int) -> wire.Query:
+def synthetic_bytes(qname: str, qtype: int) -> bytes:
     """A query as a stub resolver sends it: RD set, EDNS with a 1232-octet payload."""
     question = wire.text_to_name(qname) + wire.U16.pack(qtype) + wire.U16.pack(wire.CLASS_IN)
     header = wire.HEADER.pack(0x5348, wire.RD, 1, 0, 0, 1)
-    return wire.parse_query(header + question + wire.build_opt(False))
+    return header + question + wire.build_opt(False)
+
+
+def synthetic_query(qname: str, qtype: int) -> wire.Query:
+    return wire.parse_query(synthetic_bytes(qname, qtype))
 
 
 def render(
-    qname: str, qtype: int, verdict: Verdict | None, refused: bool = False
+    qname: str,
+    qtype: int,
+    verdict: Verdict | None,
+    refused: bool = False,
+    compiled: Any = None,
+    client: Address | None = None,
 ) -> dict[str, Any]:
-    """The answer the server sends (decoded): the verdict's own bytes, or REFUSED."""
+    """The answer the server sends (decoded): the verdict's own bytes, or REFUSED. A policy
+    CNAME is followed as the server follows it (with ``compiled``): through further policy
+    CNAMEs to the target's own policy answer, or up to the name the upstreams resolve."""
     query = synthetic_query(qname, qtype)
     if refused:
         data = wire.build_reply(query, wire.REFUSED)
@@ -344,7 +358,46 @@ def render(
         if verdict.action is Action.DROP:
             return {"sent": False, "text": "no answer is sent (the query is dropped)"}
         data = verdict.render(query)
+        if compiled is not None and verdict.action is Action.REDIRECT:
+            followed = follow(synthetic_bytes(qname, qtype), compiled, client)
+            if followed is not None:
+                data, then = followed
+                decoded = decode(data)
+                if then:
+                    decoded["then"] = then
+                return decoded
     return decode(data)
+
+
+def follow(data: bytes, compiled: Any, client: Address | None) -> tuple[bytes, str] | None:
+    """The answer to ``query`` when its policy answer is a CNAME the server follows, with
+    what happens next when the target is resolved upstream ("" when nothing does); None
+    when the answer is not followed (addresses, or the CNAME type asked)."""
+    engine = Engine(Snapshot(compiled), Cache(CacheSettings(max_entries=0)), ClientAcl(EVERY))
+    who = str(client) if client is not None else NO_CLIENT
+    pending = engine.handle(data, who, 0, False)
+    if not isinstance(pending, Chase):
+        return None
+    waiter = Waiter(pending.query, _Nowhere(), None, who, False, 0.0)
+    work = engine.follow(pending, waiter, 0.0)
+    if work.sends:
+        return work.sends[0][1], ""
+    step = work.asks[0].query
+    target = wire.name_to_text(step.qname)
+    then = (
+        f"then {target} {type_name(step.qtype)} is resolved through the cache and the "
+        "upstreams: its records follow the chain, and its status is the answer's"
+    )
+    return pending.answer(wire.build_reply(step, wire.NOERROR)), then
+
+
+EVERY = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+NO_CLIENT = "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe"  # for "any client": in no network named
+
+
+class _Nowhere:
+    def send(self, waiter: Waiter, reply: bytes) -> None:  # never called: follow returns
+        raise AssertionError("follow sends nothing itself")
 
 
 def decode(data: bytes) -> dict[str, Any]:
@@ -497,6 +550,8 @@ def _answer_lines(answer: dict[str, Any] | None) -> Iterator[str]:
     yield f"  status {answer['rcode']}, flags {' '.join(answer['flags'])}"
     for rr in answer["answer"]:
         yield f"  answer     {rr}"
+    if answer.get("then"):
+        yield f"  ...        {answer['then']}"
     for rr in answer["authority"]:
         yield f"  authority  {rr}"
     for ede in answer["ede"]:

@@ -185,6 +185,12 @@ class Mandate:
             if transport == "tcp" or answer.truncated:
                 return Judgement(OK, f"as mandated: {self.describe(qtype, transport)}")
             return Judgement(VIOLATION, "not truncated over UDP")
+        if self.cname and self.cname in answer.targets() and not answer.has(TYPES[qtype]):
+            return Judgement(
+                VIOLATION,
+                f"a bare CNAME {self.cname}. with no {qtype} record: a client cannot reach "
+                "the target (the redirect must be followed)",
+            )
         if self.met_by(qtype, answer):
             how = f"as mandated: {self._what()}"
             if (self.gives_addresses and self.addresses(qtype)) or self.cname:
@@ -201,8 +207,8 @@ class Mandate:
             return rcode == wire.REFUSED
         if rcode != wire.NOERROR:
             return False
-        if self.cname:
-            return self.cname in answer.targets()
+        if self.cname:  # followed: the CNAME, then the target's own records of the type
+            return self.cname in answer.targets() and answer.has(TYPES[qtype])
         if self.gives_addresses and self.addresses(qtype):
             return answer.addresses(TYPES[qtype]) == frozenset(self.addresses(qtype))
         return not answer.has(TYPES[qtype])

@@ -150,3 +150,23 @@ def test_policies_that_do_not_load_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{tmp_path / 'policies' / 'p.yaml'}:3:5: error:" in result.stderr
     assert "sinkhole check" in result.stderr
+
+
+def test_a_followed_policy_cname_is_shown_as_the_client_gets_it(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "r.yaml").write_text(
+        "id: r\nreference: R1\nblock:\n"
+        "  - {name: two.example, redirect: {cname: safe.example}}\n"
+        "  - {name: safe.example, redirect: {cname: forcesafe.example}}\n"
+        "  - {name: to-blocked.example, redirect: {cname: blocked.example}}\n"
+        "  - blocked.example\n"
+    )
+    settings = standard_settings(["127.0.0.1:5301"])
+    settings["listen"] = ["127.0.0.1:5300"]
+    config = write_config(tmp_path, settings)
+    chain = explained(config, "two.example")["answer"]["udp"]
+    assert [rr.split()[-1] for rr in chain["answer"]] == ["safe.example.", "forcesafe.example."]
+    assert chain["then"].startswith("then forcesafe.example A is resolved")
+    blocked = explained(config, "to-blocked.example")["answer"]["udp"]
+    assert [rr.split()[-1] for rr in blocked["answer"]] == ["blocked.example.", WARNING_IPV4]
+    assert "then" not in blocked

@@ -217,3 +217,12 @@ def test_when_a_server_counts_as_not_checked() -> None:
     assert given_up.result == UNCHECKED
     assert not _report([ERROR] * 19 + [OK]).given_up
     assert _report([]).result == UNCHECKED
+
+
+def test_a_redirect_is_judged_by_what_a_client_gets() -> None:
+    redirect = Blocked(Mandate(Action.REDIRECT, "p", cname="warning.example"))
+    followed = redirect.judge("A", "udp", answer(records=("CNAME warning.example.", "A 192.0.2.1")))
+    assert followed.status == OK
+    bare = redirect.judge("A", "udp", answer(records=("CNAME warning.example.",)))
+    assert bare.status == VIOLATION
+    assert "bare CNAME warning.example." in bare.how
