@@ -112,7 +112,7 @@ class PidFile:
     @classmethod
     def take(cls, path: Path, config: str) -> PidFile:
         """Create or take over ``path`` for this process, serving ``config``."""
-        _make_directory(path.parent)
+        _make_directory(path)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -177,14 +177,15 @@ def _read(fd: int) -> Holder | None:
     return Holder(int(pid), rest.strip() or BUILT_IN)
 
 
-def _make_directory(folder: Path) -> None:
+def _make_directory(path: Path) -> None:
     """The pid file's directory, made if missing; in a shared temporary directory, one of
     our own that nobody else can write (not a symbolic link someone planted)."""
+    folder = path.parent
     shared = folder.parent == Path(tempfile.gettempdir())
     try:
         folder.mkdir(mode=0o700 if shared else 0o755, parents=not shared, exist_ok=True)
     except OSError as exc:
-        raise PidFileError(folder / FILE_NAME, exc.strerror or str(exc)) from None
+        raise PidFileError(path, exc.strerror or str(exc)) from None
     if shared:
         info = os.lstat(folder)
         if (
@@ -192,4 +193,4 @@ def _make_directory(folder: Path) -> None:
             or info.st_uid != os.geteuid()
             or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         ):
-            raise PidFileError(folder / FILE_NAME, "its directory is not this user's own")
+            raise PidFileError(path, "its directory is not this user's own")
