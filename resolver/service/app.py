@@ -30,7 +30,7 @@ from resolver.service.endpoints import control_server, metrics_server
 from resolver.service.observability import QueryLog, configure_logging, counter_fields, get_logger
 from resolver.sources.config import Config, load_config
 from resolver.sources.snapshot import BuildResult, build_snapshot
-from resolver.tools.check import reload_errors
+from resolver.tools.check import reload_errors, reload_summary
 from resolver.tools.control import Loaded, name_changes, removed_policies
 
 if TYPE_CHECKING:
@@ -184,7 +184,21 @@ class App:
             self._close()
             return 1
         except OSError as exc:
-            self.log.error("listen_failed", error=str(exc))
+            # /metrics or the control endpoint: the one whose start failed has bound nothing.
+            failed = [
+                (what, endpoint)
+                for what, http, endpoint in (
+                    ("metrics", self.metrics, config.metrics),
+                    ("control", self.control, config.control),
+                )
+                if http is not None and endpoint is not None and not http.addresses
+            ]
+            if failed:
+                what, endpoint = failed[0]
+                failure = ListenError(endpoint, "tcp", exc)
+                self.log.error("listen_failed", **failure.fields(), what=what)
+            else:
+                self.log.error("listen_failed", error=str(exc))
             self._close()
             return 1
 
@@ -194,12 +208,18 @@ class App:
             config=config.source,
             listen=[str(e) for e in config.listen],
             upstreams=[str(e) for e in config.upstreams],
+            policies=len(result.reports),
+            zones=len(result.zones),
+            names=result.snapshot.policy.names(),
+            udp_batch=config.udp_batch and batching_available(),
+        )
+        self.log.debug(
+            "started_details",
             policies=[r.as_dict() for r in result.reports],
             zones=[z.as_dict() for z in result.zones],
-            names=result.snapshot.policy.names(),
             query_log=config.query_log,
             metrics=str(config.metrics) if config.metrics else None,
-            udp_batch=config.udp_batch and batching_available(),
+            control=str(config.control) if config.control else None,
         )
         self._arm_clock()
         if self.secondary is not None:
@@ -279,6 +299,7 @@ class App:
             errors = await asyncio.to_thread(reload_errors, self.config_path, self.config, exc)
             self.log.error(
                 "policy_reload_failed",
+                summary=reload_summary(errors),
                 kept="previous policy",
                 **source_error_fields(exc),
                 errors=[source_error_fields(e) for e in errors],
@@ -477,10 +498,10 @@ def run_server(
     if worker is None and config.worker_count() > 1:
         from resolver.service.workers import Supervisor
 
-        configure_logging(config.log_level)
+        configure_logging(config.log_level, form=config.log_format)
         with asyncio.Runner() as runner:
             return runner.run(Supervisor(config, config_path).run())
-    configure_logging(config.log_level, worker[0] if worker else None)
+    configure_logging(config.log_level, worker[0] if worker else None, config.log_format)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         link, slot = (worker[1], worker[0]) if worker else (None, None)
         return runner.run(App(config, config_path, link, slot).run())

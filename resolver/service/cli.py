@@ -22,9 +22,17 @@ def _config(args: argparse.Namespace) -> tuple[Config, Path | None]:
     return default_config(), None
 
 
+def _print_errors(exc: SourceError) -> None:
+    """``file:line:col: error: message`` on stderr for every error ``exc`` stands for."""
+    from resolver.tools.diagnostics import errors_of
+
+    for diagnostic in errors_of(exc):
+        print(diagnostic.text(), file=sys.stderr)
+
+
 def _load_failed(exc: SourceError, what: str) -> int:
     """Report a file that does not load; the exit status for it."""
-    print(f"{exc.source}:{exc.line}:{exc.column}: error: {exc.message}", file=sys.stderr)
+    _print_errors(exc)
     print(f"sinkhole: {what}; `sinkhole check` lists every error", file=sys.stderr)
     return 2
 
@@ -35,13 +43,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config, path = _config(args)
     except SourceError as exc:
-        print(f"sinkhole: {exc}", file=sys.stderr)
+        _print_errors(exc)
         return 2
-    worker = None
     if args.worker:
         slot, _, fd = args.worker.partition(":")
-        worker = (int(slot), int(fd))
-    return run_server(config, path, worker)
+        return run_server(config, path, (int(slot), int(fd)))
+    # From the pid file on `sinkhole reload` may signal: until the server's own handler is
+    # in place, a SIGHUP must not end it (the files are read after it anyway).
+    signal.signal(signal.SIGHUP, lambda *_: None)
+    from resolver.service.observability import configure_logging, get_logger
+    from resolver.service.pidfile import PidFileError, hold
+
+    configure_logging(config.log_level, form=config.log_format)
+    try:
+        held = hold(config, path, get_logger())
+    except PidFileError as exc:
+        get_logger().error("pid_file_failed", pid_file=str(exc.path), error=exc.reason)
+        return 1
+    try:
+        return run_server(config, path)
+    finally:
+        if held:
+            held.release()
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from resolver.service import reloading
+
+    if args.timeout <= 0:
+        print("sinkhole: --timeout must be positive", file=sys.stderr)
+        return 2
+    return reloading.run(args.config, args.timeout)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -325,12 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
         "run the resolver",
         "Run the resolver: answer DNS over UDP and TCP on the configured listen addresses,\n"
         "blocked names by their policies, every other name forwarded to the upstreams and\n"
-        "cached. SIGHUP reloads the configuration, every policy, list and zone (a broken\n"
-        "file keeps the old policies in force); SIGTERM stops it. Logs are JSON lines on\n"
-        "stdout. Without --config: loopback port 5353, policies/*.yaml, the nameservers\n"
-        "of /etc/resolv.conf.",
+        "cached. SIGHUP (`sinkhole reload`) reloads the configuration, every policy, list\n"
+        "and zone (a broken file keeps the old policies in force); SIGTERM stops it. Logs\n"
+        "are JSON lines on stdout, readable lines on a terminal (log_format:). Its pid file\n"
+        "(pid_file:) is how `sinkhole reload` finds it. Without --config: loopback port\n"
+        "5353, policies/*.yaml, the nameservers of /etc/resolv.conf.",
         "  sinkhole serve --config /etc/sinkhole/config.yaml\n"
-        "  systemctl reload sinkhole        # or SIGHUP: re-read every file, no query lost",
+        "  sinkhole reload --config /etc/sinkhole/config.yaml  # re-read the files, no query lost\n"
+        "  systemctl reload sinkhole                           # the same under systemd",
     )
     serve.add_argument(
         "--config", "-c", help="configuration file (default: built-in, loopback port 5353)"
@@ -352,6 +386,33 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", help="configuration file (default: built-in)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_check)
+
+    reload = _command(
+        sub,
+        "reload",
+        "make the running server re-read its files, and say whether it did",
+        "Find the running server by its pid file (pid_file: in the configuration, by default\n"
+        "/run/sinkhole/sinkhole.pid for root, $RUNTIME_DIRECTORY under systemd, else under\n"
+        "$XDG_RUNTIME_DIR) and send it SIGHUP. With metrics: configured, wait for the\n"
+        "server's reload counters: exit 0 when it reloaded, 1 when it failed (the errors\n"
+        "are listed; the old policies stay in force). Without metrics:, check the files\n"
+        "first and signal only when they load. Exit 2 when no server is found. Under\n"
+        "systemd, `systemctl reload sinkhole` does the same.",
+        "  sinkhole reload --config /etc/sinkhole/config.yaml",
+    )
+    reload.add_argument(
+        "--config",
+        "-c",
+        help="the configuration the server was started with (default: the built-in one, "
+        "or whatever server holds the default pid file)",
+    )
+    reload.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the outcome on /metrics (default: %(default)s)",
+    )
+    reload.set_defaults(func=cmd_reload)
 
     explain = _command(
         sub,

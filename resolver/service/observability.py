@@ -1,4 +1,5 @@
-"""Logs (structlog, one JSON object per line on stdout), the query log and the metrics endpoint."""
+"""Logs (structlog: JSON lines on stdout, readable lines on a terminal), the query log and the
+metrics endpoint."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ _worker: int | None = None  # this process's worker number, on every line
 Record = tuple[float, str, bytes, str, int, int, int, int, str, float]
 
 
-def configure_logging(level: str = "info", worker: int | None = None) -> None:
-    """JSON lines on stdout, each written whole (workers share the stream)."""
+def configure_logging(level: str = "info", worker: int | None = None, form: str = "auto") -> None:
+    """Log lines on stdout, each written whole (workers share the stream): JSON objects, or
+    with ``form`` "console" (or "auto" on a terminal) readable lines, coloured on a terminal."""
     try:
         # One write(2) per line (write_through would send the newline on its own).
         sys.stdout.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
@@ -51,31 +53,38 @@ def configure_logging(level: str = "info", worker: int | None = None) -> None:
         event["worker"] = worker
         return event
 
+    terminal = sys.stdout.isatty()
+    console = form == "console" or (form == "auto" and terminal)
     stamp: list[Processor] = [
         *([add_worker] if worker is not None else []),
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False)
+        if console
+        else structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # The console renderer lays out exceptions itself; JSON needs them as text first.
+    exceptions: list[Processor] = [] if console else [structlog.processors.format_exc_info]
+    render: Processor = (
+        structlog.dev.ConsoleRenderer(colors=terminal, sort_keys=False)
+        if console
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
     structlog.configure(
-        processors=[
-            *stamp,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=False),
-        ],
+        processors=[*stamp, *exceptions, render],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
     # What libraries log through the standard library (asyncio's unhandled errors, such as
-    # a connection the kernel timed out under the HTTP server) comes out as JSON lines too.
+    # a connection the kernel timed out under the HTTP server) comes out the same way.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[_library_event, *stamp],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(sort_keys=False),
+                *exceptions,
+                render,
             ],
         )
     )

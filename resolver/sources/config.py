@@ -29,6 +29,7 @@ DEFAULT_ALLOW = (
     "fe80::/10",
 )
 QUERY_LOG_MODES = ("off", "blocked", "all")
+LOG_FORMATS = ("auto", "json", "console")  # auto: console on a terminal, JSON lines otherwise
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -84,6 +85,8 @@ class Config:
     zones: tuple[ZoneConfig, ...] = ()  # RPZ zones, in order (first zone wins)
     udp_batch: bool = True  # UDP in batches (recvmmsg/sendmmsg) where the platform has them
     max_file_size: int = files.DEFAULT_MAX_SIZE  # the most bytes read from a list or zone file
+    log_format: str = "auto"  # one of LOG_FORMATS
+    pid_file: Path | bool = True  # True: the default place (see service/pidfile.py); False: none
 
     def worker_count(self) -> int:
         if self.workers:
@@ -129,6 +132,8 @@ KNOWN_KEYS = frozenset(
         "zones",
         "udp_batch",
         "max_file_size",
+        "log_format",
+        "pid_file",
     }
 )
 ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire", "include_dirs"})
@@ -189,11 +194,38 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(text, str(path), Path(path).resolve().parent)
 
 
+class ConfigErrors(ConfigError):
+    """Every error found in a configuration file; as a ConfigError, the first of them."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.message, first.source, first.line, first.column)
+        self.errors = errors
+
+
 def parse_config(text: str, source: str, base_dir: Path) -> Config:
+    """The configuration in ``text``; ConfigErrors with every error found (each top-level
+    key is read on its own to find them) when it is invalid."""
     doc = Doc(text, source, ConfigError)
     if doc.root is None:
         return Config(source=source, base_dir=base_dir, upstreams=resolv_conf_upstreams())
     keys = doc.mapping(doc.root, "the configuration")
+    try:
+        return _parse_keys(doc, keys, source, base_dir)
+    except ConfigError as first:
+        errors: dict[tuple[int, int, str], ConfigError] = {}
+        for key, entry in keys.items():
+            try:
+                _parse_keys(doc, {key: entry}, source, base_dir)
+            except ConfigError as exc:
+                errors.setdefault((exc.line, exc.column, exc.message), exc)
+        errors.setdefault((first.line, first.column, first.message), first)
+        raise ConfigErrors(sorted(errors.values(), key=lambda e: (e.line, e.column))) from None
+
+
+def _parse_keys(
+    doc: Doc, keys: dict[str, tuple[yaml.Node, yaml.Node]], source: str, base_dir: Path
+) -> Config:
     doc.reject_unknown(keys, KNOWN_KEYS, "the configuration")
     values: dict[str, object] = {"source": source, "base_dir": base_dir}
 
@@ -296,7 +328,29 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         if level not in ("debug", "info", "warning", "error"):
             doc.fail(node, f"log_level must be debug, info, warning or error, not {quote(level)}")
         values["log_level"] = level
+    if "log_format" in keys:
+        _, node = keys["log_format"]
+        form = doc.string(node, "log_format").lower()
+        if form not in LOG_FORMATS:
+            doc.fail(node, f"log_format must be auto, json or console, not {quote(form)}")
+        values["log_format"] = form
+    if "pid_file" in keys:
+        values["pid_file"] = _pid_file(doc, keys["pid_file"][1], base_dir)
     return Config(**values)  # type: ignore[arg-type]
+
+
+def _pid_file(doc: Doc, node: yaml.Node, base_dir: Path) -> Path | bool:
+    """A path (relative to the configuration's directory), or true/false: the default, none."""
+    value = doc.value(node)
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    text = doc.string(node, "pid_file (a file path, or false for none)")
+    if not text.strip() or text.endswith("/"):
+        doc.fail(node, f"pid_file must name a file, not {quote(text)}")
+    path = Path(text)
+    return path if path.is_absolute() else base_dir / path
 
 
 def _control(doc: Doc, node: yaml.Node) -> Endpoint | None:

@@ -29,7 +29,7 @@ class Doc:
         try:
             root = yaml.compose(text, Loader=_Loader)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark
+            mark = yaml_mark(exc)
             line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
             raise error(yaml_hint(exc, text), source, line, col) from None
         except yaml.YAMLError as exc:
@@ -135,6 +135,14 @@ def describe(value: object) -> str:
     return quote(value)
 
 
+def yaml_mark(exc: yaml.MarkedYAMLError) -> Any:
+    """Where to point for the parser's complaint: at the line that lacks a ':' (the
+    parser notices only at the next line, or at the end of the file), else where it stopped."""
+    if "simple key" in (exc.context or "") and exc.context_mark is not None:
+        return exc.context_mark
+    return exc.problem_mark
+
+
 def yaml_hint(exc: yaml.MarkedYAMLError, text: str = "") -> str:
     """The YAML parser's complaint, with the fix for traps people fall into."""
     problem = exc.problem or str(exc)
@@ -148,4 +156,47 @@ def yaml_hint(exc: yaml.MarkedYAMLError, text: str = "") -> str:
         )
     if at == "\t" or "'\\t'" in problem:
         return f"not valid YAML ({problem}): indent with spaces, not tabs"
+    if "simple key" in context and exc.context_mark is not None:
+        return _missing_colon(exc.context_mark, text)
+    if "block collection" in context and exc.context_mark is not None:
+        return (
+            f"not valid YAML ({problem}): this line continues the list that begins on line "
+            f"{exc.context_mark.line + 1}; start it with '- ' to make it an item of that list, "
+            "or indent it less to end the list"
+        )
+    if "flow" in context and exc.context_mark is not None:
+        opened = exc.context_mark
+        return (
+            f"not valid YAML ({problem}): the {text[opened.index : opened.index + 1]!r} on line "
+            f"{opened.line + 1} is not closed, or an item in it needs quotes"
+        )
+    if "mapping values are not allowed" in problem:
+        return (
+            f"not valid YAML ({problem}): a ':' here starts a key where none can be; check "
+            "this line's indentation against the line above, or put the value in quotes"
+        )
     return f"not valid YAML: {problem}"
+
+
+def _missing_colon(mark: Any, text: str) -> str:
+    """The message for a line that is neither ``key: value`` nor ``- item``."""
+    lines = text.splitlines()
+    line = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    written = line[mark.column :].strip()
+    number = mark.line + 1
+    above = [t for t in lines[: mark.line] if t.strip() and not t.lstrip().startswith("#")]
+    if above and above[-1].lstrip().startswith("- ") and _indent(above[-1]) == mark.column:
+        return (
+            f"not valid YAML: line {number} ({quote(written)}) is in the middle of a list; "
+            f"start it with '- ' to make it an item, like '- {written}'"
+        )
+    key, _, rest = written.partition(" ")
+    fix = f"; write it as {quote(f'{key}: {rest.strip()}')}" if rest.strip() else ""
+    return (
+        f"not valid YAML: line {number} may be missing a ':' after the key "
+        f"({quote(written)} is not 'key: value'){fix}"
+    )
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))

@@ -20,7 +20,7 @@ from resolver.sources.config import Config, default_config, load_config
 from resolver.sources.lists import ListReport, read_list
 from resolver.sources.policy_yaml import PolicyFile, load_policy
 from resolver.sources.rules import key_position
-from resolver.tools.diagnostics import CheckResult, error_of, plural
+from resolver.tools.diagnostics import CheckResult, error_of, errors_of, plural
 from resolver.tools.overlaps import Analysis
 
 
@@ -30,7 +30,7 @@ def run_check(config_path: Path | None, now: datetime | None = None) -> CheckRes
     try:
         config = load_config(config_path) if config_path is not None else default_config()
     except SourceError as exc:
-        result.diagnostics.append(error_of(exc))
+        result.diagnostics.extend(errors_of(exc))
         return result
     result.config = config
     check_config(config, result, now or datetime.now(UTC))
@@ -46,7 +46,7 @@ def reload_errors(
         if config_path is not None:
             config = load_config(config_path)
     except SourceError as exc:
-        return [exc]
+        return list(getattr(exc, "errors", None) or [exc])
     result = CheckResult(config=config)
     check_config(config, result, datetime.now(UTC), warnings=False)
     errors = [
@@ -55,6 +55,16 @@ def reload_errors(
         if d.severity == "error"
     ]
     return errors or [first]
+
+
+def reload_summary(errors: list[SourceError]) -> str:
+    """One line for the log of a failed reload: how many errors, and the first of them."""
+    if not errors:
+        return "the files do not load; the previous policy stays in force"
+    first = error_of(errors[0]).text().replace(": error: ", ": ", 1)
+    if len(errors) == 1:
+        return f"the previous policy stays in force: {first}"
+    return f"{len(errors)} errors, the previous policy stays in force; the first: {first}"
 
 
 def check_config(config: Config, result: CheckResult, now: datetime, warnings: bool = True) -> None:

@@ -21,7 +21,9 @@ class Diagnostic:
     message: str
 
     def text(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+        """``file:line:col: severity: message``; ``file: severity: message`` for a whole file
+        (one that cannot be read, say)."""
+        return f"{where(self.file, self.line, self.column)}: {self.severity}: {self.message}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -33,8 +35,19 @@ class Diagnostic:
         }
 
 
+def where(file: str, line: int, column: int) -> str:
+    """``file:line:col``, or ``file`` when the line is not known."""
+    return f"{file}:{line}:{column}" if line else file
+
+
 def error_of(exc: SourceError) -> Diagnostic:
     return Diagnostic(exc.source, exc.line, exc.column, "error", exc.message)
+
+
+def errors_of(exc: SourceError) -> list[Diagnostic]:
+    """Every error ``exc`` stands for (a configuration file reports all it found)."""
+    found: list[SourceError] = getattr(exc, "errors", None) or [exc]
+    return [error_of(e) for e in found]
 
 
 @dataclass

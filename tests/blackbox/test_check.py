@@ -147,3 +147,65 @@ def test_every_broken_file_is_reported(tmp_path: Path) -> None:
         ("q.yaml", "3"),
     ]
     assert result.stdout.splitlines()[-1] == "failed: 2 errors, 0 warnings"
+
+
+def test_a_missing_colon_is_reported_at_its_line(tmp_path: Path) -> None:
+    policy = "id: kr\nname: x\nauthority Korea Communications Standards Commission\n"
+    policy += "".join(f"reference{n}: r\n" for n in range(14))  # 17 lines in all
+    result = check("--config", str(write_setup(tmp_path, policy)))
+    assert result.returncode == 1, result.stdout + result.stderr
+    [error] = errors(result)
+    assert (error["line"], error["col"]) == ("3", "1")
+    assert "line 3 may be missing a ':' after the key" in error["message"]
+    assert "'authority: Korea Communications Standards Commission'" in error["message"]
+
+
+def test_every_configuration_error_is_reported(tmp_path: Path) -> None:
+    config = write_setup(
+        tmp_path, GOOD_POLICY, listen=["localhost:53"], query_log="loud", upstream_timout=1
+    )
+    result = check("--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    found = errors(result)
+    assert {e["file"] for e in found} == {str(config)}
+    assert [e["line"] for e in found] == ["2", "7", "8"]
+    assert "'localhost:53'" in found[0]["message"]
+    assert "query_log" in found[1]["message"]
+    assert "'upstream_timout'" in found[2]["message"]
+    assert result.stdout.splitlines()[-1] == "failed: 3 errors, 0 warnings"
+
+
+def test_a_missing_configuration_file_is_named(tmp_path: Path) -> None:
+    absent = tmp_path / "nonexist.yaml"
+    result = check("--config", str(absent))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == (
+        f"{absent}: error: cannot read the configuration: it does not exist"
+    )
+    assert ":0:0" not in result.stdout
+    served = subprocess.run(
+        [sys.executable, "-m", "resolver", "serve", "--config", str(absent)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert served.returncode == 2
+    assert served.stderr.startswith(f"{absent}: error: cannot read the configuration")
+
+
+def test_one_name_may_be_written_without_a_list(tmp_path: Path) -> None:
+    policy = (
+        "id: kr\nauthority: Test Court\nblock: uriminzokkiri.com\nallow: safe.uriminzokkiri.com\n"
+    )
+    result = check("--config", str(write_setup(tmp_path, policy)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].endswith("1 policies, 2 names")
+
+
+def test_two_names_on_one_line_are_an_error(tmp_path: Path) -> None:
+    policy = "id: kr\nauthority: Test Court\nblock: uriminzokkiri.com, example.org\n"
+    result = check("--config", str(write_setup(tmp_path, policy)))
+    assert result.returncode == 1, result.stdout + result.stderr
+    [error] = errors(result)
+    assert (error["line"], error["col"]) == ("3", "8")
+    assert "one name per entry" in error["message"]

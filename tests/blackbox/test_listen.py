@@ -161,6 +161,27 @@ def test_a_metrics_port_in_use_is_named(tmp_path: Path, fake_upstream: FakeUpstr
     assert failed[0]["what"] == "metrics"
 
 
+@pytest.mark.parametrize("what", ["metrics", "control"])
+def test_an_http_port_in_use_is_named_by_one_process(
+    tmp_path: Path, fake_upstream: FakeUpstream, what: str
+) -> None:
+    port = free_port()
+    with foreign(socket.SOCK_STREAM, "127.0.0.1", port):
+        code, records, proc = failed_start(
+            tmp_path / "late",
+            fake_upstream,
+            [address("127.0.0.1", free_port())],
+            1,
+            **{what: f"127.0.0.1:{port}"},
+        )
+    failed = [r for r in records if r.get("event") == "listen_failed"]
+    assert code == 1, proc.diagnostics()
+    assert failed, proc.diagnostics()
+    assert (failed[0]["address"], failed[0]["transport"]) == (f"127.0.0.1:{port}", "tcp")
+    assert failed[0]["what"] == what and "in use" in failed[0]["error"], failed
+    assert not [r for r in records if r.get("event") == "started"], records
+
+
 def time_wait_on(port: int) -> bool:
     """A TCP connection in TIME_WAIT whose local port is ``port`` (from /proc/net/tcp)."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:

@@ -1,15 +1,28 @@
-"""SIGHUP reloads the policies: new names are blocked, a broken file keeps the old policy."""
+"""SIGHUP (or `sinkhole reload`) reloads the policies: new names are blocked, a broken file
+keeps the old policy."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import dns.exception
 import dns.rcode
 import pytest
-from support.procs import WARNING_IPV4, FakeUpstream, SinkholeFactory, wait_until
+from support.procs import (
+    WARNING_IPV4,
+    FakeUpstream,
+    SinkholeFactory,
+    free_port,
+    standard_settings,
+    wait_until,
+    write_config,
+)
 
 from blackbox.dnsclient import addresses, ask, unique, v4
 from blackbox.standard import UPSTREAM_IPV4
@@ -162,3 +175,132 @@ def test_queries_during_reloads_are_all_answered(
     assert not server.events("policy_reload_failed")
     for name in blocked_names:
         assert fake_upstream.count(name) == 0
+
+
+# --- sinkhole reload ----------------------------------------------------------------------
+
+
+def sinkhole_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "resolver", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_reload_command_changes_the_policy_and_reports_a_failure(
+    sinkhole_factory: SinkholeFactory,
+) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
+    server = sinkhole_factory({"p.yaml": POLICY}, pid_file="sinkhole.pid", metrics=metrics)
+    pid_file = server.workdir / "sinkhole.pid"
+    assert pid_file.read_text() == f"{server.pid}\n{server.config}\n"
+    new = unique("by-command")
+    server.write_policy("p.yaml", policy_with(new))
+    result = sinkhole_cli("reload", "--config", str(server.config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"reloaded pid {server.pid}" in result.stdout
+    assert is_blocked(v4(server), new)  # the command returns once the server reloaded
+
+    # A broken file: exit 1, the error at its line, the old policy still in force.
+    mark = server.mark()
+    server.write_policy("p.yaml", POLICY.replace("authority: ", "authority "))
+    result = sinkhole_cli("reload", "--config", str(server.config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the reload failed" in result.stderr
+    assert f"{server.policies_dir / 'p.yaml'}:2:1: error: " in result.stderr
+    assert "line 2 may be missing a ':'" in result.stderr
+    failed = server.wait_event("policy_reload_failed", 5.0, start=mark)
+    assert failed["level"] == "error"
+    assert failed["summary"].startswith("the previous policy stays in force: ")
+    assert "p.yaml:2:1: not valid YAML: line 2 may be missing a ':'" in failed["summary"]
+    assert is_blocked(v4(server), new) and is_blocked(v4(server), "old.example")
+
+    assert server.stop(signal.SIGTERM) == 0
+    assert not pid_file.exists()  # removed at stop
+
+
+def test_reload_command_without_metrics_checks_the_files_first(
+    sinkhole_factory: SinkholeFactory,
+) -> None:
+    server = sinkhole_factory({"p.yaml": POLICY}, pid_file="sinkhole.pid")
+    new = unique("checked")
+    mark = server.mark()
+    server.write_policy("p.yaml", policy_with(new, "twitter.com/uriminzok"))
+    result = sinkhole_cli("reload", "--config", str(server.config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"not reloaded: 1 error; the server (pid {server.pid}) keeps" in result.stderr
+    assert f"{server.policies_dir / 'p.yaml'}:7:5: error: " in result.stderr
+    assert not server.events("policy_reload_failed")  # not signalled at all
+    assert server.events("policy_reloaded") == []
+
+    server.write_policy("p.yaml", policy_with(new))
+    result = sinkhole_cli("reload", "--config", str(server.config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"reload signalled to pid {server.pid}" in result.stdout
+    server.wait_event("policy_reloaded", 5.0, start=mark)
+    assert wait_until(lambda: is_blocked(v4(server), new), timeout=3.0)
+
+
+def test_reload_command_with_no_server_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "sinkhole.yaml"
+    config.write_text("pid_file: run/sinkhole.pid\nupstreams: ['127.0.0.1:5399']\n")
+    result = sinkhole_cli("reload", "--config", str(config))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(
+        f"sinkhole: no running server found: {tmp_path / 'run' / 'sinkhole.pid'} does not exist"
+    )
+    assert "systemctl reload sinkhole" in result.stderr
+
+
+def test_reload_command_ignores_the_pid_file_of_a_killed_server(
+    sinkhole_factory: SinkholeFactory,
+) -> None:
+    server = sinkhole_factory({"p.yaml": POLICY}, pid_file="sinkhole.pid")
+    server.kill()  # SIGKILL: the file stays, with a pid that may be reused
+    assert (server.workdir / "sinkhole.pid").exists()
+    result = sinkhole_cli("reload", "--config", str(server.config))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "was left by a server that has stopped" in result.stderr
+
+
+def test_reload_command_refuses_a_server_of_another_configuration(
+    sinkhole_factory: SinkholeFactory, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "shared.pid"
+    server = sinkhole_factory({"p.yaml": POLICY}, pid_file=str(pid_file))
+    other = tmp_path / "other.yaml"
+    other.write_text(f"pid_file: {pid_file}\nupstreams: ['127.0.0.1:5399']\n")
+    result = sinkhole_cli("reload", "--config", str(other))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"(pid {server.pid}) serves {server.config}, not {other}" in result.stderr
+    assert not server.events("policy_reloaded")
+
+
+def test_a_second_server_on_the_same_pid_file_runs_without_it(
+    sinkhole_factory: SinkholeFactory, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "shared.pid"
+    first = sinkhole_factory({"p.yaml": POLICY}, pid_file=str(pid_file))
+    second = sinkhole_factory({"p.yaml": POLICY}, pid_file=str(pid_file))
+    [busy] = second.events("pid_file_in_use")
+    assert (busy["holder"], busy["level"]) == (first.pid, "warning")
+    assert second.stop(signal.SIGTERM) == 0
+    assert pid_file.read_text().startswith(f"{first.pid}\n")  # the second left it alone
+
+
+def test_a_pid_file_that_cannot_be_written_fails_the_start(
+    tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.yaml").write_text(POLICY)
+    (tmp_path / "not-a-directory").write_text("")
+    settings = standard_settings([fake_upstream.endpoint])
+    settings.update(listen=[f"127.0.0.1:{free_port()}"], pid_file="not-a-directory/s.pid")
+    config = write_config(tmp_path, settings)
+    result = sinkhole_cli("serve", "--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = [json.loads(text) for text in result.stdout.splitlines()]
+    assert line["event"] == "pid_file_failed" and line["level"] == "error"
+    assert line["pid_file"] == str(tmp_path / "not-a-directory" / "s.pid")

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dns.edns
 import dns.exception
@@ -68,6 +69,7 @@ def start(
     tmp_path: Path,
     zones: dict[str, str],
     policies: dict[str, str] | None = None,
+    **settings: Any,
 ) -> Sinkhole:
     """A server with ``zones`` (origin -> body) in this order, after ``policies``."""
     (tmp_path / "zones").mkdir(exist_ok=True)
@@ -75,7 +77,7 @@ def start(
     for origin, body in zones.items():
         path = write_zone(tmp_path / "zones", origin + ".rpz", body)
         listed.append({"name": origin, "file": str(path)})
-    return factory(policies or {}, zones=listed)
+    return factory(policies or {}, zones=listed, **settings)
 
 
 def zone_path(tmp_path: Path, origin: str) -> Path:
@@ -91,9 +93,10 @@ def reload(server: Sinkhole, event: str = "policy_reloaded") -> dict[str, object
 def test_qname_triggers_and_every_action(
     sinkhole_factory: SinkholeFactory, tmp_path: Path, fake_upstream: FakeUpstream
 ) -> None:
-    server = start(sinkhole_factory, tmp_path, {"rpz.test": ACTIONS})
+    server = start(sinkhole_factory, tmp_path, {"rpz.test": ACTIONS}, log_level="debug")
     where = v4(server)
-    (zone,) = server.started["zones"]
+    assert server.started["zones"] == 1
+    (zone,) = server.wait_event("started_details", 5.0)["zones"]
     assert zone["qname_triggers"] == 12 and zone["zone"] == "rpz.test."
 
     r = ask(where, "nx.example", edns=True)

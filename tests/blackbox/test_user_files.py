@@ -26,7 +26,8 @@ authority: Test Court
 block:
   - old.example
 """
-ERROR_LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): error: (?P<message>.+)$")
+# file:line:col: error: message, or file: error: message for a file that cannot be read.
+ERROR_LINE = re.compile(r"^(?P<file>.+?)(?::(?P<line>\d+):(?P<col>\d+))?: error: (?P<message>.+)$")
 HUGE = 5 * 1024 * 1024  # one line of a policy file, in characters
 
 

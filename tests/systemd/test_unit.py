@@ -14,6 +14,7 @@ import pytest
 from support.system import program
 
 from resolver.service.cli import build_parser
+from resolver.service.pidfile import default_path
 from resolver.sources.config import Config
 
 from .conftest import REPO
@@ -163,6 +164,12 @@ def test_commands_are_the_cli() -> None:
     assert (checked.command, checked.config, checked.json) == ("check", CONFIG, False)
     assert (served.command, served.config) == ("serve", CONFIG)
     assert one("ExecReload") == "/bin/kill -HUP $MAINPID"
+
+
+def test_the_pid_file_is_where_sinkhole_reload_run_by_root_looks() -> None:
+    assert one("RuntimeDirectory") == "sinkhole"
+    daemon = default_path({"RUNTIME_DIRECTORY": "/run/sinkhole"}, 61234)  # a dynamic user
+    assert daemon == default_path({}, 0) == Path("/run/sinkhole/sinkhole.pid")
 
 
 def test_service_settings() -> None:

@@ -12,7 +12,7 @@ import yaml
 
 from resolver.core.errors import PolicyError
 from resolver.sources.config import load_config
-from resolver.tools.check import reload_errors, render_text, run_check
+from resolver.tools.check import reload_errors, reload_summary, render_text, run_check
 from resolver.tools.diagnostics import Diagnostic
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -277,6 +277,30 @@ def test_reload_errors_lists_every_broken_file(tmp_path: Path) -> None:
     errors = reload_errors(path, config, first)
     assert sorted(Path(e.source).name for e in errors) == ["a.yaml", "c.yaml"]
     assert all(e.line for e in errors)
+
+
+def test_reload_errors_lists_every_configuration_error(tmp_path: Path) -> None:
+    path = setup(tmp_path, {"a.yaml": "id: a\nblock: [a.example]\n"})
+    config = load_config(path)
+    path.write_text(path.read_text() + "query_log: loud\nworkers: none\n")
+    errors = reload_errors(path, config, PolicyError("first", str(path), 7, 12))
+    assert [(e.line, e.column) for e in errors] == [(7, 12), (8, 10)]
+
+
+def test_reload_summary() -> None:
+    one = [PolicyError("bad name", "p.yaml", 3, 5)]
+    assert reload_summary(one) == "the previous policy stays in force: p.yaml:3:5: bad name"
+    two = [*one, PolicyError("cannot read", "q.yaml")]
+    assert reload_summary(two) == (
+        "2 errors, the previous policy stays in force; the first: p.yaml:3:5: bad name"
+    )
+
+
+def test_a_file_without_a_line_is_named_alone() -> None:
+    assert Diagnostic("c.yaml", 0, 0, "error", "it does not exist").text() == (
+        "c.yaml: error: it does not exist"
+    )
+    assert Diagnostic("c.yaml", 4, 2, "warning", "w").text() == "c.yaml:4:2: warning: w"
 
 
 ZONE = """\

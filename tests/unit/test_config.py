@@ -12,6 +12,7 @@ from resolver.core.cache import CacheSettings
 from resolver.core.errors import ConfigError
 from resolver.sources.config import (
     Config,
+    ConfigErrors,
     Endpoint,
     load_config,
     parse_config,
@@ -479,3 +480,68 @@ def test_a_long_bad_value_gives_a_short_error() -> None:
     ):
         err = error(text)
         assert len(str(err)) < 1000, str(err)[:300]
+
+
+# --- every error in one run -----------------------------------------------------------
+
+
+def test_every_top_level_key_in_error_is_reported() -> None:
+    err = error(
+        "listen: [localhost]\n"
+        "upstreams: ['127.0.0.1:5399']\n"
+        "query_log: loud\n"
+        "workrs: 2\n"
+        "cache: {max_entries: -1}\n"
+    )
+    assert isinstance(err, ConfigErrors)
+    found = [(e.line, e.column) for e in err.errors]
+    assert found == [(1, 10), (3, 12), (4, 1), (5, 22)]
+    assert "'localhost'" in err.errors[0].message
+    assert "query_log" in err.errors[1].message
+    assert "did you mean 'workers'" in err.errors[2].message
+    assert "cache.max_entries" in err.errors[3].message
+    assert (err.line, err.column, err.message) == (1, 10, err.errors[0].message)  # the first
+
+
+def test_one_error_is_a_list_of_one() -> None:
+    err = error(MINIMAL + "log_level: loud\n")
+    assert isinstance(err, ConfigErrors) and len(err.errors) == 1
+
+
+# --- log_format and pid_file ------------------------------------------------------------
+
+
+def test_log_format_and_pid_file_defaults() -> None:
+    config = parse(MINIMAL)
+    assert config.log_format == "auto"
+    assert config.pid_file is True
+
+
+@pytest.mark.parametrize("form", ["auto", "json", "console", "Console"])
+def test_log_format_values(form: str) -> None:
+    assert parse(MINIMAL + f"log_format: {form}\n").log_format == form.lower()
+
+
+def test_log_format_error() -> None:
+    err = error(MINIMAL + "log_format: pretty\n")
+    assert err.line == 2 and "auto, json or console" in err.message
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [
+        ("run/sinkhole.pid", BASE / "run/sinkhole.pid"),
+        ("/run/other/s.pid", Path("/run/other/s.pid")),
+        ("false", False),
+        ("true", True),
+        ("", False),
+    ],
+)
+def test_pid_file_values(written: str, value: object) -> None:
+    assert parse(MINIMAL + f"pid_file: {written}\n").pid_file == value
+
+
+@pytest.mark.parametrize("written", ["/run/sinkhole/", "[a]", "'  '"])
+def test_pid_file_errors(written: str) -> None:
+    err = error(MINIMAL + f"pid_file: {written}\n")
+    assert err.line == 2 and "pid_file" in err.message
