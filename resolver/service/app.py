@@ -146,7 +146,7 @@ class App:
         engine = self.engine = Engine(
             result.snapshot, Cache(config.cache), ClientAcl(config.allow_clients), self.counters
         )
-        self._set_query_log(config.query_log)
+        self._set_query_log(config)
         self._set_notify(config)
         forwarder = Forwarder(
             config.upstreams, config.upstream_timeout, config.query_timeout, log=self.log
@@ -232,14 +232,20 @@ class App:
         await self._stop.wait()
         return await self._shutdown()
 
-    def _set_query_log(self, mode: str) -> None:
+    def _set_query_log(self, config: Config) -> None:
         assert self.engine is not None
         engine = self.engine
+        mode = config.query_log
         if self.query_log is not None:
             self.query_log.stop()
             self.query_log = None
         if mode != "off":
-            self.query_log = QueryLog(mode, lambda: engine.snapshot.policy)
+            self.query_log = QueryLog(
+                mode,
+                lambda: engine.snapshot.policy,
+                client_mode=config.query_log_client,
+                sample=config.query_log_sample,
+            )
             self.query_log.start()
         engine.query_log = self.query_log
         engine.log_all = mode == "all"
@@ -309,8 +315,9 @@ class App:
         self.engine.snapshot = result.snapshot  # the atomic swap
         self.engine.acl = ClientAcl(config.allow_clients)
         changed = [k for k in RESTART_ONLY if getattr(config, k) != getattr(self.config, k)]
-        if config.query_log != self.config.query_log:
-            self._set_query_log(config.query_log)
+        logging_of = ("query_log", "query_log_client", "query_log_sample")
+        if any(getattr(config, k) != getattr(self.config, k) for k in logging_of):
+            self._set_query_log(config)
         self.config = config
         self.reloads += 1
         self._arm_clock()

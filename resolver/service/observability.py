@@ -4,13 +4,17 @@ metrics endpoint."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import ipaddress
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
@@ -124,6 +128,8 @@ class QueryLog:
         mode: str,
         policy: Callable[[], CompiledPolicy],
         clock: Callable[[], float] = time.time,
+        client_mode: str = "full",
+        sample: float = 1.0,
     ) -> None:
         self.mode = mode
         self.log_all = mode == "all"
@@ -138,6 +144,15 @@ class QueryLog:
         self.dropped = 0
         self._log = get_logger()
         self._task: asyncio.Task[None] | None = None
+        self.clients = ClientPrivacy(client_mode)
+        # In mode "all", one query in ``every`` that was not blocked is logged (blocked
+        # queries always are): a counter, not a random draw, on the query path.
+        self.sample = sample
+        self._every = max(1, round(1 / sample))
+        self._skipped = 0
+        self._mark = "" if client_mode == "full" else f', "client_mode": "{client_mode}"'
+        if sample < 1.0:
+            self._mark += f', "sample": {sample!r}'
 
     def record(
         self,
@@ -149,6 +164,11 @@ class QueryLog:
         upstream: str = "",
         latency: float = 0.0,
     ) -> None:
+        if self._every > 1 and outcome is not Outcome.BLOCKED:
+            self._skipped += 1
+            if self._skipped < self._every:
+                return
+            self._skipped = 0
         if len(self._records) >= MAX_BUFFERED:
             self.dropped += 1
             return
@@ -213,7 +233,10 @@ class QueryLog:
         policy = self._policy()
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         worker = "" if _worker is None else f', "worker": {_worker}'
-        tail = f', "event": "query"{worker}, "level": "info", "timestamp": "{stamp}"}}\n'
+        tail = (
+            f'{self._mark}, "event": "query"{worker}, "level": "info", "timestamp": "{stamp}"}}\n'
+        )
+        shown = self.clients.shown
         # Fragments shared by many lines, each built once per call.
         clients: dict[str, str] = {}
         kinds: dict[tuple[int, int], str] = {}
@@ -235,7 +258,12 @@ class QueryLog:
         ) in records:
             who = clients.get(client)
             if who is None:
-                who = clients[client] = f'{{"client": {json_string(client)}, "qname": '
+                text_client = shown(client)
+                who = clients[client] = (
+                    f'{{"client": {json_string(text_client)}, "qname": '
+                    if text_client is not None
+                    else '{"qname": '
+                )
             kind = kinds.get((qtype, outcome))
             if kind is None:
                 kind = kinds[qtype, outcome] = (
@@ -265,6 +293,37 @@ class QueryLog:
                 code += f', "latency_ms": {round(latency * 1000, 3)!r}'
             out.append(f'{who}{text}{kind}{code}, "query_time": {ts!r}{tail}')
         return out
+
+
+class ClientPrivacy:
+    """How the query log shows a client's address: ``full``; ``truncated`` to its network
+    (IPv4 /24, IPv6 /48); ``hashed`` with a keyed hash whose key is made at random each
+    day and never written anywhere (the same client reads the same within a day, and
+    cannot be recovered); or ``none`` (left out)."""
+
+    def __init__(self, mode: str, today: Callable[[], date] | None = None) -> None:
+        self.mode = mode
+        self._today = today or (lambda: datetime.now(UTC).date())
+        self._day: date | None = None
+        self._key = b""
+
+    def shown(self, client: str) -> str | None:
+        mode = self.mode
+        if mode == "full":
+            return client
+        if mode == "none":
+            return None
+        try:
+            address = ipaddress.ip_address(client.split("%", 1)[0])
+        except ValueError:
+            return ""
+        if mode == "truncated":
+            prefix = 24 if address.version == 4 else 48
+            return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+        day = self._today()
+        if day != self._day:
+            self._day, self._key = day, os.urandom(32)
+        return hmac.new(self._key, address.packed, hashlib.sha256).hexdigest()[:16]
 
 
 def _text(rule: bytes) -> str:

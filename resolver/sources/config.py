@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -29,6 +30,7 @@ DEFAULT_ALLOW = (
     "fe80::/10",
 )
 QUERY_LOG_MODES = ("off", "blocked", "all")
+QUERY_LOG_CLIENTS = ("full", "truncated", "hashed", "none")
 LOG_FORMATS = ("auto", "json", "console")  # auto: console on a terminal, JSON lines otherwise
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -73,6 +75,8 @@ class Config:
     )
     cache: CacheSettings = field(default_factory=CacheSettings)
     query_log: str = "blocked"
+    query_log_client: str = "full"  # full | truncated | hashed | none
+    query_log_sample: float = 1.0  # the share of non-blocked queries logged in mode "all"
     allow_clients: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_ALLOW)
     upstream_timeout: float = 1.0
     query_timeout: float = 4.0
@@ -261,15 +265,7 @@ def _parse_keys(
     if "cache" in keys:
         values["cache"] = _cache(doc, keys["cache"][1])
     if "query_log" in keys:
-        _, node = keys["query_log"]
-        mode = doc.value(node)
-        if mode is False or mode is None:
-            mode = "off"
-        if mode not in QUERY_LOG_MODES:
-            doc.fail(
-                node, f"query_log must be one of {', '.join(QUERY_LOG_MODES)}, not {quote(mode)}"
-            )
-        values["query_log"] = mode
+        values.update(_query_log(doc, keys["query_log"][1]))
     if "allow_clients" in keys:
         _, node = keys["allow_clients"]
         nets = []
@@ -369,6 +365,43 @@ def _control(doc: Doc, node: yaml.Node) -> Endpoint | None:
             "authentication, so it only listens on 127.0.0.1 or [::1] (such as 127.0.0.1:9154)",
         )
     return endpoint
+
+
+def _query_log(doc: Doc, node: yaml.Node) -> dict[str, Any]:
+    """``query_log: MODE``, or ``{mode: MODE, client: HOW, sample: SHARE}``."""
+    values: dict[str, Any] = {}
+    if isinstance(node, yaml.MappingNode):
+        fields = doc.mapping(node, "query_log")
+        doc.reject_unknown(fields, {"mode", "client", "sample"}, "query_log")
+        if "client" in fields:
+            how = doc.string(fields["client"][1], "query_log.client").strip().lower()
+            if how not in QUERY_LOG_CLIENTS:
+                doc.fail(
+                    fields["client"][1],
+                    f"query_log.client must be one of {', '.join(QUERY_LOG_CLIENTS)}, "
+                    f"not {quote(how)}",
+                )
+            values["query_log_client"] = how
+        if "sample" in fields:
+            share = doc.value(fields["sample"][1])
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+                doc.fail(
+                    fields["sample"][1],
+                    "query_log.sample must be a share of the queries, more than 0 and at most 1 "
+                    "(0.01 logs one query in a hundred)",
+                )
+            values["query_log_sample"] = float(share)
+        if "mode" not in fields:
+            values["query_log"] = "all" if "sample" in fields else "blocked"
+            return values
+        node = fields["mode"][1]
+    mode = doc.value(node)
+    if mode is False or mode is None:
+        mode = "off"
+    if mode not in QUERY_LOG_MODES:
+        doc.fail(node, f"query_log must be one of {', '.join(QUERY_LOG_MODES)}, not {quote(mode)}")
+    values["query_log"] = mode
+    return values
 
 
 def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:

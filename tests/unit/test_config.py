@@ -545,3 +545,21 @@ def test_pid_file_values(written: str, value: object) -> None:
 def test_pid_file_errors(written: str) -> None:
     err = error(MINIMAL + f"pid_file: {written}\n")
     assert err.line == 2 and "pid_file" in err.message
+
+
+def test_query_log_privacy_and_sampling() -> None:
+    config = parse(MINIMAL + "query_log: {mode: all, client: hashed, sample: 0.01}\n")
+    assert (config.query_log, config.query_log_client, config.query_log_sample) == (
+        "all",
+        "hashed",
+        0.01,
+    )
+    plain = parse(MINIMAL + "query_log: blocked\n")
+    assert (plain.query_log, plain.query_log_client, plain.query_log_sample) == (
+        "blocked",
+        "full",
+        1.0,
+    )
+    assert "query_log.client must be one of" in error(MINIMAL + "query_log: {client: ip}\n").message
+    assert "query_log.sample must be" in error(MINIMAL + "query_log: {sample: 0}\n").message
+    assert "did you mean 'client'" in error(MINIMAL + "query_log: {clients: none}\n").message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import io
 import ipaddress
@@ -131,3 +132,53 @@ def test_types_and_rcodes_without_a_mnemonic_in_their_generic_forms() -> None:
     [line] = logged((1.0, "::1", query("x.example", "HTTPS"), Outcome.FORWARDED, None, 9))
     fields = json.loads(line)
     assert (fields["qtype"], fields["rcode"]) == ("HTTPS", "NOTAUTH")
+
+
+# --- privacy: how clients are shown, and sampling -----------------------------------------
+
+
+def test_truncated_clients_keep_their_network_only() -> None:
+    shown = observability.ClientPrivacy("truncated").shown
+    assert shown("192.0.2.77") == "192.0.2.0/24"
+    assert shown("2001:db8:aa:bb::1") == "2001:db8:aa::/48"
+    assert shown("fe80::1%eth0") == "fe80::/48"
+
+
+def test_hashed_clients_are_stable_within_a_day_and_change_with_it() -> None:
+    day = [dt.date(2026, 12, 5)]
+    privacy = observability.ClientPrivacy("hashed", today=lambda: day[0])
+    first = privacy.shown("192.0.2.77")
+    assert first is not None and re.fullmatch(r"[0-9a-f]{16}", first)
+    assert privacy.shown("192.0.2.77") == first
+    assert privacy.shown("192.0.2.78") != first
+    day[0] = dt.date(2026, 12, 6)  # a new key for a new day: yesterday's hashes do not link
+    assert privacy.shown("192.0.2.77") != first
+
+
+@pytest.mark.parametrize(
+    ("how", "client", "mark"),
+    [
+        ("truncated", '"client": "192.0.2.0/24", ', '"client_mode": "truncated"'),
+        ("none", "", '"client_mode": "none"'),
+    ],
+)
+def test_lines_say_which_mode_wrote_them(how: str, client: str, mark: str) -> None:
+    log = QueryLog("blocked", lambda: POLICY, clock=lambda: 1.0, client_mode=how)
+    log.record("192.0.2.7", query("blocked.example"), Outcome.BLOCKED, VERDICT, 0)
+    [line] = log.lines(*log.take())
+    record = json.loads(line)
+    assert line.startswith("{" + client + '"qname"')
+    assert mark in line and "192.0.2.7" not in line
+    assert record["event"] == "query"
+
+
+def test_sampling_logs_every_nth_query_that_was_not_blocked() -> None:
+    log = QueryLog("all", lambda: POLICY, clock=lambda: 1.0, sample=0.25)
+    for _ in range(100):
+        log.record("192.0.2.7", query("www.example.com"), Outcome.FORWARDED, None, 0)
+    for _ in range(3):
+        log.record("192.0.2.7", query("blocked.example"), Outcome.BLOCKED, VERDICT, 0)
+    lines = log.lines(*log.take())
+    outcomes = [json.loads(line)["outcome"] for line in lines]
+    assert outcomes.count("forwarded") == 25 and outcomes.count("blocked") == 3
+    assert all(json.loads(line)["sample"] == 0.25 for line in lines)
