@@ -22,6 +22,7 @@ import dns.rdata
 import dns.rdatatype
 import pytest
 from support.certs import SERVER_NAME, issue, make_tls_files
+from support.encrypted import H1, H2, Encrypted, pem_to_der, start_encrypted, wait_until
 from support.procs import (
     WARNING_IPV4,
     FakeUpstream,
@@ -34,7 +35,6 @@ from support.procs import (
 
 from blackbox.dnsclient import addresses, ask, ede, make, recv_frame, send, unique, v4
 from blackbox.dnsclient import frame as dns_frame
-from blackbox.encrypted import H1, H2, Encrypted, pem_to_der, start_encrypted, wait_until
 from blackbox.standard import (
     BLOCKED,
     DROP_ACTION,

@@ -1,4 +1,4 @@
-"""Clients for the encrypted listeners (DoT, DoH) of a server the tests started."""
+"""A server with DNS over TLS and DNS over HTTPS on loopback, and clients for them."""
 
 from __future__ import annotations
 
