@@ -47,12 +47,14 @@ MAX_REQUESTS = 1024
 MAX_STREAMS = 100
 
 
-def doh_limits(idle_timeout: float) -> Limits:
-    """hypercorn's limits for DoH: a connection idle ``idle_timeout`` seconds is closed."""
+def doh_limits(idle_timeout: float, answer_timeout: float) -> Limits:
+    """hypercorn's limits for DoH: a connection without a request for ``idle_timeout``
+    seconds is closed; one whose client sends nothing while it waits for an answer (up
+    to ``answer_timeout``) is not."""
     return Limits(
         max_requests=MAX_REQUESTS,
         header_timeout=idle_timeout,
-        read_timeout=idle_timeout,
+        read_timeout=idle_timeout + answer_timeout,
         max_streams=MAX_STREAMS,
         backlog=1024,
     )

@@ -45,7 +45,7 @@ class EncryptedListeners:
         if dot:
             await self.dot.start(list(dot), self.certificates.context(tls.ALPN))
         if https:
-            limits = doh.doh_limits(self.idle_timeout)
+            limits = doh.doh_limits(self.idle_timeout, self.answer_timeout)
             app = doh.doh_app(self.engine, self.dispatcher, limits, self.answer_timeout)
             context = self.certificates.context(doh.ALPN)
             self.doh = HttpServer("doh", app, limits, tls=context)

@@ -27,6 +27,9 @@ class TlsConnection(TcpConnection):
     def framed(self, reply: bytes) -> bytes:
         return frame(pad(reply))
 
+    def eof_received(self) -> bool:
+        return False  # TLS cannot stay half open: the transport closes after the client's
+
 
 class TlsListeners:
     """The DoT listening sockets of one process and what their connections share."""

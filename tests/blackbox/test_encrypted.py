@@ -311,8 +311,18 @@ def closed(tls: ssl.SSLSocket) -> bool:
 
 def test_connection_cap_and_idle_timeout(sinkhole_factory: SinkholeFactory, folder: Path) -> None:
     server = start_encrypted(
-        sinkhole_factory, folder, POLICIES, tcp_max_connections=1, tcp_idle_timeout=1.0
+        sinkhole_factory,
+        folder,
+        POLICIES,
+        tcp_max_connections=1,
+        tcp_idle_timeout=1.0,
+        query_timeout=2.0,
     )
+    # A DoH query that waits longer than the idle timeout still gets its answer.
+    for version in (H1, H2):
+        started = time.monotonic()
+        r = server.ask_doh(make(unique("silent")), version=version, timeout=5.0)
+        assert r.rcode() == dns.rcode.SERVFAIL and time.monotonic() - started > 1.5
     first = server.connect_dot()
     first.sendall(dns_frame(make(BLOCKED).to_wire()))
     assert addresses(dns.message.from_wire(recv_frame(first))) == [WARNING_IPV4]  # type: ignore[arg-type]
