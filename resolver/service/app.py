@@ -355,19 +355,18 @@ class App:
         )
 
     async def _reload_tls(self, config: Config) -> None:
-        """A renewed certificate: new connections get it; one that does not load is logged
-        and the one in use kept."""
+        """A renewed certificate: new connections get it, and DDR names its name; one that
+        does not load is logged and the one in use kept, with the designation."""
+        if self.encrypted is not None and config.tls is not None:
+            try:
+                await self.encrypted.reload(config.tls.cert, config.tls.key)
+            except TlsError as exc:
+                self.log.error("tls_reload_failed", kept="previous certificate", error=str(exc))
+                return
+            self.log.info(
+                "tls_reloaded", cert=str(config.tls.cert), **certificate_facts(config.tls.cert)
+            )
         self._designate(config)
-        if self.encrypted is None or config.tls is None:
-            return
-        try:
-            await self.encrypted.reload(config.tls.cert, config.tls.key)
-        except TlsError as exc:
-            self.log.error("tls_reload_failed", kept="previous certificate", error=str(exc))
-            return
-        self.log.info(
-            "tls_reloaded", cert=str(config.tls.cert), **certificate_facts(config.tls.cert)
-        )
 
     def _designate(self, config: Config) -> None:
         """The answer to _dns.resolver.arpa SVCB: the encrypted endpoints this server
