@@ -23,6 +23,7 @@ from resolver.core import cache as answers
 from resolver.core import wire
 from resolver.core.cache import Answer, Cache
 from resolver.core.chain import Chase, cname_chain
+from resolver.core.ddr import RESOLVER_ARPA, Designated, under_resolver_arpa
 from resolver.core.errors import FormError, NotImplementedQuery
 from resolver.core.flight import Question, Waiter, Work
 from resolver.core.matcher import CompiledPolicy
@@ -44,6 +45,7 @@ class Outcome(enum.IntEnum):
     NOTIMP = 6
     SERVFAIL = 7
     DROPPED = 8
+    LOCAL = 9  # answered here for resolver.arpa (RFC 9462), never forwarded
 
 
 @dataclass(slots=True)
@@ -58,6 +60,7 @@ class Counters:
     notimp: int = 0
     servfail: int = 0
     dropped: int = 0
+    local: int = 0
     refused_clients: int = 0
     responses_ignored: int = 0
     coalesced: int = 0  # queries that joined a question already asked upstream
@@ -180,6 +183,8 @@ class Engine:
         # NOTIFY requests (opcode 4) go here instead of being answered NOTIMP: (data, client)
         # -> the answer. Set by the composition root for the zones followed by transfer.
         self.on_notify: Callable[[bytes, str], bytes | None] | None = None
+        # resolver.arpa and below: the encrypted endpoints to designate (RFC 9462).
+        self.designated = Designated()
         # What the policy checks in an upstream answer, by cache key: the CNAME chain's
         # names (for every answer that has one) and, once response-IP triggers exist, its
         # addresses. Checked on every serve, so a reload applies to cached answers at once.
@@ -302,6 +307,8 @@ class Engine:
             return wire.build_reply(query, wire.REFUSED)
 
         limit = MAX_TCP if tcp else udp_limit(query)
+        if query.qname.endswith(RESOLVER_ARPA) and under_resolver_arpa(query.qname):
+            return self._local(query, client, limit)
         policy = self._snapshot.policy
         if policy.dynamic:
             verdict, _, depends = policy.match_client(query.qname, self._scopes_of(client))
@@ -600,6 +607,13 @@ class Engine:
             return None
         self.counters.blocked += 1
         return verdict.render(query)
+
+    def _local(self, query: wire.Query, client: str, limit: int) -> bytes:
+        """resolver.arpa (RFC 9462): answered here, before the policy, never forwarded."""
+        self.counters.local += 1
+        if self.log_all and self.query_log is not None:
+            self.query_log.record(client, query, Outcome.LOCAL, None, wire.NOERROR)
+        return wire.fit(self.designated.answer(query), limit)
 
     @staticmethod
     def _error(data: bytes, rcode: int) -> bytes | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,9 @@ async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> Non
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+lifespan = _lifespan  # for the other apps served here (DNS over HTTPS)
 
 
 async def _answer(send: ASGISendCallable, reply: Reply, head: bool, timeout: float) -> None:
@@ -220,8 +224,28 @@ def _bind(endpoint: Endpoint, limits: Limits) -> socket.socket:
     return sock
 
 
-def hypercorn_config(name: str, limits: Limits) -> Config:
-    config = Config()
+class _TlsConfig(Config):
+    """hypercorn's configuration serving TLS with a context made elsewhere (whose
+    certificate resolver/edge/tlscert.py replaces on reload)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__()
+        self._context = context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return True
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._context
+
+
+def hypercorn_config(name: str, limits: Limits, tls: ssl.SSLContext | None = None) -> Config:
+    """hypercorn's configuration: cleartext, or TLS with ``tls`` (ALPN decides between
+    HTTP/2 and HTTP/1.1; a handshake must end within ``header_timeout``)."""
+    config = Config() if tls is None else _TlsConfig(tls)
+    if tls is not None:
+        config.ssl_handshake_timeout = limits.header_timeout
     config.accesslog = None
     config.errorlog = None
     config.logger_class = _logger_class(name)
@@ -239,10 +263,17 @@ def hypercorn_config(name: str, limits: Limits) -> Config:
 class HttpServer:
     """An ASGI app served by hypercorn on the running event loop until ``close``."""
 
-    def __init__(self, name: str, app: ASGIFramework, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        app: ASGIFramework,
+        limits: Limits | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         self.app = app
         self.limits = limits or Limits()
+        self.tls = tls  # served over TLS with this context when given
         self.addresses: list[tuple[str, int]] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -259,7 +290,7 @@ class HttpServer:
                 raise
             socks.append(sock)
         self.addresses = [sock.getsockname()[:2] for sock in socks]
-        config = hypercorn_config(self.name, self.limits)
+        config = hypercorn_config(self.name, self.limits, self.tls)
         config.bind = [f"fd://{sock.detach()}" for sock in socks]  # hypercorn owns them now
         self._task = asyncio.ensure_future(
             serve(self.app, config, shutdown_trigger=self._stop.wait, mode="asgi")

@@ -106,7 +106,7 @@ class TcpConnection(asyncio.Protocol):
         for message in self.framer.feed(data):
             result = engine.handle(message, self.client, now, True)
             if isinstance(result, bytes):
-                out.append(frame(result))
+                out.append(self.framed(result))
             elif result is not None:
                 self.waiting += 1
                 self.state.dispatcher.wait(result, self, None, self.client, True)
@@ -121,10 +121,14 @@ class TcpConnection(asyncio.Protocol):
         self.waiting -= 1
         if self.transport is None or self.transport.is_closing():
             return
-        self.transport.write(frame(reply))
+        self.transport.write(self.framed(reply))
         if self.paused and self.waiting < MAX_PIPELINE // 2:
             self.paused = False
             self.transport.resume_reading()
+
+    def framed(self, reply: bytes) -> bytes:
+        """A reply as it goes on the stream (DNS over TLS pads it first)."""
+        return frame(reply)
 
     def eof_received(self) -> bool:
         # Half-close: keep the connection until owed answers are written.

@@ -15,15 +15,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resolver.core.cache import Cache
+from resolver.core.ddr import Designated, designations
+from resolver.core.endpoint import Endpoint
 from resolver.core.engine import ClientAcl, Counters, Engine
 from resolver.core.errors import SourceError
 from resolver.edge.batchudp import BatchUdpListener
 from resolver.edge.dispatch import Dispatcher
+from resolver.edge.encrypted import EncryptedListeners
 from resolver.edge.faults import Faults
 from resolver.edge.http import HttpServer
 from resolver.edge.mmsg import batching_available
 from resolver.edge.server import TcpConnection, TcpServerState, UdpListener
 from resolver.edge.sockets import ListenError, open_listeners
+from resolver.edge.tlscert import TlsError, certificate_facts
 from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
 from resolver.service.endpoints import control_server, metrics_server
@@ -47,6 +51,8 @@ RESTART_ONLY = (
     "control",
     "workers",
     "udp_batch",
+    "listen_tls",
+    "listen_https",
 )
 STATS_INTERVAL = 1.0
 
@@ -118,6 +124,8 @@ class App:
         self.loaded: Loaded | None = None  # what the control endpoint shows
         self._clock: asyncio.TimerHandle | None = None
         self.secondary: Secondary | None = None  # zone transfers, when not a worker
+        self.encrypted: EncryptedListeners | None = None  # DoT and DoH (the first worker)
+        self.encrypted_endpoints: tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]] | None = None
 
     # --- start-up ------------------------------------------------------------
 
@@ -172,6 +180,9 @@ class App:
                 self._tcp.append(
                     await loop.create_server(partial(TcpConnection, self.tcp_state), sock=tcp_sock)
                 )
+            self._designate(config)
+            if config.tls and (self.link is None or self.slot == 0):
+                await self._start_encrypted(config)
             if config.metrics is not None and self.link is None:
                 self.metrics = metrics_server(self.stats)
                 await self.metrics.start([config.metrics])
@@ -181,6 +192,10 @@ class App:
                 await self.control.start([config.control])
         except ListenError as exc:
             self.log.error("listen_failed", **exc.fields())
+            self._close()
+            return 1
+        except TlsError as exc:
+            self.log.error("tls_failed", error=str(exc))
             self._close()
             return 1
         except OSError as exc:
@@ -207,6 +222,8 @@ class App:
             pid=os.getpid(),
             config=config.source,
             listen=[str(e) for e in config.listen],
+            listen_tls=[str(e) for e in config.listen_tls],
+            listen_https=[str(e) for e in config.listen_https],
             upstreams=[str(e) for e in config.upstreams],
             policies=len(result.reports),
             zones=len(result.zones),
@@ -319,6 +336,7 @@ class App:
         if any(getattr(config, k) != getattr(self.config, k) for k in logging_of):
             self._set_query_log(config)
         self.config = config
+        await self._reload_tls(config)
         self.reloads += 1
         self._arm_clock()
         self._follow_zones(config)
@@ -352,6 +370,55 @@ class App:
                 "restart_required", keys=changed, detail="these settings apply at the next start"
             )
         return True
+
+    # --- DNS over TLS and HTTPS, and their discovery (RFC 9462) ----------------------------
+
+    async def _start_encrypted(self, config: Config) -> None:
+        assert self.engine is not None and self.dispatcher is not None and config.tls
+        if not (config.listen_tls or config.listen_https):
+            return
+        self.encrypted = EncryptedListeners(
+            self.engine,
+            self.dispatcher,
+            config.tls.cert,
+            config.tls.key,
+            config.tcp_idle_timeout,
+            config.tcp_max_connections,
+            config.query_timeout + 1.0,
+        )
+        await self.encrypted.start(config.listen_tls, config.listen_https)
+        self.log.info(
+            "tls_certificate", cert=str(config.tls.cert), **certificate_facts(config.tls.cert)
+        )
+
+    async def _reload_tls(self, config: Config) -> None:
+        """A renewed certificate: new connections get it, and DDR names its name; one that
+        does not load is logged and the one in use kept, with the designation."""
+        if self.encrypted is not None and config.tls is not None:
+            try:
+                await self.encrypted.reload(config.tls.cert, config.tls.key)
+            except TlsError as exc:
+                self.log.error("tls_reload_failed", kept="previous certificate", error=str(exc))
+                return
+            self.log.info(
+                "tls_reloaded", cert=str(config.tls.cert), **certificate_facts(config.tls.cert)
+            )
+        self._designate(config)
+
+    def _designate(self, config: Config) -> None:
+        """The answer to _dns.resolver.arpa SVCB: the encrypted endpoints this server
+        started with, under the name of its certificate (NODATA without any)."""
+        assert self.engine is not None
+        if self.encrypted_endpoints is None:  # the first call: the listeners about to start
+            self.encrypted_endpoints = (config.listen_tls, config.listen_https)
+        dot, https = self.encrypted_endpoints
+        if config.tls is None or not (dot or https):
+            self.engine.designated = Designated()
+            return
+        name = config.tls.name or next(
+            iter(certificate_facts(config.tls.cert).get("names", [])), ""
+        )
+        self.engine.designated = Designated(designations(name, dot, https))
 
     # --- zones followed by zone transfer (resolver/secondary.py) ------------------------
 
@@ -429,6 +496,8 @@ class App:
             transport.close()
         for server in self._tcp:
             server.close()
+        if self.encrypted is not None:
+            self.encrypted.close()
         if self.metrics is not None:
             self.metrics.close()
         if self.control is not None:
@@ -442,6 +511,8 @@ class App:
         for http in (self.metrics, self.control):
             if http is not None:
                 await http.wait_closed()  # its connections end before the loop does
+        if self.encrypted is not None:
+            await self.encrypted.wait_closed()
         deadline = time.monotonic() + GRACE_SECONDS
         while self.dispatcher is not None and self.dispatcher.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -449,6 +520,8 @@ class App:
             for conn in list(self.tcp_state.connections):
                 if conn.transport is not None:
                     conn.transport.close()
+        if self.encrypted is not None:
+            self.encrypted.end_connections()
         if self.dispatcher is not None:
             self.dispatcher.close()
         if self.query_log is not None:

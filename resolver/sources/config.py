@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from resolver.core.cache import CacheSettings
 from resolver.core.endpoint import Endpoint
 from resolver.core.errors import ConfigError, quote
 from resolver.core.verdict import Answers
+from resolver.core.wire import text_to_name
 from resolver.sources import files
 from resolver.sources.yamlsource import Doc, describe
 from resolver.sources.yamlvalues import read_warning_page
@@ -61,6 +63,15 @@ class ZoneConfig:
     max_size: int = files.DEFAULT_MAX_SIZE  # the most bytes read from one of its files
 
 
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """The certificate of the encrypted listeners (DoT, DoH), read again on every reload."""
+
+    cert: Path  # PEM: the certificate, then the chain
+    key: Path  # PEM: its private key
+    name: str = ""  # the name clients check it against (DDR's target); "": from the cert
+
+
 @dataclass(frozen=True)
 class Config:
     source: str = "<built-in default>"
@@ -91,6 +102,9 @@ class Config:
     max_file_size: int = files.DEFAULT_MAX_SIZE  # the most bytes read from a list or zone file
     log_format: str = "auto"  # one of LOG_FORMATS
     pid_file: Path | bool = True  # True: the default place (see service/pidfile.py); False: none
+    listen_tls: tuple[Endpoint, ...] = ()  # DNS over TLS (RFC 7858); off when empty
+    listen_https: tuple[Endpoint, ...] = ()  # DNS over HTTPS (RFC 8484); off when empty
+    tls: TlsConfig | None = None  # needed by listen_tls and listen_https
 
     def worker_count(self) -> int:
         if self.workers:
@@ -138,6 +152,9 @@ KNOWN_KEYS = frozenset(
         "max_file_size",
         "log_format",
         "pid_file",
+        "listen_tls",
+        "listen_https",
+        "tls",
     }
 )
 ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire", "include_dirs"})
@@ -198,6 +215,12 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(text, str(path), Path(path).resolve().parent)
 
 
+READ_WITH = {
+    "listen_tls": ("tls", "listen", "listen_https"),
+    "listen_https": ("tls", "listen", "listen_tls"),
+}
+
+
 class ConfigErrors(ConfigError):
     """Every error found in a configuration file; as a ConfigError, the first of them."""
 
@@ -219,8 +242,11 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
     except ConfigError as first:
         errors: dict[tuple[int, int, str], ConfigError] = {}
         for key, entry in keys.items():
+            # A key is read with the keys its checks look at too (the certificate of the
+            # encrypted listeners, the addresses they must not share).
+            alone = {key: entry} | {k: keys[k] for k in READ_WITH.get(key, ()) if k in keys}
             try:
-                _parse_keys(doc, {key: entry}, source, base_dir)
+                _parse_keys(doc, alone, source, base_dir)
             except ConfigError as exc:
                 errors.setdefault((exc.line, exc.column, exc.message), exc)
         errors.setdefault((first.line, first.column, first.message), first)
@@ -318,6 +344,7 @@ def _parse_keys(
         if not isinstance(flag, bool):
             doc.fail(node, f"udp_batch must be true or false, not {describe(flag)}")
         values["udp_batch"] = flag
+    _encrypted(doc, keys, values, endpoints, base_dir)
     if "log_level" in keys:
         _, node = keys["log_level"]
         level = doc.string(node, "log_level").lower()
@@ -347,6 +374,52 @@ def _pid_file(doc: Doc, node: yaml.Node, base_dir: Path) -> Path | bool:
         doc.fail(node, f"pid_file must name a file, not {quote(text)}")
     path = Path(text)
     return path if path.is_absolute() else base_dir / path
+
+
+def _encrypted(
+    doc: Doc,
+    keys: dict[str, tuple[yaml.Node, yaml.Node]],
+    values: dict[str, object],
+    endpoints: Callable[[str, int], tuple[Endpoint, ...]],
+    base_dir: Path,
+) -> None:
+    """listen_tls (port 853 by default), listen_https (443) and their certificate."""
+    found: dict[str, tuple[Endpoint, ...]] = {}
+    for key, port in (("listen_tls", 853), ("listen_https", 443)):
+        if key in keys:
+            found[key] = values[key] = endpoints(key, port)
+    if "tls" in keys:
+        values["tls"] = _tls(doc, keys["tls"][1], base_dir)
+    listen = values.get("listen")
+    taken = {e: "listen" for e in (listen if isinstance(listen, tuple) else Config.listen)}
+    for key, listed in found.items():
+        if listed and "tls" not in keys:
+            doc.fail(keys[key][1], f"{key} needs a certificate: tls: {{cert: FILE, key: FILE}}")
+        for endpoint in listed:
+            if endpoint in taken:
+                doc.fail(keys[key][1], f"{key}: {endpoint} is in {taken[endpoint]} already")
+            taken[endpoint] = key
+
+
+def _tls(doc: Doc, node: yaml.Node, base_dir: Path) -> TlsConfig:
+    keys = doc.mapping(node, "tls")
+    doc.reject_unknown(keys, {"cert", "key", "name"}, "tls")
+    paths = []
+    for required in ("cert", "key"):
+        if required not in keys:
+            doc.fail(node, f"tls needs a {required}: key (a PEM file)")
+        path = Path(doc.string(keys[required][1], f"tls: {required}"))
+        paths.append(path if path.is_absolute() else base_dir / path)
+    name = ""
+    if "name" in keys:
+        name = doc.string(keys["name"][1], "tls: name").strip().rstrip(".").lower()
+        try:
+            wire_name = text_to_name(name)
+        except ValueError as exc:
+            doc.fail(keys["name"][1], f"tls: name {quote(name)} is not a host name ({exc})")
+        if wire_name == b"\x00":
+            doc.fail(keys["name"][1], "tls: name must be the host name of the certificate")
+    return TlsConfig(paths[0], paths[1], name)
 
 
 def _control(doc: Doc, node: yaml.Node) -> Endpoint | None:

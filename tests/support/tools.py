@@ -28,6 +28,7 @@ PACKAGES: dict[str, str] = {
     "systemd-sysusers": "systemd",
     "unshare": "util-linux",
     "getent": "libc-bin",
+    "kdig": "knot-dnsutils",
 }
 
 # Daemons live in sbin, which is not on an ordinary user's PATH.
