@@ -44,6 +44,7 @@ class Outcome(enum.IntEnum):
     NOTIMP = 6
     SERVFAIL = 7
     DROPPED = 8
+    STALE = 9  # no upstream answered: an expired cache answer served (RFC 8767)
 
 
 @dataclass(slots=True)
@@ -58,6 +59,7 @@ class Counters:
     notimp: int = 0
     servfail: int = 0
     dropped: int = 0
+    stale: int = 0
     refused_clients: int = 0
     responses_ignored: int = 0
     coalesced: int = 0  # queries that joined a question already asked upstream
@@ -445,8 +447,24 @@ class Engine:
             work.sends.append((waiter, wire.fit(reply, MAX_TCP if tcp else udp_limit(query))))
 
     def _servfail(self, waiter: Waiter, clock: float, work: Work) -> None:
-        """No upstream answered in time: SERVFAIL, with EDE 22."""
+        """No upstream answered in time: the cached answer if it expired less than
+        ``cache.stale_max`` ago and the policy lets it through (RFC 8767: TTL 30, EDE 3
+        Stale Answer, 19 for a stale NXDOMAIN); otherwise SERVFAIL, with EDE 22."""
         query = waiter.query
+        now = int(clock)
+        stale = self.cache.stale(query.cache_key, now)
+        if stale is not None and self._may_serve_stale(stale, waiter):
+            rcode = stale[answers.RCODE]
+            self.counters.stale += 1
+            if self.query_log is not None:
+                latency = clock - waiter.started
+                self.query_log.record(waiter.client, query, Outcome.STALE, None, rcode, "", latency)
+            code = wire.EDE_STALE_NXDOMAIN if rcode == wire.NXDOMAIN else wire.EDE_STALE
+            ede = wire.build_ede(code, "no upstream answered")
+            reply = answers.render_stale(stale, query, ede)
+            limit = MAX_TCP if waiter.tcp else udp_limit(query)
+            work.sends.append((waiter, wire.fit(reply, limit)))
+            return
         self.counters.servfail += 1
         if self.query_log is not None:
             latency = clock - waiter.started
@@ -455,6 +473,27 @@ class Engine:
             )
         ede = wire.build_ede(wire.EDE_NO_REACHABLE_AUTHORITY, "no upstream answered")
         work.sends.append((waiter, wire.build_reply(query, wire.SERVFAIL, ede=ede)))
+
+    def _may_serve_stale(self, answer: Answer, waiter: Waiter) -> bool:
+        """Whether the policy as it is now lets ``answer`` (expired) go to ``waiter``: its
+        query name, CNAME chain and addresses, checked afresh."""
+        policy = self._snapshot.policy
+        client = waiter.client
+        applies = self._scopes_of(client) if policy.dynamic else _everyone
+        if policy.dynamic:
+            verdict, _, _ = policy.match_client(waiter.query.qname, applies)
+        else:
+            verdict = policy.match(waiter.query.qname)
+        if verdict is None:
+            targets, found = answer_facts(answer)
+            if targets or (found and policy.has_response_ip):
+                found = found if policy.has_response_ip else ()
+                verdict, _ = policy.screen(targets, found, applies)
+        return (
+            verdict is None
+            or verdict.action is Action.ALLOW
+            or (verdict.action is Action.TCP_ONLY and waiter.tcp)
+        )
 
     def _begin_chase(self, query: wire.Query, verdict: Verdict, target: bytes) -> Chase:
         """A policy CNAME for ``query``: the chase that follows it (begun by ``follow``)."""
