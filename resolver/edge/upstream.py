@@ -313,8 +313,8 @@ class Forwarder:
                 sent = self._batch.send(us.fd, datagrams)
             # Unsent queries time out and move on to the next try.
             self.stats.socket_errors += len(datagrams) - sent
-            if us.retired and not us.pending:
-                self._close_socket(us)
+            if us.uses >= us.limit and not us.retired:
+                self._replace(us.upstream, us)  # between turns: a turn's queries leave together
 
     @staticmethod
     def _send_each(sock: socket.socket, datagrams: list[bytes]) -> int:
@@ -362,8 +362,6 @@ class Forwarder:
             upstream.current = sock
         sock.send(flight)
         self.stats.sent += 1
-        if sock.uses >= sock.limit and not sock.retired:
-            self._replace(upstream, sock)
         if remaining < self.try_timeout:  # the question's last try: its own timer
             assert self._loop is not None
             flight.timer = self._loop.call_later(remaining, self._timeout, flight)
