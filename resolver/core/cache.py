@@ -4,6 +4,7 @@ A hit costs a dict lookup and a few concatenations: the reply body is kept with 
 offsets of its TTL fields, patched for the answer's age, and the client's ID, flags
 and question (its own letter case) are put in front of it. (Repeated questions are
 served from the engine's replay table, which renders each at most once a second.)
+Expired answers are kept a while longer, to be served stale when no upstream answers.
 """
 
 from __future__ import annotations
@@ -70,6 +71,22 @@ def render(answer: Answer, query: wire.Query, now: int) -> bytes:
 
 OPT = wire.build_opt(False)
 OPT_DO = wire.build_opt(True)
+STALE_TTL = 30  # RFC 8767 4: the TTL of a stale answer
+
+
+def render_stale(answer: Answer, query: wire.Query, ede: bytes) -> bytes:
+    """``answer`` served past its expiry (RFC 8767): every TTL STALE_TTL, and ``ede`` (an
+    Extended DNS Error option) in the OPT record of a client with EDNS."""
+    ttls = answer[TTLS]
+    body = _patch(answer[BODY], 0, tuple((offset, STALE_TTL) for offset, _ in ttls))
+    question = query.question
+    if not body.startswith(question):
+        body = question + body[len(question) :]
+    flags = wire.U16.pack(answer[FLAGS] | (query.flags & (wire.RD | wire.CD)))
+    if query.edns:
+        opt = wire.build_opt(query.do, 0, ede)
+        return query.qid + flags + answer[COUNTS_EDNS] + body + opt
+    return query.qid + flags + answer[COUNTS_PLAIN] + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +94,17 @@ class CacheSettings:
     max_entries: int = 100_000
     min_ttl: int = 0
     max_ttl: int = 86_400
+    # Seconds past its expiry an answer is kept, to be served stale when no upstream
+    # answers (RFC 8767; 0: never). A day: the low end of the RFC's suggested one to
+    # three, long enough to ride out an upstream outage overnight; the answer then goes
+    # with TTL 30, so clients ask again soon. Expired answers still count against
+    # max_entries and leave by LRU like any other.
+    stale_max: int = 86_400
 
 
 class Cache:
-    """A bounded LRU map from Query.cache_key to Answer."""
+    """A bounded LRU map from Query.cache_key to Answer. An expired answer is not served
+    but stays, for ``stale``, until ``stale_max`` seconds past its expiry (or evicted)."""
 
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
@@ -96,6 +120,19 @@ class Cache:
         if entry is None:
             return None
         if entry[EXPIRES] <= now:
+            if entry[EXPIRES] + self.settings.stale_max <= now:
+                del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def stale(self, key: bytes, now: int) -> Answer | None:
+        """The answer under ``key`` if it has expired, but less than ``stale_max`` seconds
+        ago: to serve when no upstream answers. Marks it recently used."""
+        entry = self._entries.get(key)
+        if entry is None or entry[EXPIRES] > now:
+            return None
+        if entry[EXPIRES] + self.settings.stale_max <= now:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)

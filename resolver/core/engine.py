@@ -46,6 +46,7 @@ class Outcome(enum.IntEnum):
     SERVFAIL = 7
     DROPPED = 8
     LOCAL = 9  # answered here for resolver.arpa (RFC 9462), never forwarded
+    STALE = 10  # no upstream answered: an expired cache answer served (RFC 8767)
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ class Counters:
     servfail: int = 0
     dropped: int = 0
     local: int = 0
+    stale: int = 0
     refused_clients: int = 0
     responses_ignored: int = 0
     coalesced: int = 0  # queries that joined a question already asked upstream
@@ -459,8 +461,24 @@ class Engine:
             work.sends.append((waiter, wire.fit(reply, MAX_TCP if tcp else udp_limit(query))))
 
     def _servfail(self, waiter: Waiter, clock: float, work: Work) -> None:
-        """No upstream answered in time: SERVFAIL, with EDE 22."""
+        """No upstream answered in time: the cached answer if it expired less than
+        ``cache.stale_max`` ago and the policy lets it through (RFC 8767: TTL 30, EDE 3
+        Stale Answer, 19 for a stale NXDOMAIN); otherwise SERVFAIL, with EDE 22."""
         query = waiter.query
+        now = int(clock)
+        stale = self.cache.stale(query.cache_key, now)
+        if stale is not None and self._may_serve_stale(stale, waiter):
+            rcode = stale[answers.RCODE]
+            self.counters.stale += 1
+            if self.query_log is not None:
+                latency = clock - waiter.started
+                self.query_log.record(waiter.client, query, Outcome.STALE, None, rcode, "", latency)
+            code = wire.EDE_STALE_NXDOMAIN if rcode == wire.NXDOMAIN else wire.EDE_STALE
+            ede = wire.build_ede(code, "no upstream answered")
+            reply = answers.render_stale(stale, query, ede)
+            limit = MAX_TCP if waiter.tcp else udp_limit(query)
+            work.sends.append((waiter, wire.fit(reply, limit)))
+            return
         self.counters.servfail += 1
         if self.query_log is not None:
             latency = clock - waiter.started
@@ -502,6 +520,29 @@ class Engine:
         chase = Chase(query, ede, verdict.answers.ttl)
         chase.take(*chain)
         return chase
+
+    def _may_serve_stale(self, answer: Answer, waiter: Waiter) -> bool:
+        """Whether the policy as it is now lets ``answer`` (expired) go to ``waiter``: its
+        query name, CNAME chain and addresses, checked afresh."""
+        policy = self._snapshot.policy
+        client = waiter.client
+        applies = self._scopes_of(client) if policy.dynamic else _everyone
+        if policy.dynamic:
+            verdict, _, _ = policy.match_client(waiter.query.qname, applies)
+        else:
+            verdict = policy.match(waiter.query.qname)
+        if verdict is None:
+            targets, found = answer_facts(answer)
+            if targets or (found and policy.has_response_ip):
+                found = found if policy.has_response_ip else ()
+                verdict, _ = policy.screen(targets, found, applies)
+        if verdict is None and policy.deferred:
+            verdict, _ = self._screen(answer, policy, client, waiter.query.qname)
+        return (
+            verdict is None
+            or verdict.action is Action.ALLOW
+            or (verdict.action is Action.TCP_ONLY and waiter.tcp)
+        )
 
     def _begin_chase(self, query: wire.Query, verdict: Verdict, target: bytes) -> Chase:
         """A policy CNAME for ``query``: the chase that follows it (begun by ``follow``)."""
@@ -556,9 +597,15 @@ class Engine:
     def _resume(
         self, waiter: Waiter, chase: Chase, answer: Answer | None, now: int, work: Work
     ) -> None:
-        """The target of a followed CNAME was answered upstream: the client's answer."""
+        """The target of a followed CNAME was answered upstream: the client's answer. When
+        no upstream answered, the target's expired answer may still serve (RFC 8767)."""
         if answer is None:
-            reply = chase.failed(wire.SERVFAIL, "no upstream answered")
+            stale = self.cache.stale(waiter.query.cache_key, now)
+            if stale is not None and self._may_serve_stale(stale, waiter):
+                self.counters.stale += 1
+                reply = chase.answer(answers.render_stale(stale, waiter.query, b""))
+            else:
+                reply = chase.failed(wire.SERVFAIL, "no upstream answered")
         else:
             reply = chase.answer(answers.render(answer, waiter.query, now))
         limit = MAX_TCP if waiter.tcp else udp_limit(chase.query)

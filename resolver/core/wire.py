@@ -12,6 +12,7 @@ import struct
 from array import array
 from collections.abc import Iterator
 
+from resolver.core import rewrite
 from resolver.core.errors import FormError, NotImplementedQuery
 
 HEADER = struct.Struct("!HHHHHH")
@@ -45,6 +46,7 @@ EDNS_UDP_SIZE = 1232  # the payload size we advertise (DNS flag day 2020)
 EDE_OPTION = 15
 EDE_BLOCKED, EDE_CENSORED, EDE_FILTERED = 15, 16, 17
 EDE_NETWORK_ERROR, EDE_NO_REACHABLE_AUTHORITY = 23, 22
+EDE_STALE, EDE_STALE_NXDOMAIN = 3, 19
 
 MAX_NAME = 255
 MAX_UDP_NO_EDNS = 512
@@ -398,10 +400,12 @@ def build_soa_rdata(mname: bytes, rname: bytes, serial: int, minimum: int) -> by
 _UPSTREAM_OPT = (build_opt(False), build_opt(True))
 
 
-def build_upstream_query(query: Query, qid: int) -> bytes:
-    """The query we send upstream: a fresh ID, RD set, CD copied, our own EDNS record."""
+def build_upstream_query(query: Query, qid: int, question: bytes = b"") -> bytes:
+    """The query we send upstream: a fresh ID, RD set, CD copied, our own EDNS record;
+    ``question`` in place of the client's (the same one in other letter case) if given."""
     flags = RD | (query.flags & CD)
-    return HEADER.pack(qid, flags, 1, 0, 0, 1) + query.question + _UPSTREAM_OPT[query.do]
+    asked = question or query.question
+    return HEADER.pack(qid, flags, 1, 0, 0, 1) + asked + _UPSTREAM_OPT[query.do]
 
 
 def _random_words() -> Iterator[int]:
@@ -424,6 +428,33 @@ def random_below(n: int) -> int:
     return next(_RANDOM_WORDS) % n
 
 
+_random_pool = b""
+_random_at = 0
+
+
+def random_bytes(n: int) -> bytes:
+    """``n`` (at most 4,096) unpredictable octets, from the CSPRNG 8,192 at a time."""
+    global _random_pool, _random_at
+    if _random_at + n > len(_random_pool):
+        _random_pool = os.urandom(8192)
+        _random_at = 0
+    _random_at += n
+    return _random_pool[_random_at - n : _random_at]
+
+
+# 0x20 for every ASCII letter, 0 for any other octet (label lengths, 0..63, are not letters).
+_LETTER_BITS = bytes(0x20 if chr(c).isascii() and chr(c).isalpha() else 0 for c in range(256))
+
+
+def mix_case(question: bytes) -> bytes:
+    """``question`` with the letters of its name in random case (DNS 0x20): a forged
+    reply must guess the case of every letter, besides the ID and the port."""
+    n = len(question) - 4
+    name = question[:n]
+    bits = int.from_bytes(name.translate(_LETTER_BITS)) & int.from_bytes(random_bytes(n))
+    return (int.from_bytes(name) ^ bits).to_bytes(n) + question[n:]
+
+
 # --- reading upstream replies ------------------------------------------------
 
 
@@ -435,7 +466,8 @@ class Reply:
     left out. ``ttls`` holds (offset in ``body``, TTL) for every record kept. What a
     policy may check in the answer section is read on the way: ``targets``, the
     CNAME targets (wire form, lower case, in order), and ``addresses``, the A and
-    AAAA data.
+    AAAA data. Answer records outside the CNAME chain from the query name are not
+    kept; ``stripped`` counts them.
     """
 
     __slots__ = (
@@ -448,6 +480,7 @@ class Reply:
         "negative",
         "nscount",
         "rcode",
+        "stripped",
         "targets",
         "ttls",
     )
@@ -465,6 +498,7 @@ class Reply:
         targets: tuple[bytes, ...] = (),
         addresses: tuple[bytes, ...] = (),
         max_ttl: int | None = None,
+        stripped: int = 0,
     ) -> None:
         self.flags = flags
         self.rcode = rcode
@@ -478,6 +512,7 @@ class Reply:
         self.negative = negative
         self.targets = targets
         self.addresses = addresses
+        self.stripped = stripped  # answer records left out: not part of the chain
 
 
 def _read_rr(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
@@ -497,11 +532,20 @@ def _read_rr(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
 _ADDRESS_RR = {TYPE_A: 14, TYPE_AAAA: 26}  # fixed part and data of a well-formed address record
 
 
-def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
+class CaseMismatch(FormError):
+    """A reply to our query in every respect but the letter case of the name we sent
+    mixed: forged, or from an upstream that does not keep the case of the question."""
+
+
+def parse_reply(data: bytes, qid: int, question: bytes, sent: bytes = b"") -> Reply:
     """Read an upstream reply to the query we sent with ``qid`` and ``question``.
 
-    Raises FormError if it is malformed or does not answer that query (wrong ID or
-    question: a late or spoofed packet).
+    ``sent``, when given, is the question as sent in mixed case (``mix_case``): the
+    reply must echo it exactly (CaseMismatch when only the case differs). Without it
+    the name may come back in any case. Either way the body starts with ``question``.
+    Answer records outside the CNAME chain from the query name are left out (counted
+    in ``stripped``). Raises FormError if it is malformed or does not answer that
+    query (wrong ID or question: a late or spoofed packet).
     """
     size = len(data)
     if size < 12:
@@ -512,37 +556,62 @@ def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
     if qdcount != 1:
         raise FormError("reply without exactly one question")
     qend = 12 + len(question)
-    # The name may differ in letter case only; type and class must be the same.
-    if (
-        data[qend - 4 : qend] != question[-4:]
-        or data[12 : qend - 4].lower() != question[:-4].lower()
-    ):
-        raise FormError("reply to another question")
+    echoed = data[12:qend]
+    if echoed != (sent or question):
+        # The name may differ in letter case only; type and class must be the same.
+        if echoed[-4:] != question[-4:] or echoed[:-4].lower() != question[:-4].lower():
+            raise FormError("reply to another question")
+        if sent:
+            raise CaseMismatch("the reply does not keep the letter case of the question")
     rcode = flags & 0xF
     pos = qend
+    qname = question[:-4].lower()
+    # Every answer record: (owner, type, CNAME target) and (start, fixed part, end, TTL).
+    owners: list[tuple[bytes, int, bytes]] = []
+    spans: list[tuple[int, int, int, int]] = []
+    # Names by the pointer that usually stands for them: the question's, and each CNAME
+    # target's (the next owner points at it).
+    pointers = {b"\xc0\x0c": qname}
+    for _ in range(ancount):
+        start = pos
+        owner = pointers.get(data[pos : pos + 2]) or read_name(data, pos)[0].lower()
+        rtype, ttl, fixed, pos = _read_rr(data, pos, size)
+        target = b""
+        if rtype == TYPE_CNAME:
+            target = read_name(data, fixed + 10)[0].lower()
+            if fixed + 10 <= rewrite.MAX_POINTER:
+                pointers[U16.pack(0xC000 | (fixed + 10))] = target
+        owners.append((owner, rtype, target))
+        spans.append((start, fixed, pos, ttl))
+    answer_end = pos
+    keep = rewrite.chain_members(qname, owners) if owners else None
     ttls: list[tuple[int, int]] = []
     min_ttl: int | None = None
     max_ttl = 0
     targets: list[bytes] = []
     addresses: list[bytes] = []
-    for _ in range(ancount):
-        rtype, ttl, fixed, pos = _read_rr(data, pos, size)
+    kept: list[tuple[int, int, int, int]] = []
+    for i, (_, fixed, end, ttl) in enumerate(spans):
+        if keep is not None and not keep[i]:
+            continue
+        kept.append(spans[i])
         ttls.append((fixed - 8, ttl))  # the TTL field, counted from the end of the header
         if min_ttl is None or ttl < min_ttl:
             min_ttl = ttl
         if ttl > max_ttl:
             max_ttl = ttl
-        if _ADDRESS_RR.get(rtype) == pos - fixed:
-            addresses.append(data[fixed + 10 : pos])
+        rtype = owners[i][1]
+        if _ADDRESS_RR.get(rtype) == end - fixed:
+            addresses.append(data[fixed + 10 : end])
         elif rtype == TYPE_CNAME:
-            targets.append(read_name(data, fixed + 10)[0].lower())
-    answer_end = pos
+            targets.append(owners[i][2])
     keep_authority = False
     negative_ttl: int | None = None
-    authority_ttls: list[tuple[int, int]] = []
+    authority: list[tuple[int, int, int, int]] = []
     for _ in range(nscount):
+        start = pos
         rtype, ttl, fixed, pos = _read_rr(data, pos, size)
-        authority_ttls.append((fixed - 8, ttl))
+        authority.append((start, fixed, pos, ttl))
         if rtype in _AUTHORITY_KEEP:
             keep_authority = True
         if rtype == TYPE_SOA:
@@ -556,28 +625,38 @@ def parse_reply(data: bytes, qid: int, question: bytes) -> Reply:
     for _ in range(arcount):
         pos = _read_rr(data, pos, size)[3]
 
+    stripped = len(spans) - len(kept)
+    ancount = len(kept)
     negative = rcode == NXDOMAIN or (rcode == NOERROR and ancount == 0)
     if keep_authority:
         end = authority_end
-        ttls.extend(authority_ttls)
-        max_ttl = max(max_ttl, *(t for _, t in authority_ttls))
+        ttls.extend((fixed - 8, ttl) for _, fixed, _, ttl in authority)
+        max_ttl = max(max_ttl, *(t for _, _, _, t in authority))
     else:
         end = answer_end
         nscount = 0
+        authority = []
     if negative:
         min_ttl = negative_ttl
+    if stripped:
+        body, ttls = rewrite.write(data, question, kept + authority, read_name)
+    elif echoed == question:
+        body = data[12:end]
+    else:  # the client's question in place of the one in mixed case
+        body = rewrite.own_case(data, question, echoed, kept, end)
     return Reply(
         flags,
         rcode,
         ancount,
         nscount,
-        data[12:end],
+        body,
         ttls,
         min_ttl,
         negative,
         tuple(targets),
         tuple(addresses),
         max_ttl,
+        stripped,
     )
 
 

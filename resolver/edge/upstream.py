@@ -4,13 +4,20 @@ The forwarder knows nothing of policy, cache or clients: it is given a Question,
 asks it, and hands back ``done(question, reply, upstream)`` with the parsed reply, or
 with None when no upstream answered within the query's time budget.
 
-Each upstream has a pool of connected UDP sockets on random source ports; every
-try gets a random ID on a randomly chosen socket, and a reply is accepted only
-from the upstream's address (the kernel filters connected sockets) with the same
-ID and question, to any try of the question still open (a slow upstream's answer
-is not thrown away because the next try has gone out). A try that times out moves
-to the next upstream; a truncated reply is retried over TCP, and a failed TCP retry
-counts as a failed try. A question gets at most MAX_TRIES tries.
+Each upstream has a pool of connected UDP sockets on random source ports; a socket
+moves to a new port after about SOCKET_USES queries (a number drawn afresh for each
+socket) or SOCKET_LIFETIME seconds, whichever comes first, so a port found by an
+off-path attacker is soon gone. Every try gets a random ID on a randomly chosen
+socket and the letters of its name in random case (DNS 0x20), and a reply is
+accepted only from the upstream's address (the kernel filters connected sockets)
+with the same ID and question, letter for letter, to any try of the question still
+open (a slow upstream's answer is not thrown away because the next try has gone
+out). An upstream whose replies keep coming back in the wrong case (CASE_MISSES of
+them) does not keep case: it is asked without 0x20 from then on, logged once. A try
+that times out moves to the next upstream; a truncated reply is retried over TCP,
+and a failed TCP retry counts as a failed try. A question gets at most MAX_TRIES
+tries. Answer records outside the question's CNAME chain are left out
+(``wire.parse_reply``) and counted.
 
 Queries go out in batches: those decided in one turn of the event loop leave
 together, on one socket of the pool chosen at random for that turn, in one
@@ -36,7 +43,9 @@ from resolver.core.tcpframe import Framer, frame
 from resolver.edge.mmsg import BATCH, ConnectedBatch, batching_available
 
 POOL_SIZE = 8
-SOCKET_USES = 2000  # queries per socket before it is replaced by one on a new port
+SOCKET_USES = 128  # queries per socket on average before it is replaced by one on a new port
+SOCKET_LIFETIME = 60.0  # seconds a socket is used at most before it is replaced
+CASE_MISSES = 3  # replies in the wrong letter case before 0x20 is given up for an upstream
 HOLD_DOWN = 5.0  # seconds an upstream that keeps failing is tried last
 FAILURES_TO_HOLD = 3
 READ_ROUNDS = 4  # full batches read from one socket per wake-up
@@ -48,7 +57,16 @@ Done = Callable[[Question, "wire.Reply | None", str], None]
 
 
 class Upstream:
-    __slots__ = ("current", "endpoint", "failures", "held_until", "label", "sockets")
+    __slots__ = (
+        "case_misses",
+        "current",
+        "endpoint",
+        "failures",
+        "held_until",
+        "label",
+        "mix_case",
+        "sockets",
+    )
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -57,6 +75,8 @@ class Upstream:
         self.current: UpstreamSocket | None = None  # the socket this turn's queries use
         self.failures = 0
         self.held_until = 0.0
+        self.mix_case = True  # 0x20: until its replies show it does not keep case
+        self.case_misses = 0  # replies with the right ID in the wrong case
 
 
 class Flight:
@@ -90,26 +110,51 @@ class Flight:
 class UpstreamSocket:
     """One connected UDP socket to one upstream; replies are matched by ID and question."""
 
-    __slots__ = ("fd", "forwarder", "outbox", "pending", "retired", "sock", "upstream", "uses")
+    __slots__ = (
+        "closed",
+        "expires",
+        "fd",
+        "forwarder",
+        "limit",
+        "outbox",
+        "pending",
+        "retired",
+        "sock",
+        "upstream",
+        "uses",
+    )
 
-    def __init__(self, forwarder: Forwarder, upstream: Upstream, sock: socket.socket) -> None:
+    def __init__(
+        self, forwarder: Forwarder, upstream: Upstream, sock: socket.socket, expires: float
+    ) -> None:
         self.forwarder = forwarder
         self.upstream = upstream
         self.sock = sock
         self.fd = sock.fileno()
-        self.pending: dict[int, Flight] = {}
+        # Open queries by ID: the flight, and the question as sent in mixed case (b"" for
+        # a query without 0x20).
+        self.pending: dict[int, tuple[Flight, bytes]] = {}
         self.outbox: list[bytes] = []  # queries of this turn, sent together
         self.uses = 0
-        self.retired = False
+        # Replaced after ``limit`` queries (drawn in [USES/2, 3*USES/2): not predictable
+        # from the count) or at ``expires`` (monotonic seconds), whichever comes first.
+        self.limit = SOCKET_USES // 2 + wire.random_below(SOCKET_USES)
+        self.expires = expires
+        self.retired = False  # replaced: takes the replies still due, sends nothing more
+        self.closed = False
 
     def received(self, data: bytes) -> None:
         qid = wire.reply_qid(data)
-        flight = self.pending.get(qid)
-        if flight is None:
+        entry = self.pending.get(qid)
+        if entry is None:
             self.forwarder.stats.unexpected += 1
             return
+        flight, sent = entry
         try:
-            reply = wire.parse_reply(data, qid, flight.question.query.question)
+            reply = wire.parse_reply(data, qid, flight.question.query.question, sent)
+        except wire.CaseMismatch:
+            self.forwarder.case_mismatch(flight, self.upstream)
+            return
         except FormError:
             self.forwarder.stats.unexpected += 1  # spoofed or broken: keep waiting for the real one
             return
@@ -119,10 +164,12 @@ class UpstreamSocket:
         qid = wire.random_id()
         while qid in self.pending:
             qid = wire.random_id()
+        query = flight.question.query
+        sent = wire.mix_case(query.question) if self.upstream.mix_case else b""
         flight.sent.append((self, qid))
-        self.pending[qid] = flight
+        self.pending[qid] = (flight, sent)
         self.uses += 1
-        self.outbox.append(wire.build_upstream_query(flight.question.query, qid))
+        self.outbox.append(wire.build_upstream_query(query, qid, sent))
         if len(self.outbox) == 1:
             self.forwarder.outgoing(self)
 
@@ -139,6 +186,9 @@ class ForwarderStats:
     late_replies: int = 0  # answers to an earlier try, accepted after the next went out
     exhausted: int = 0  # questions given up after MAX_TRIES tries
     held_down: int = 0  # times an upstream was held down for failing
+    case_mismatches: int = 0  # replies dropped for the letter case of the name (0x20)
+    stripped: int = 0  # answer records left out of replies: not in the CNAME chain
+    ports: int = 0  # UDP sockets opened (source ports used), the pools' first included
 
 
 class Forwarder:
@@ -173,6 +223,7 @@ class Forwarder:
         self._try_number = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._batch = ConnectedBatch(slot=REPLY_SLOT) if batching_available() else None
+        self._retired: set[UpstreamSocket] = set()  # replaced, open for replies still due
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -192,11 +243,16 @@ class Forwarder:
         except OSError:
             sock.close()
             raise
-        us = UpstreamSocket(self, upstream, sock)
+        us = UpstreamSocket(self, upstream, sock, time.monotonic() + SOCKET_LIFETIME)
         self._loop.add_reader(us.fd, self._readable, us)
+        self.stats.ports += 1
         return us
 
     def _close_socket(self, us: UpstreamSocket) -> None:
+        if us.closed:
+            return
+        us.closed = True
+        self._retired.discard(us)
         if self._loop is not None and us.sock.fileno() >= 0:
             self._loop.remove_reader(us.fd)
         us.sock.close()
@@ -207,6 +263,8 @@ class Forwarder:
         for upstream in self.upstreams:
             for sock in upstream.sockets:
                 self._close_socket(sock)
+        for sock in list(self._retired):
+            self._close_socket(sock)
         for task in self._tasks:
             task.cancel()
 
@@ -219,7 +277,7 @@ class Forwarder:
                 datagrams = self._receive(us)
                 for data in datagrams:
                     us.received(data)
-                if len(datagrams) < BATCH:
+                if len(datagrams) < BATCH or us.closed:  # closed: its fd may be another's now
                     return
         except OSError:
             # ICMP port unreachable and the like: the try will time out and fail over.
@@ -255,6 +313,8 @@ class Forwarder:
                 sent = self._batch.send(us.fd, datagrams)
             # Unsent queries time out and move on to the next try.
             self.stats.socket_errors += len(datagrams) - sent
+            if us.uses >= us.limit and not us.retired:
+                self._replace(us.upstream, us)  # between turns: a turn's queries leave together
 
     @staticmethod
     def _send_each(sock: socket.socket, datagrams: list[bytes]) -> int:
@@ -296,11 +356,12 @@ class Forwarder:
         sock = upstream.current
         if sock is None:
             sockets = upstream.sockets
-            sock = upstream.current = sockets[wire.random_below(len(sockets))]
+            sock = sockets[wire.random_below(len(sockets))]
+            if sock.expires <= now:  # used too long: a new port before it is used again
+                sock = self._replace(upstream, sock)
+            upstream.current = sock
         sock.send(flight)
         self.stats.sent += 1
-        if sock.uses >= SOCKET_USES and not sock.retired:
-            self._replace(upstream, sock)
         if remaining < self.try_timeout:  # the question's last try: its own timer
             assert self._loop is not None
             flight.timer = self._loop.call_later(remaining, self._timeout, flight)
@@ -345,9 +406,34 @@ class Forwarder:
             if self.log is not None:
                 self.log.warning("upstream_failed", upstream=upstream.label, reason=reason)
 
+    def case_mismatch(self, flight: Flight, upstream: Upstream) -> None:
+        """A reply with the right ID whose name is not in the case sent: dropped (forged,
+        or the upstream does not keep case). After CASE_MISSES of them the upstream is
+        asked without 0x20, and this question goes on at once."""
+        self.stats.case_mismatches += 1
+        if not upstream.mix_case:
+            return  # an answer to a try sent before 0x20 was given up
+        upstream.case_misses += 1
+        if upstream.case_misses < CASE_MISSES:
+            return
+        upstream.mix_case = False
+        if self.log is not None:
+            self.log.warning(
+                "upstream_case_not_kept",
+                upstream=upstream.label,
+                replies=upstream.case_misses,
+                detail="its replies change the letter case of the question: asked without 0x20",
+            )
+        self._open_tries.pop(flight.number, None)  # the try in flight ends here
+        if flight.timer is not None:
+            flight.timer.cancel()
+            flight.timer = None
+        self._try(flight, time.monotonic())
+
     def on_reply(self, flight: Flight, reply: wire.Reply, sock: UpstreamSocket, qid: int) -> None:
         if flight.sent[-1] != (sock, qid):
             self.stats.late_replies += 1  # an earlier try's answer: taken all the same
+        self.stats.stripped += reply.stripped
         upstream = sock.upstream
         self._close_tries(flight)
         if reply.flags & wire.TC:
@@ -367,8 +453,11 @@ class Forwarder:
             flight.timer.cancel()
             flight.timer = None
         for sock, qid in flight.sent:
-            if sock.pending.get(qid) is flight:
+            entry = sock.pending.get(qid)
+            if entry is not None and entry[0] is flight:
                 del sock.pending[qid]
+                if sock.retired and not sock.pending and not sock.outbox:
+                    self._close_socket(sock)  # nothing more is due on the old port
         flight.sent.clear()
 
     def _fail(self, flight: Flight) -> None:
@@ -399,6 +488,7 @@ class Forwarder:
             self._after_tcp_failure(flight)
             return
         upstream.failures = 0
+        self.stats.stripped += reply.stripped
         self.done(flight.question, reply, upstream.label)
 
     def _after_tcp_failure(self, flight: Flight) -> None:
@@ -432,19 +522,25 @@ class Forwarder:
         finally:
             writer.close()
 
-    def _replace(self, upstream: Upstream, old: UpstreamSocket) -> None:
-        """Move ``upstream``'s socket ``old`` to a new random port. Replies to queries
-        still out on the old one are accepted until the query budget has passed."""
+    def _replace(self, upstream: Upstream, old: UpstreamSocket) -> UpstreamSocket:
+        """Move ``upstream``'s socket ``old`` to a new random port; the socket to use.
+        The old one takes the replies still due to it, and is closed once none are (at
+        the latest when the query budget has passed)."""
         try:
             new = self._open(upstream)
         except OSError:
-            return  # keep using the old port; the next use tries again
+            return old  # keep using the old port; the next use tries again
         old.retired = True
         if upstream.current is old:
             upstream.current = new
         upstream.sockets[upstream.sockets.index(old)] = new
-        assert self._loop is not None
-        self._loop.call_later(self.query_timeout, self._close_socket, old)
+        if not old.pending and not old.outbox:
+            self._close_socket(old)
+        else:
+            self._retired.add(old)
+            assert self._loop is not None
+            self._loop.call_later(self.query_timeout + SWEEP, self._close_socket, old)
+        return new
 
 
 def _nowhere(question: Question, reply: wire.Reply | None, upstream: str) -> None:

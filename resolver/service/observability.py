@@ -398,6 +398,17 @@ COUNTERS = (
         "sinkhole_upstream_exhausted",
         "Questions given up after the most tries one question may cost",
     ),
+    (
+        "upstream_case_mismatches",
+        "sinkhole_upstream_case_mismatches",
+        "Upstream replies dropped: the name not in the letter case sent (0x20)",
+    ),
+    (
+        "upstream_stripped",
+        "sinkhole_upstream_stripped_records",
+        "Answer records left out of upstream replies: not in the query's CNAME chain",
+    ),
+    ("upstream_ports", "sinkhole_upstream_ports", "Upstream UDP sockets opened (source ports)"),
     ("chased", "sinkhole_policy_cnames_followed", "Policy CNAMEs followed to their target"),
     (
         "unexpected_errors",

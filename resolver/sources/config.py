@@ -159,6 +159,7 @@ KNOWN_KEYS = frozenset(
 )
 ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire", "include_dirs"})
 SIZE_UNITS = {"": 1, "k": files.KiB, "m": files.MiB, "g": files.GiB}
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_endpoint(text: str, default_port: int) -> Endpoint:
@@ -479,7 +480,7 @@ def _query_log(doc: Doc, node: yaml.Node) -> dict[str, Any]:
 
 def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:
     keys = doc.mapping(node, "cache")
-    doc.reject_unknown(keys, {"max_entries", "min_ttl", "max_ttl"}, "cache")
+    doc.reject_unknown(keys, {"max_entries", "min_ttl", "max_ttl", "stale_max"}, "cache")
     base = CacheSettings()
     max_entries = (
         doc.integer(keys["max_entries"][1], "cache.max_entries", 0)
@@ -494,7 +495,26 @@ def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:
     )
     if min_ttl > max_ttl:
         doc.fail(node, f"cache.min_ttl ({min_ttl}) is larger than cache.max_ttl ({max_ttl})")
-    return CacheSettings(max_entries, min_ttl, max_ttl)
+    stale_max = (
+        _duration(doc, keys["stale_max"][1], "cache.stale_max")
+        if "stale_max" in keys
+        else base.stale_max
+    )
+    return CacheSettings(max_entries, min_ttl, max_ttl, stale_max)
+
+
+def _duration(doc: Doc, node: yaml.Node, what: str) -> int:
+    """Whole seconds: a number, or one with a unit (30s, 15m, 12h, 1d)."""
+    value = doc.value(node)
+    example = f"{what} must be a duration like 1d, 12h, 30m or 45s, or a number of seconds"
+    if isinstance(value, str):
+        found = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", value.lower())
+        if found is None:
+            doc.fail(node, f"{example}, not {quote(value)}")
+        return int(found.group(1)) * DURATION_UNITS[found.group(2)]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    doc.fail(node, f"{example}, not {describe(value)}")
 
 
 def _size(doc: Doc, node: yaml.Node, what: str) -> int:

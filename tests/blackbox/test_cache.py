@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import dns.flags
+import dns.message
 import dns.rcode
 import pytest
 from support.procs import FakeUpstream, Sinkhole, SinkholeFactory, wait_until
 
-from blackbox.dnsclient import addresses, ask, unique, v4
+from blackbox.dnsclient import addresses, ask, ede, unique, v4
 from blackbox.standard import UPSTREAM_IPV4, UPSTREAM_TTL
 
 pytestmark = pytest.mark.blackbox
@@ -123,3 +126,50 @@ def test_max_entries_evicts_the_least_recently_used(
     assert forwarded() == (1, 2, 1)
     ask(v4(server), c)
     assert forwarded() == (1, 2, 2)
+
+
+def _until_stale(server: Sinkhole, name: str) -> dns.message.Message:
+    """Ask ``name`` until the answer no longer comes from the live cache entry (its TTL is
+    1 s): the first answer that needed the upstream, which no longer answers."""
+
+    def past_expiry() -> dns.message.Message | None:
+        r = ask(v4(server), name, edns=True, timeout=4.0)
+        return r if r.rcode() != dns.rcode.NOERROR or ede(r) else None
+
+    r = wait_until(past_expiry, timeout=8.0, interval=0.2)
+    assert r is not None, "the answer never expired"
+    return r
+
+
+def test_an_expired_answer_is_served_stale_when_no_upstream_answers(
+    sinkhole_factory: SinkholeFactory, fake_upstream: FakeUpstream
+) -> None:
+    """RFC 8767: the upstream answered once (TTL 1) and is silent since; once the answer
+    has expired, the client still gets it, after the query's time budget, with TTL 30
+    and EDE 3 (Stale Answer), logged as its own outcome."""
+    server = sinkhole_factory(upstream_timeout=0.3, query_timeout=1.0, query_log="blocked")
+    name = unique("once")
+    assert ask(v4(server), name).answer[0].ttl == 1
+    started = time.monotonic()
+    r = _until_stale(server, name)
+    assert time.monotonic() - started >= 1.0
+    assert r.rcode() == dns.rcode.NOERROR
+    assert addresses(r) == [UPSTREAM_IPV4]
+    assert [rrset.ttl for rrset in r.answer] == [30]
+    assert [code for code, _ in ede(r)] == [3]
+    assert fake_upstream.count(name, "A") >= 2  # asked again, in vain
+    logged = wait_until(
+        lambda: [e for e in server.events("query") if e.get("outcome") == "stale"], timeout=3.0
+    )
+    assert logged and logged[0]["qname"] == name
+
+
+def test_no_stale_answer_when_stale_max_is_zero(
+    sinkhole_factory: SinkholeFactory, fake_upstream: FakeUpstream
+) -> None:
+    server = sinkhole_factory(upstream_timeout=0.3, query_timeout=1.0, cache={"stale_max": 0})
+    name = unique("once")
+    assert ask(v4(server), name).answer[0].ttl == 1
+    r = _until_stale(server, name)
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert [code for code, _ in ede(r)] == [22]

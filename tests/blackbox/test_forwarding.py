@@ -187,3 +187,76 @@ def test_upstream_queries_use_random_ports_and_ids(
     assert len(set(ids)) >= 36
     steps = {(b - a) % 65536 for a, b in itertools.pairwise(ids)}
     assert len(steps) >= 30, "query IDs follow a pattern"
+
+
+def test_records_outside_the_chain_never_reach_the_client(
+    standard: Sinkhole, fake_upstream: FakeUpstream
+) -> None:
+    """The upstream slips bank.example A (and www.bank.example A) into the answer for
+    another name: the client gets only its own name's record, from the upstream and
+    from the cache alike."""
+    name = unique("inject")
+    for tcp in (False, True, False):
+        r = ask(v4(standard), name, "A", tcp=tcp, edns=True)
+        assert r.rcode() == dns.rcode.NOERROR
+        assert [rrset.name.to_text(omit_final_dot=True) for rrset in r.answer] == [name]
+        assert addresses(r) == [UPSTREAM_IPV4]
+    assert fake_upstream.count(name, "A") == 1
+
+
+def test_upstream_queries_carry_the_name_in_random_letter_case(
+    standard: Sinkhole, fake_upstream: FakeUpstream
+) -> None:
+    """0x20: the upstream sees each name in a letter case of our choosing, the client its
+    own case in the answer."""
+    names = [unique("mixed") for _ in range(4)]
+    for name in names:
+        q = make(name, "A")
+        r = send(v4(standard), q)
+        assert addresses(r) == [UPSTREAM_IPV4]
+        assert r.question[0].name.labels == q.question[0].name.labels
+        assert r.answer[0].name.labels == q.question[0].name.labels
+    received = [fake_upstream.received(name)[0] for name in names]
+    assert all(got.lower() == name + "." for got, name in zip(received, names, strict=True))
+    assert any(got != got.lower() for got in received), received
+    assert len(set(received)) == len(names)
+
+
+def test_an_upstream_that_changes_the_case_is_asked_without_0x20(
+    sinkhole_factory: SinkholeFactory, fake_upstream: FakeUpstream
+) -> None:
+    """An upstream that answers in lower case whatever it was asked: its first replies are
+    dropped as possibly forged, then it is asked plainly (logged once), and every query
+    is answered, the later ones without waiting for a timeout."""
+    server = sinkhole_factory(upstream_timeout=0.3, query_timeout=1.5)
+    names = [unique("lowcase") for _ in range(5)]
+    first = ask(v4(server), names[0], timeout=3.0)
+    assert first.rcode() == dns.rcode.NOERROR and addresses(first) == [UPSTREAM_IPV4]
+    event = server.wait_event("upstream_case_not_kept", timeout=2.0)
+    assert event["upstream"] == fake_upstream.endpoint
+    for name in names[1:]:
+        started = time.monotonic()
+        r = ask(v4(server), name, timeout=3.0)
+        assert addresses(r) == [UPSTREAM_IPV4]
+        assert time.monotonic() - started < 0.25
+        assert fake_upstream.received(name) == [name + "."]  # as the client asked it
+    assert len(server.events("upstream_case_not_kept")) == 1
+
+
+def test_source_ports_keep_changing(
+    sinkhole_factory: SinkholeFactory, fake_upstream: FakeUpstream
+) -> None:
+    """2,000 misses one after the other leave from many source ports, not from the same
+    few sockets all along."""
+    server = sinkhole_factory(query_log="off")
+    prefix = unique("rotate").split(".")[0]
+    before = len(fake_upstream.sources())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2.0)
+        for i in range(2000):
+            sock.sendto(make(f"{prefix}-{i}.example", "A", qid=i).to_wire(), v4(server))
+            while dns.message.from_wire(sock.recv(65535)).id != i:
+                pass
+    sources = [port for port, _ in fake_upstream.sources()[before:]]
+    assert len(sources) >= 2000
+    assert len(set(sources)) >= 16, f"2,000 queries left from {len(set(sources))} ports"

@@ -10,6 +10,8 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rrset
+import dnslib
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -233,3 +235,56 @@ def test_engine_never_raises_and_answers_are_readable(data: bytes, client: str, 
         dns.message.from_wire(result)
     else:
         assert result is None or isinstance(result, wire.Query)
+
+
+# --- upstream answers cut down to the CNAME chain -----------------------------------------
+
+CHAIN_NAMES = ("q.example.", "a.example.", "B.example.net.", "c.test.", "mail.a.example.")
+chain_records = st.lists(
+    st.tuples(
+        st.sampled_from(CHAIN_NAMES),
+        st.sampled_from(["A", "CNAME", "MX", "TXT"]),
+        st.sampled_from(CHAIN_NAMES),
+        st.integers(0, 3600),
+    ),
+    max_size=8,
+)
+
+
+@given(chain_records, st.booleans())
+def test_the_answer_keeps_exactly_the_chain_from_the_query_name(
+    records: list[tuple[str, str, str, int]], negative_soa: bool
+) -> None:
+    """Whatever the upstream puts in the answer section, in whatever order and however
+    dnspython compresses it: the kept records are those a reference walk of the chain
+    keeps, in order, with their data intact (read back by dnslib, record by record), and
+    the TTL offsets point at TTL fields."""
+    query = dns.message.make_query("Q.example.", "A")
+    response = dns.message.make_response(query)
+    texts = {"A": "192.0.2.1", "TXT": '"x"'}
+    for i, (owner, rdtype, target, ttl) in enumerate(records):
+        data = {"CNAME": target, "MX": f"{i} {target}"}.get(rdtype, texts.get(rdtype, ""))
+        response.answer.append(dns.rrset.from_text(owner, ttl, "IN", rdtype, data))
+    if negative_soa:
+        soa = "ns.c.test. host.a.example. 1 2 3 4 5"
+        response.authority.append(dns.rrset.from_text("a.example.", 60, "IN", "SOA", soa))
+    wire_data = response.to_wire()
+    reached = {"q.example."}
+    grew = True
+    while grew:  # the reference: names reached through CNAMEs, until nothing new
+        grew = False
+        for owner, rdtype, target, _ in records:
+            if rdtype == "CNAME" and owner.lower() in reached and target.lower() not in reached:
+                reached.add(target.lower())
+                grew = True
+    original = dnslib.DNSRecord.parse(wire_data)
+    expected = [str(rr).lower() for rr in original.rr if str(rr.rname).lower() in reached]
+    reply = wire.parse_reply(wire_data, query.id, wire.parse_query(query.to_wire()).question)
+    assert reply.stripped == len(original.rr) - len(expected)
+    decoded = dnslib.DNSRecord.parse(
+        HEADER.pack(1, reply.flags, 1, reply.ancount, reply.nscount, 0) + reply.body
+    )
+    assert [str(rr).lower() for rr in decoded.rr] == expected
+    assert [str(rr) for rr in decoded.auth] == [str(rr) for rr in original.auth]
+    for offset, ttl in reply.ttls:
+        assert struct.unpack_from("!I", reply.body, offset)[0] == ttl

@@ -12,11 +12,17 @@ behaviour by the name it asks for:
     slow<N>-*   an A record, sent N tenths of a second late (UDP)
     tcreset-*   over UDP an empty answer with TC set; over TCP the connection is reset
     ttl<N>-*    an A record with TTL N
+    inject-*    the A record, between two records the name never led to: bank.example A
+                203.0.113.66 before it and www.bank.example A 203.0.113.67 after it
+    lowcase-*   the A record, the question (and the record's owner) in lower case:
+                an upstream that does not keep the letter case of the question
+    once-*      an A record with TTL 1 the first time the name is asked (any case,
+                either transport); no answer at all after that
     anything    A 198.51.100.7 / AAAA 2001:db8::7 with TTL 300, AA set, plus NS and glue
 
 Every query it receives is appended to the file given by --log (one line per
-query: transport, qname, qtype, source port, ID), so tests can count what was
-forwarded and from where.
+query: transport, qname in lower case, qtype, source port, ID, qname as received),
+so tests can count what was forwarded, from where, and in which letter case.
 
 Usage: python fake_upstream.py --port PORT [--host 127.0.0.1] [--log FILE]
 Prints "ready" on stdout once both sockets are bound.
@@ -29,7 +35,9 @@ import asyncio
 import struct
 import sys
 
-from dnslib import AAAA, CNAME, NS, QTYPE, RCODE, RR, SOA, A, DNSRecord
+from dnslib import AAAA, CNAME, NS, QTYPE, RCODE, RR, SOA, A, DNSLabel, DNSRecord
+
+ANSWERED_ONCE: set[str] = set()  # once-* names already answered
 
 
 def answer(data: bytes, tcp: bool) -> bytes | None:
@@ -47,6 +55,21 @@ def answer(data: bytes, tcp: bool) -> bytes | None:
     )
     if first.startswith("silent"):
         return None
+    if first.startswith("once"):
+        if qname.lower() in ANSWERED_ONCE:
+            return None
+        ANSWERED_ONCE.add(qname.lower())
+        reply.add_answer(RR(qname, QTYPE.A, ttl=1, rdata=A("198.51.100.7")))
+        return reply.pack()
+    if first.startswith("inject"):
+        reply.add_answer(RR("bank.example.", QTYPE.A, ttl=300, rdata=A("203.0.113.66")))
+        reply.add_answer(RR(qname, QTYPE.A, ttl=300, rdata=A("198.51.100.7")))
+        reply.add_answer(RR("www.bank.example.", QTYPE.A, ttl=300, rdata=A("203.0.113.67")))
+        return reply.pack()
+    if first.startswith("lowcase"):
+        reply.q.qname = DNSLabel(qname.lower())
+        reply.add_answer(RR(qname.lower(), QTYPE.A, ttl=300, rdata=A("198.51.100.7")))
+        return reply.pack()
     if first.startswith("tcreset"):
         if tcp:
             raise ConnectionResetError("tcreset")
@@ -101,8 +124,9 @@ class Log:
         try:
             record = DNSRecord.parse(data)
             q, qid = record.q, record.header.id
-            name, qtype = str(q.qname).lower(), QTYPE.get(q.qtype)
-            self.file.write(f"{transport} {name} {qtype} {port} {qid}\n")
+            received = str(q.qname)
+            name, qtype = received.lower(), QTYPE.get(q.qtype)
+            self.file.write(f"{transport} {name} {qtype} {port} {qid} {received}\n")
         except Exception:
             self.file.write(f"{transport} unparsable\n")
 

@@ -206,9 +206,14 @@ class FakeUpstream(Process):
         """(source port, query ID) of every query received over ``transport``, in order."""
         return [(int(port), int(qid)) for t, _, _, port, qid in self._lines() if t == transport]
 
-    def _lines(self) -> list[list[str]]:
+    def received(self, name: str) -> list[str]:
+        """``name`` as it arrived (letter case kept) in every query for it."""
+        wanted = name.lower().rstrip(".") + "."
+        return [parts[5] for parts in self._lines(6) if parts[1] == wanted]
+
+    def _lines(self, fields: int = 5) -> list[list[str]]:
         lines = (line.split() for line in self.log_path.read_text().splitlines())
-        return [parts for parts in lines if len(parts) == 5]
+        return [parts[:fields] for parts in lines if len(parts) >= fields]
 
     def count(self, name: str, qtype: str | None = None, transport: str | None = None) -> int:
         """How many queries for ``name`` (any case, dot optional) reached the upstream."""

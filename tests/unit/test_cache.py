@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
@@ -10,7 +11,15 @@ import dnslib
 import pytest
 
 from resolver.core import wire
-from resolver.core.cache import EXPIRES, Cache, CacheSettings, make_answer, render
+from resolver.core.cache import (
+    EXPIRES,
+    STALE_TTL,
+    Cache,
+    CacheSettings,
+    make_answer,
+    render,
+    render_stale,
+)
 
 from .packets import parsed
 
@@ -152,7 +161,7 @@ def test_replacing_an_entry_does_not_grow_the_cache() -> None:
 
 
 def test_expiry_at_the_smallest_ttl() -> None:
-    cache = Cache(CacheSettings())
+    cache = Cache(CacheSettings(stale_max=0))
     cache.answer(key("www.example.com"), upstream_reply(ttls=(300, 30)), T0)
     assert cache.get(key("www.example.com"), T0 + 29) is not None
     assert cache.get(key("www.example.com"), T0 + 30) is None
@@ -241,3 +250,73 @@ def test_clear() -> None:
     cache.answer(key("www.example.com"), upstream_reply(), T0)
     cache.clear()
     assert len(cache) == 0
+
+
+# --- stale answers (RFC 8767) -----------------------------------------------------
+
+
+def test_an_expired_answer_is_kept_for_stale_max_but_not_served() -> None:
+    cache = Cache(CacheSettings(stale_max=600))
+    stored = cache.answer(key("www.example.com"), upstream_reply(ttls=(30,)), T0)
+    assert cache.stale(key("www.example.com"), T0 + 29) is None  # still live: not stale
+    assert cache.get(key("www.example.com"), T0 + 30) is None
+    assert len(cache) == 1
+    assert cache.stale(key("WWW.example.com"), T0 + 30) is stored
+    assert cache.stale(key("www.example.com"), T0 + 30 + 599) is stored
+    assert cache.stale(key("www.example.com"), T0 + 30 + 600) is None
+    assert len(cache) == 0
+
+
+def test_get_drops_an_answer_past_its_stale_window() -> None:
+    cache = Cache(CacheSettings(stale_max=60))
+    cache.answer(key("www.example.com"), upstream_reply(ttls=(30,)), T0)
+    assert cache.get(key("www.example.com"), T0 + 89) is None
+    assert len(cache) == 1
+    assert cache.get(key("www.example.com"), T0 + 90) is None
+    assert len(cache) == 0
+
+
+def test_stale_max_zero_serves_nothing_stale() -> None:
+    cache = Cache(CacheSettings(stale_max=0))
+    cache.answer(key("www.example.com"), upstream_reply(ttls=(30,)), T0)
+    assert cache.stale(key("www.example.com"), T0 + 30) is None
+    assert len(cache) == 0
+
+
+def test_expired_answers_still_leave_by_lru() -> None:
+    """Kept for serving stale, expired answers still count against max_entries."""
+    cache = Cache(CacheSettings(max_entries=2, stale_max=86_400))
+    cache.answer(key("a.example"), upstream_reply("a.example", (10,)), T0)
+    cache.answer(key("b.example"), upstream_reply("b.example", (10,)), T0)
+    assert cache.stale(key("a.example"), T0 + 20) is not None  # a is now the most recent
+    cache.answer(key("c.example"), upstream_reply("c.example", (10,)), T0 + 20)
+    assert len(cache) == 2
+    assert cache.stale(key("b.example"), T0 + 20) is None
+    assert cache.stale(key("a.example"), T0 + 20) is not None
+
+
+def test_a_newer_answer_replaces_the_stale_one() -> None:
+    cache = Cache(CacheSettings())
+    cache.answer(key("www.example.com"), upstream_reply(ttls=(30,)), T0)
+    fresh = cache.answer(key("www.example.com"), upstream_reply(ttls=(300,)), T0 + 40)
+    assert cache.get(key("www.example.com"), T0 + 41) is fresh
+    assert cache.stale(key("www.example.com"), T0 + 41) is None
+    assert len(cache) == 1
+
+
+@pytest.mark.parametrize("edns", [False, True])
+def test_render_stale_sets_every_ttl_to_30_and_carries_the_ede(edns: bool) -> None:
+    reply = upstream_reply("nx.example.com", (), rcode=dns.rcode.NXDOMAIN, soa=(900, 120))
+    cache = Cache(CacheSettings())
+    entry = cache.answer(key("nx.example.com"), reply, T0)
+    q = parsed("NX.example.com", qid=0x4321, edns=edns)
+    raw = render_stale(entry, q, wire.build_ede(19, "stale"))
+    message = dns.message.from_wire(raw)
+    assert message.id == 0x4321
+    assert message.rcode() == dns.rcode.NXDOMAIN
+    assert message.question[0].name.to_text() == "NX.example.com."
+    assert [rrset.ttl for rrset in message.authority] == [STALE_TTL]
+    assert message.authority[0][0].minimum == 120  # the SOA's own fields untouched
+    codes = [o.code for o in message.options if isinstance(o, dns.edns.EDEOption)]
+    assert codes == ([19] if edns else [])
+    assert message.edns == (0 if edns else -1)

@@ -563,3 +563,25 @@ def test_query_log_privacy_and_sampling() -> None:
     assert "query_log.client must be one of" in error(MINIMAL + "query_log: {client: ip}\n").message
     assert "query_log.sample must be" in error(MINIMAL + "query_log: {sample: 0}\n").message
     assert "did you mean 'client'" in error(MINIMAL + "query_log: {clients: none}\n").message
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("1d", 86_400), ("12h", 43_200), ("30m", 1_800), ("45s", 45), ("90", 90), ("0", 0)],
+)
+def test_cache_stale_max(value: str, seconds: int) -> None:
+    config = parse(MINIMAL + f"cache:\n  stale_max: {value}\n")
+    assert config.cache.stale_max == seconds
+    assert config.cache.max_entries == CacheSettings().max_entries
+
+
+def test_cache_stale_max_defaults_to_a_day() -> None:
+    assert parse(MINIMAL).cache.stale_max == 86_400
+    assert parse(MINIMAL + "cache:\n  max_entries: 10\n").cache.stale_max == 86_400
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "1w", "1.5h", "true"])
+def test_cache_stale_max_must_be_a_duration(value: str) -> None:
+    err = error(MINIMAL + f"cache:\n  stale_max: {value}\n")
+    assert err.line == 3
+    assert "cache.stale_max" in err.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+import dns.edns
 import dns.message
 import dns.rcode
 import dns.rdata
@@ -305,3 +306,105 @@ def test_blocked_answer_over_512_is_truncated_over_udp() -> None:
     assert reply_of(raw).header.tc == 1
     assert len(reply_of(engine.handle(data, CLIENT, T0, True)).rr) == 40
     assert reply_of(engine.handle(data, CLIENT, T0, False)).header.tc == 1
+
+
+# --- serve-stale (RFC 8767) -------------------------------------------------------
+
+
+def _chain_reply(q: wire.Query, target: str, ttl: int = 30) -> wire.Reply:
+    """An upstream answer for ``q``: a CNAME to ``target`` and the target's A record."""
+    message = dns.message.make_query(q.text_name(), "A")
+    response = dns.message.make_response(message)
+    response.answer.append(
+        dns.rrset.from_text(q.text_name() + ".", ttl, "IN", "CNAME", target + ".")
+    )
+    response.answer.append(dns.rrset.from_text(target + ".", ttl, "IN", "A", "198.51.100.1"))
+    return wire.parse_reply(response.to_wire(), message.id, q.question)
+
+
+def _ede_codes(raw: bytes) -> list[int]:
+    message = dns.message.from_wire(raw)
+    return [o.code for o in message.options if isinstance(o, dns.edns.EDEOption)]
+
+
+def test_no_upstream_answer_serves_the_expired_answer_stale() -> None:
+    log = RecordingLog()
+    engine = make_engine(log)
+    q = wire.parse_query(query("www.example.com", edns=True))
+    forward(engine, q, upstream_reply(q, ttl=30), T0)
+    later = wire.parse_query(query("WWW.example.com", qid=9, edns=True))
+    raw = forward(engine, later, None, T0 + 3600)
+    assert raw is not None
+    message = dns.message.from_wire(raw)
+    assert message.id == 9 and message.rcode() == dns.rcode.NOERROR
+    assert message.question[0].name.to_text() == "WWW.example.com."
+    assert [(rrset.ttl, [rd.to_text() for rd in rrset]) for rrset in message.answer] == [
+        (30, ["198.51.100.1"])
+    ]
+    assert _ede_codes(raw) == [wire.EDE_STALE]
+    assert engine.counters.stale == 1 and engine.counters.servfail == 0
+    assert log.records[-1] == (CLIENT, "www.example.com", Outcome.STALE, None, wire.NOERROR)
+
+
+def test_a_stale_nxdomain_carries_ede_19() -> None:
+    engine = make_engine()
+    q = wire.parse_query(query("gone.example.com", edns=True))
+    message = dns.message.make_query("gone.example.com", "A")
+    response = dns.message.make_response(message)
+    response.set_rcode(dns.rcode.NXDOMAIN)
+    soa = "ns.example.com. host.example.com. 1 3600 600 86400 60"
+    response.authority.append(dns.rrset.from_text("example.com.", 60, "IN", "SOA", soa))
+    forward(engine, q, wire.parse_reply(response.to_wire(), message.id, q.question), T0)
+    raw = forward(engine, q, None, T0 + 61)
+    assert raw is not None
+    assert dns.message.from_wire(raw).rcode() == dns.rcode.NXDOMAIN
+    assert _ede_codes(raw) == [wire.EDE_STALE_NXDOMAIN]
+
+
+@pytest.mark.parametrize("past", [0, 30 + 86_400])
+def test_servfail_when_nothing_stale_is_kept(past: int) -> None:
+    """Nothing cached yet, or the answer expired longer than stale_max ago."""
+    engine = make_engine()
+    q = wire.parse_query(query("www.example.com", edns=True))
+    if past:
+        forward(engine, q, upstream_reply(q, ttl=30), T0)
+    raw = forward(engine, q, None, T0 + past)
+    assert raw is not None
+    assert dns.message.from_wire(raw).rcode() == dns.rcode.SERVFAIL
+    assert _ede_codes(raw) == [wire.EDE_NO_REACHABLE_AUTHORITY]
+    assert engine.counters.servfail == 1 and engine.counters.stale == 0
+
+
+def test_stale_max_zero_turns_serve_stale_off() -> None:
+    engine = make_engine()
+    engine.cache = Cache(CacheSettings(stale_max=0))
+    q = wire.parse_query(query("www.example.com", edns=True))
+    forward(engine, q, upstream_reply(q, ttl=30), T0)
+    raw = forward(engine, q, None, T0 + 31)
+    assert raw is not None
+    assert dns.message.from_wire(raw).rcode() == dns.rcode.SERVFAIL
+
+
+@pytest.mark.parametrize("blocked", ["www.example.com", "cdn.example.net"])
+def test_a_stale_answer_the_policy_now_blocks_is_not_served(blocked: str) -> None:
+    """The policy is checked again: a reload that blocks the name, or the CNAME target,
+    while the answer sat in the cache keeps it from being served stale."""
+    engine = make_engine()
+    q = wire.parse_query(query("www.example.com", edns=True))
+    forward(engine, q, _chain_reply(q, "cdn.example.net"), T0)
+    engine.snapshot = snapshot((blocked, Action.WARNING_PAGE))
+    raw = forward(engine, q, None, T0 + 60)
+    assert raw is not None
+    assert dns.message.from_wire(raw).rcode() == dns.rcode.SERVFAIL
+    assert engine.counters.stale == 0
+
+
+def test_a_stale_chain_the_policy_allows_is_served_whole() -> None:
+    engine = make_engine()
+    q = wire.parse_query(query("www.example.com", edns=True))
+    forward(engine, q, _chain_reply(q, "cdn.example.net"), T0)
+    raw = forward(engine, q, None, T0 + 60)
+    assert raw is not None
+    message = dns.message.from_wire(raw)
+    assert [rrset.rdtype for rrset in message.answer] == [5, 1]  # CNAME, A
+    assert {rrset.ttl for rrset in message.answer} == {30}

@@ -588,6 +588,226 @@ def test_parse_reply_rejects_soa_with_short_rdata() -> None:
             wire.parse_reply(data, 0x1234, q.question)
 
 
+# --- parse_reply: records outside the CNAME chain ---------------------------------
+
+
+def _reply_with(
+    qname: str, *rrsets: tuple[str, int, str, str], rcode: int = 0
+) -> tuple[dns.message.Message, bytes]:
+    """A dnspython-built reply to ``qname`` A with ``rrsets`` (owner, TTL, type, data) in
+    its answer section, in that order (names compressed the way dnspython does)."""
+    q = _upstream_query(qname)
+    r = dns.message.make_response(q)
+    r.set_rcode(rcode)
+    for owner, ttl, rdtype, text in rrsets:
+        r.answer.append(dns.rrset.from_text(owner, ttl, "IN", rdtype, text))
+    return q, r.to_wire()
+
+
+def _answer_of(reply: wire.Reply, qid: int = 7) -> list[str]:
+    """The answer section of ``reply`` as dnspython reads it back, one text line per
+    record, TTLs included (checks every compression pointer of the body)."""
+    message = dns.message.from_wire(_reassemble(reply, qid))
+    return [line for rrset in message.answer for line in rrset.to_text().splitlines()]
+
+
+def _check_ttl_offsets(reply: wire.Reply) -> None:
+    for offset, ttl in reply.ttls:
+        assert struct.unpack_from("!I", reply.body, offset)[0] == ttl
+
+
+def test_parse_reply_strips_records_of_other_names() -> None:
+    q, data = _reply_with(
+        "victim.test",
+        ("bank.test.", 300, "A", "203.0.113.66"),
+        ("victim.test.", 60, "A", "192.0.2.1"),
+        ("www.bank.test.", 300, "A", "203.0.113.67"),
+    )
+    reply = wire.parse_reply(data, q.id, _question_of(q))
+    assert reply.stripped == 2
+    assert reply.ancount == 1
+    assert _answer_of(reply) == ["victim.test. 60 IN A 192.0.2.1"]
+    assert reply.addresses == (bytes([192, 0, 2, 1]),)
+    assert reply.min_ttl == reply.max_ttl == 60
+    _check_ttl_offsets(reply)
+
+
+def test_parse_reply_keeps_the_whole_chain_untouched() -> None:
+    q, data = _reply_with(
+        "www.example.com",
+        ("www.example.com.", 300, "CNAME", "a.example.net."),
+        ("a.example.net.", 200, "CNAME", "b.example.org."),
+        ("b.example.org.", 100, "A", "192.0.2.7"),
+    )
+    reply = wire.parse_reply(data, q.id, _question_of(q))
+    assert reply.stripped == 0
+    assert reply.body == data[12 : 12 + len(reply.body)]  # not written again
+    assert reply.targets == (wire.text_to_name("a.example.net"), wire.text_to_name("b.example.org"))
+    assert len(_answer_of(reply)) == 3
+
+
+def test_parse_reply_keeps_a_chain_given_out_of_order() -> None:
+    q, data = _reply_with(
+        "www.example.com",
+        ("b.example.org.", 100, "A", "192.0.2.7"),
+        ("a.example.net.", 200, "CNAME", "b.example.org."),
+        ("www.example.com.", 300, "CNAME", "a.example.net."),
+    )
+    reply = wire.parse_reply(data, q.id, _question_of(q))
+    assert reply.stripped == 0
+    assert reply.ancount == 3
+
+
+def test_parse_reply_strips_records_past_the_end_of_a_broken_chain() -> None:
+    """A CNAME owned by a name the chain never reached does not extend it."""
+    q, data = _reply_with(
+        "www.example.com",
+        ("www.example.com.", 300, "CNAME", "a.example.net."),
+        ("a.example.net.", 300, "A", "192.0.2.7"),
+        ("bank.test.", 300, "CNAME", "evil.test."),
+        ("evil.test.", 300, "A", "203.0.113.66"),
+    )
+    reply = wire.parse_reply(data, q.id, _question_of(q))
+    assert reply.stripped == 2
+    assert _answer_of(reply) == [
+        "www.example.com. 300 IN CNAME a.example.net.",
+        "a.example.net. 300 IN A 192.0.2.7",
+    ]
+    assert reply.targets == (wire.text_to_name("a.example.net"),)
+    assert reply.addresses == (bytes([192, 0, 2, 7]),)
+
+
+def test_a_kept_record_pointing_into_a_stripped_one_is_written_whole() -> None:
+    """dnspython compresses mail.bank.test. against the stripped bank.test record and the
+    SOA names against both: the kept records are written again with their names whole."""
+    q = _upstream_query("victim.test", "MX")
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("bank.test.", 300, "IN", "A", "203.0.113.66"))
+    r.answer.append(dns.rrset.from_text("victim.test.", 300, "IN", "MX", "10 mail.bank.test."))
+    r.authority.append(
+        dns.rrset.from_text(
+            "victim.test.", 60, "IN", "SOA", "ns.bank.test. host.victim.test. 1 2 3 4 5"
+        )
+    )
+    r.authority.append(dns.rrset.from_text("victim.test.", 60, "IN", "NSEC", "bank.test. A MX"))
+    data = r.to_wire()
+    assert data.count(b"\x04bank\x04test\x00") == 1  # every later bank.test is a pointer
+    reply = wire.parse_reply(data, q.id, _question_of(q))
+    assert reply.stripped == 1
+    message = dns.message.from_wire(_reassemble(reply))
+    assert [rrset.to_text() for rrset in message.answer] == [
+        "victim.test. 300 IN MX 10 mail.bank.test."
+    ]
+    assert [rrset.to_text() for rrset in message.authority] == [
+        "victim.test. 60 IN SOA ns.bank.test. host.victim.test. 1 2 3 4 5",
+        "victim.test. 60 IN NSEC bank.test. A MX",
+    ]
+    assert reply.nscount == 2
+    _check_ttl_offsets(reply)
+    body = bytearray(reply.body)
+    for offset, _ in reply.ttls:
+        struct.pack_into("!I", body, offset, 7)
+    patched = header(7, reply.flags, 1, reply.ancount, reply.nscount, 0) + bytes(body)
+    assert {rrset.ttl for rrset in dns.message.from_wire(patched).sections[1]} == {7}
+
+
+def test_parse_reply_strips_everything_when_nothing_answers_the_name() -> None:
+    q, data = _reply_with("victim.test", ("bank.test.", 300, "A", "203.0.113.66"))
+    reply = wire.parse_reply(data, q.id, _question_of(q))
+    assert reply.stripped == 1
+    assert reply.ancount == 0
+    assert reply.negative and reply.min_ttl is None  # no SOA: not cached
+    assert reply.body == _question_of(q)
+
+
+def test_parse_reply_keeps_a_dname_above_the_chain_and_its_signature() -> None:
+    rrsig = "DNAME 8 2 300 20300101000000 20200101000000 1 example.com. AAAA"
+    q, data = _reply_with(
+        "www.example.com",
+        ("example.com.", 300, "DNAME", "example.net."),
+        ("example.com.", 300, "RRSIG", rrsig),
+        ("www.example.com.", 300, "CNAME", "www.example.net."),
+        ("www.example.net.", 300, "A", "192.0.2.8"),
+        ("example.org.", 300, "DNAME", "evil.test."),
+        ("bank.test.", 300, "RRSIG", "A 8 2 300 20300101000000 20200101000000 1 test. AAAA"),
+    )
+    reply = wire.parse_reply(data, q.id, _question_of(q))
+    assert reply.stripped == 2
+    assert [line.split()[3] for line in _answer_of(reply)] == ["DNAME", "RRSIG", "CNAME", "A"]
+
+
+def test_parse_reply_compares_owner_names_ignoring_case() -> None:
+    q, data = _reply_with(
+        "www.example.com",
+        ("WWW.Example.COM.", 300, "CNAME", "A.Example.NET."),
+        ("a.example.net.", 300, "A", "192.0.2.7"),
+    )
+    reply = wire.parse_reply(data, q.id, _question_of(q))
+    assert reply.stripped == 0 and reply.ancount == 2
+
+
+# --- 0x20 -------------------------------------------------------------------------
+
+
+def test_mix_case_changes_only_the_case_of_letters() -> None:
+    q = parsed("www-1.Example.com", wire.TYPE_AAAA)
+    seen = set()
+    for _ in range(20):
+        mixed = wire.mix_case(q.question)
+        assert len(mixed) == len(q.question)
+        assert mixed.lower() == q.question.lower()
+        assert mixed[-4:] == q.question[-4:]  # type and class untouched
+        assert b"-1" in mixed
+        seen.add(mixed)
+    assert len(seen) > 10
+    assert wire.mix_case(b"\x00\x00\x01\x00\x01") == b"\x00\x00\x01\x00\x01"
+
+
+def test_build_upstream_query_sends_the_question_given() -> None:
+    q = parsed("www.example.com")
+    mixed = b"\x03wWw\x07EXAMPLE\x03cOm\x00\x00\x01\x00\x01"
+    raw = wire.build_upstream_query(q, 0x4242, mixed)
+    assert raw[12 : 12 + len(mixed)] == mixed
+
+
+def _echo(q: wire.Query, asked: bytes, owner: str = "", qid: int = 0x1234) -> bytes:
+    """A reply echoing ``asked`` as its question, with one A record whose owner is a
+    pointer to the question, or ``owner`` spelled out."""
+    rr_owner = name(owner) if owner else b"\xc0\x0c"
+    rr = record(rr_owner, wire.TYPE_A, 300, bytes([192, 0, 2, 1]))
+    return header(qid, wire.QR | wire.RD | wire.RA, 1, 1, 0, 0) + asked + rr
+
+
+def test_parse_reply_wants_the_case_it_sent() -> None:
+    q = parsed("www.example.com")
+    sent = b"\x03wWw\x07EXAMPLE\x03cOm\x00\x00\x01\x00\x01"
+    reply = wire.parse_reply(_echo(q, sent), 0x1234, q.question, sent)
+    assert reply.body.startswith(q.question)  # the client's own case
+    assert reply.ancount == 1
+    for other in (q.question, b"\x03WWW\x07EXAMPLE\x03COM\x00\x00\x01\x00\x01"):
+        with pytest.raises(wire.CaseMismatch):
+            wire.parse_reply(_echo(q, other), 0x1234, q.question, sent)
+    other_name = question("www.example.org")
+    with pytest.raises(FormError) as caught:
+        wire.parse_reply(_echo(q, other_name), 0x1234, q.question, sent)
+    assert not isinstance(caught.value, wire.CaseMismatch)
+
+
+def test_parse_reply_without_0x20_takes_any_case_and_keeps_the_clients() -> None:
+    q = parsed("Www.Example.com")
+    echoed = question("www.example.com")
+    reply = wire.parse_reply(_echo(q, echoed), 0x1234, q.question)
+    assert reply.body.startswith(q.question)
+
+
+def test_an_owner_spelled_out_in_the_case_sent_gets_the_clients_case() -> None:
+    q = parsed("www.example.com")
+    sent = question("wWw.EXAMPLE.cOm")
+    reply = wire.parse_reply(_echo(q, sent, owner="wWw.EXAMPLE.cOm"), 0x1234, q.question, sent)
+    assert b"EXAMPLE" not in reply.body
+    assert _answer_of(reply) == ["www.example.com. 300 IN A 192.0.2.1"]
+
+
 # --- names ----------------------------------------------------------------------
 
 
