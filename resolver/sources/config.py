@@ -58,6 +58,24 @@ class ZoneConfig:
     max_size: int = files.DEFAULT_MAX_SIZE  # the most bytes read from one of its files
 
 
+@dataclass(frozen=True, slots=True)
+class WarningTls:
+    """HTTPS for the warning server: the operator's certificate, for the warning host's name."""
+
+    listen: tuple[Endpoint, ...]
+    cert: Path  # PEM: the certificate, then any intermediates
+    key: Path  # PEM: its private key
+
+
+@dataclass(frozen=True, slots=True)
+class WarningServer:
+    """The web server at the warning-page address: the page a blocked name lands on."""
+
+    listen: tuple[Endpoint, ...]
+    templates: Path | None = None  # the operator's templates and static files
+    tls: WarningTls | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     source: str = "<built-in default>"
@@ -84,6 +102,7 @@ class Config:
     zones: tuple[ZoneConfig, ...] = ()  # RPZ zones, in order (first zone wins)
     udp_batch: bool = True  # UDP in batches (recvmmsg/sendmmsg) where the platform has them
     max_file_size: int = files.DEFAULT_MAX_SIZE  # the most bytes read from a list or zone file
+    warning_server: WarningServer | None = None  # the warning page's web server; off when None
 
     def worker_count(self) -> int:
         if self.workers:
@@ -129,6 +148,7 @@ KNOWN_KEYS = frozenset(
         "zones",
         "udp_batch",
         "max_file_size",
+        "warning_server",
     }
 )
 ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire", "include_dirs"})
@@ -290,6 +310,8 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         if not isinstance(flag, bool):
             doc.fail(node, f"udp_batch must be true or false, not {describe(flag)}")
         values["udp_batch"] = flag
+    if "warning_server" in keys:
+        values["warning_server"] = _warning_server(doc, keys["warning_server"][1], base_dir)
     if "log_level" in keys:
         _, node = keys["log_level"]
         level = doc.string(node, "log_level").lower()
@@ -315,6 +337,50 @@ def _control(doc: Doc, node: yaml.Node) -> Endpoint | None:
             "authentication, so it only listens on 127.0.0.1 or [::1] (such as 127.0.0.1:9154)",
         )
     return endpoint
+
+
+def _addresses(doc: Doc, node: yaml.Node, what: str, port: int) -> tuple[Endpoint, ...]:
+    out = []
+    for item in doc.sequence(node, what):
+        text = doc.string(item, f"an entry of {what}")
+        try:
+            out.append(parse_endpoint(text, port))
+        except ValueError as exc:
+            doc.fail(item, f"{what}: {quote(text)} is not an address like 0.0.0.0:{port} ({exc})")
+    if not out:
+        doc.fail(node, f"{what} must name at least one address, like 0.0.0.0:{port}")
+    return tuple(out)
+
+
+def _warning_server(doc: Doc, node: yaml.Node, base_dir: Path) -> WarningServer | None:
+    """``warning_server: {listen: [...], templates: dir, tls: {listen, cert, key}}``."""
+    if doc.value(node) in (None, False):
+        return None
+    keys = doc.mapping(node, "warning_server")
+    doc.reject_unknown(keys, {"listen", "templates", "tls"}, "warning_server")
+
+    def path(fields: dict[str, tuple[yaml.Node, yaml.Node]], key: str, what: str) -> Path:
+        found = Path(doc.string(fields[key][1], what))
+        return found if found.is_absolute() else base_dir / found
+
+    if "listen" not in keys:
+        doc.fail(node, 'warning_server needs a listen: key, like listen: ["0.0.0.0:80"]')
+    listen = _addresses(doc, keys["listen"][1], "warning_server.listen", 80)
+    templates = path(keys, "templates", "warning_server.templates") if "templates" in keys else None
+    tls = None
+    if "tls" in keys and doc.value(keys["tls"][1]) not in (None, False):
+        tls_node = keys["tls"][1]
+        fields = doc.mapping(tls_node, "warning_server.tls")
+        doc.reject_unknown(fields, {"listen", "cert", "key"}, "warning_server.tls")
+        for required in ("listen", "cert", "key"):
+            if required not in fields:
+                doc.fail(tls_node, f"warning_server.tls needs a {required}: key")
+        tls = WarningTls(
+            _addresses(doc, fields["listen"][1], "warning_server.tls.listen", 443),
+            path(fields, "cert", "warning_server.tls.cert"),
+            path(fields, "key", "warning_server.tls.key"),
+        )
+    return WarningServer(listen, templates, tls)
 
 
 def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:
