@@ -60,14 +60,18 @@ def read_text(doc: Doc, node: yaml.Node, what: str, required: bool = False) -> s
     doc.fail(node, f"{what} must be text, not {kind}")
 
 
-def read_translated(doc: Doc, node: yaml.Node, what: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+def read_translated(
+    doc: Doc, node: yaml.Node, what: str
+) -> tuple[str, tuple[tuple[str, str], ...]]:
     """Text, or the same text in several languages (``{ko: ..., en: ...}``): the default text
     (English when given, else the first) and every (language tag, text), tags lower-cased."""
     if not isinstance(node, yaml.MappingNode):
         return read_text(doc, node, what).strip(), ()
     fields = doc.mapping(node, what)
     if not fields:
-        doc.fail(node, f"{what} is empty: write the text, or one text per language like {{en: ...}}")
+        doc.fail(
+            node, f"{what} is empty: write the text, or one text per language like {{en: ...}}"
+        )
     texts: list[tuple[str, str]] = []
     for tag, (key_node, value_node) in fields.items():
         language = tag.strip().lower()

@@ -177,6 +177,10 @@ class Pages:
                 raise TemplateError(f"no {kind}.{DEFAULT_LANGUAGE}.html template", "", 0)
         self.languages = frozenset(languages)
 
+    def language(self, accept_language: str) -> str:
+        """The language a request with this Accept-Language gets its page in."""
+        return choose_language(accept_language, self.languages)
+
     def template(self, kind: str, language: str) -> jinja2.Template:
         try:
             return self.env.get_template(f"{kind}.{language}.html")
@@ -186,7 +190,7 @@ class Pages:
     def render(self, host: str, accept_language: str, blocked: Blocked | None) -> Page:
         """The page for a request with this Host and Accept-Language, the name blocked by
         ``blocked`` (None: not blocked)."""
-        language = choose_language(accept_language, self.languages)
+        language = self.language(accept_language)
         name = host_name(host)
         context: dict[str, object] = {
             "language": language,
