@@ -109,12 +109,11 @@ def choose_language(accept: str, available: Iterable[str]) -> str:
     for position, item in enumerate(accept.split(",")[:MAX_LANGUAGES]):
         tag, _, params = item.strip().partition(";")
         quality = 1.0
-        found = re.search(r"q\s*=\s*([0-9.]+)", params)
-        if found:
-            try:
-                quality = float(found.group(1))
-            except ValueError:
-                continue
+        if "q" in params.lower():
+            found = re.fullmatch(r"\s*q\s*=\s*([01](?:\.[0-9]{0,3})?)\s*", params, re.I)
+            if found is None:
+                continue  # a weight that cannot be read: the item is left out
+            quality = float(found.group(1))
         if quality > 0 and tag:
             wanted.append((-quality, position, tag.strip().lower()))
     for _, _, tag in sorted(wanted):
