@@ -127,9 +127,9 @@ def through_resolver_rules(factory: SinkholeFactory, tmp_path: Path) -> tuple[st
         timeout=60,
         check=True,
     ).stdout
+    profile, picture = tmp_path / "profile-2", tmp_path / "page.png"
     subprocess.run(
-        [*browser, f"--user-data-dir={tmp_path / 'profile-2'}", f"--screenshot={tmp_path}/page.png"]
-        + [URL],
+        [*browser, f"--user-data-dir={profile}", f"--screenshot={picture}", URL],
         capture_output=True,
         timeout=60,
         check=True,
