@@ -64,6 +64,22 @@ class PolicyInfo:
     message: str = ""  # shown by the warning page
     effective_from: datetime | None = None  # timezone-aware; None: always
     expires: datetime | None = None  # timezone-aware; None: never
+    authority_url: str = ""  # the authority's web address (the warning page's Link header)
+    # Texts in other languages: (field, language tag, text), such as ("message", "ko", ...).
+    # The plain fields above hold each field's default text (English when given).
+    translations: tuple[tuple[str, str, str], ...] = ()
+
+    def text(self, field: str, language: str) -> str:
+        """``field`` (title, authority, legal_basis, message) in ``language``, else its
+        default text."""
+        for name, tag, text in self.translations:
+            if name == field and tag == language:
+                return text
+        return str(getattr(self, field))
+
+    def languages(self) -> frozenset[str]:
+        """The language tags some field of the policy is written in."""
+        return frozenset(tag for _, tag, _ in self.translations)
 
     def active(self, now: datetime) -> bool:
         """Whether the policy is enforced at ``now`` (timezone-aware)."""

@@ -7,8 +7,11 @@ uvloop; this module adds what every endpoint of the server shares:
   status, content type and body). GET and HEAD only (405 with ``Allow`` otherwise), 404
   for other paths, fixed bodies that never repeat the request, a body given as chunks
   is streamed (the event loop serves queries between chunks).
+- ``request_app``: the same guards for one function that sees the request (``Request``:
+  method, path, headers, client address) and gives a ``Response`` with its own headers.
 - ``HttpServer``: binds the endpoints (so an address in use fails at start, as the DNS
-  listeners do) and runs ``hypercorn.asyncio.serve`` until ``close``.
+  listeners do) and runs ``hypercorn.asyncio.serve`` until ``close``; with ``Tls``, more
+  endpoints speak HTTPS with the given ``ssl.SSLContext``.
 - ``Limits``: hypercorn closes a connection whose request head is not complete within
   ``header_timeout`` (its keep-alive timer runs until a request arrives) or grows past
   ``max_header_bytes`` (431; a head that arrived whole is measured in the ASGI layer).
@@ -38,6 +41,7 @@ from hypercorn.typing import (
     ASGIReceiveCallable,
     ASGISendCallable,
     ASGISendEvent,
+    HTTPScope,
     Scope,
 )
 
@@ -46,6 +50,43 @@ from resolver.core.endpoint import Endpoint
 # What a route gives: status, content type, and the body whole or as chunks to stream.
 Reply = tuple[int, str, bytes | Iterable[bytes]]
 Route = Callable[[], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What ``request_app`` hands its function: header names lower case, values as sent."""
+
+    method: str
+    path: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    client: str  # the peer's address; "" when unknown
+
+    def header(self, name: bytes) -> str:
+        """The first value of header ``name`` (lower case) as text, or ""."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()  # besides content type and length
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """Endpoints that speak HTTPS, and the TLS context they use."""
+
+    endpoints: Sequence[Endpoint]
+    context: ssl.SSLContext
+
 
 METHODS = ("GET", "HEAD")
 ALLOW = ", ".join(METHODS).encode()
@@ -76,9 +117,7 @@ def route_app(routes: Mapping[str, Route], limits: Limits) -> ASGIFramework:
             return
         if scope["type"] != "http":
             return  # a WebSocket upgrade: hypercorn refuses it when the app does not accept
-        # h11 limits a head still arriving; one that came in a single read is measured here.
-        size = len(scope["path"]) + len(scope["query_string"])
-        if size + sum(len(k) + len(v) for k, v in scope["headers"]) > limits.max_header_bytes:
+        if _too_large(scope, limits):
             await _reply(send, 431, TEXT, b"request head too large\n")
             return
         route = routes.get(scope["path"])
@@ -102,6 +141,63 @@ def route_app(routes: Mapping[str, Route], limits: Limits) -> ASGIFramework:
             busy -= 1
 
     return app
+
+
+def request_app(handler: Handler, limits: Limits) -> ASGIFramework:
+    """An ASGI app answering GET and HEAD on any path with ``handler``, within ``limits``.
+    ``handler`` runs on the event loop: it must be quick and never block."""
+    busy = 0
+
+    async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        nonlocal busy
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if _too_large(scope, limits):
+            await _reply(send, 431, TEXT, b"request head too large\n")
+            return
+        if scope["method"] not in METHODS:
+            await _reply(send, 405, TEXT, b"only GET and HEAD\n", [(b"allow", ALLOW)])
+            return
+        if busy >= limits.max_requests:
+            await _reply(send, 503, TEXT, b"busy, try again\n", [(b"retry-after", b"1")])
+            return
+        busy += 1
+        try:
+            client = scope.get("client")
+            request = Request(
+                scope["method"],
+                scope["path"],
+                tuple((bytes(k).lower(), bytes(v)) for k, v in scope["headers"]),
+                str(client[0]) if client else "",
+            )
+            response = handler(request)
+            extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+            async with asyncio.timeout(limits.send_timeout):
+                await _reply(
+                    send,
+                    response.status,
+                    response.content_type,
+                    b"" if scope["method"] == "HEAD" else response.body,
+                    extra,
+                    len(response.body),
+                )
+        except TimeoutError:
+            structlog.get_logger("sinkhole").warning(
+                "http_client_too_slow", path=scope["path"], timeout=limits.send_timeout
+            )
+        finally:
+            busy -= 1
+
+    return app
+
+
+def _too_large(scope: HTTPScope, limits: Limits) -> bool:
+    """h11 limits a head still arriving; one that came in a single read is measured here."""
+    size = len(scope["path"]) + len(scope["query_string"])
+    return size + sum(len(k) + len(v) for k, v in scope["headers"]) > limits.max_header_bytes
 
 
 async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -278,10 +374,12 @@ class HttpServer:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, endpoints: Sequence[Endpoint]) -> None:
-        """Listen on ``endpoints`` (OSError when one cannot be bound), then serve."""
+    async def start(self, endpoints: Sequence[Endpoint], tls: Tls | None = None) -> None:
+        """Listen on ``endpoints`` (and HTTPS on ``tls.endpoints``; OSError when one cannot
+        be bound), then serve."""
         socks: list[socket.socket] = []
-        for endpoint in endpoints:
+        secure = list(tls.endpoints) if tls is not None else []
+        for endpoint in [*endpoints, *secure]:
             try:
                 sock = _bind(endpoint, self.limits)
             except OSError:
@@ -290,8 +388,14 @@ class HttpServer:
                 raise
             socks.append(sock)
         self.addresses = [sock.getsockname()[:2] for sock in socks]
-        config = hypercorn_config(self.name, self.limits, self.tls)
-        config.bind = [f"fd://{sock.detach()}" for sock in socks]  # hypercorn owns them now
+        if tls is not None:  # plain HTTP on ``endpoints``, HTTPS on ``tls.endpoints``
+            config = hypercorn_config(self.name, self.limits, tls.context)
+            binds = [f"fd://{sock.detach()}" for sock in socks]  # hypercorn owns them now
+            plain = len(socks) - len(secure)
+            config.insecure_bind, config.bind = binds[:plain], binds[plain:]
+        else:  # every endpoint plain, or every one TLS with the server's own context
+            config = hypercorn_config(self.name, self.limits, self.tls)
+            config.bind = [f"fd://{sock.detach()}" for sock in socks]  # hypercorn owns them now
         self._task = asyncio.ensure_future(
             serve(self.app, config, shutdown_trigger=self._stop.wait, mode="asgi")
         )

@@ -32,6 +32,7 @@ from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
 from resolver.service.endpoints import control_server, metrics_server
 from resolver.service.observability import QueryLog, configure_logging, counter_fields, get_logger
+from resolver.service.warning import WarningService, WarningSetupError
 from resolver.sources.config import Config, load_config
 from resolver.sources.snapshot import BuildResult, build_snapshot
 from resolver.tools.check import reload_errors, reload_summary
@@ -53,6 +54,7 @@ RESTART_ONLY = (
     "udp_batch",
     "listen_tls",
     "listen_https",
+    "warning_server",
 )
 STATS_INTERVAL = 1.0
 
@@ -122,6 +124,7 @@ class App:
         self.metrics: HttpServer | None = None
         self.control: HttpServer | None = None
         self.loaded: Loaded | None = None  # what the control endpoint shows
+        self.warning: WarningService | None = None  # the warning page's web server
         self._clock: asyncio.TimerHandle | None = None
         self.secondary: Secondary | None = None  # zone transfers, when not a worker
         self.encrypted: EncryptedListeners | None = None  # DoT and DoH (the first worker)
@@ -190,6 +193,13 @@ class App:
             if config.control is not None and (self.link is None or self.slot == 0):
                 self.control = control_server(lambda: self.loaded)  # one worker serves it
                 await self.control.start([config.control])
+            if config.warning_server is not None and (self.link is None or self.slot == 0):
+                self.warning = WarningService(config.warning_server, engine, self.log)
+                await self.warning.start()  # one worker serves it, as it does control
+        except WarningSetupError as exc:
+            self.log.error("warning_server_failed", error=str(exc))
+            self._close()
+            return 1
         except ListenError as exc:
             self.log.error("listen_failed", **exc.fields())
             self._close()
@@ -337,6 +347,8 @@ class App:
             self._set_query_log(config)
         self.config = config
         await self._reload_tls(config)
+        if self.warning is not None:
+            await self.warning.refresh()  # the templates, read again
         self.reloads += 1
         self._arm_clock()
         self._follow_zones(config)
@@ -502,6 +514,8 @@ class App:
             self.metrics.close()
         if self.control is not None:
             self.control.close()
+        if self.warning is not None:
+            self.warning.close()
 
     async def _shutdown(self) -> int:
         if self.link is None:
@@ -513,6 +527,8 @@ class App:
                 await http.wait_closed()  # its connections end before the loop does
         if self.encrypted is not None:
             await self.encrypted.wait_closed()
+        if self.warning is not None:
+            await self.warning.wait_closed()
         deadline = time.monotonic() + GRACE_SECONDS
         while self.dispatcher is not None and self.dispatcher.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

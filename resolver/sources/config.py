@@ -72,6 +72,24 @@ class TlsConfig:
     name: str = ""  # the name clients check it against (DDR's target); "": from the cert
 
 
+@dataclass(frozen=True, slots=True)
+class WarningTls:
+    """HTTPS for the warning server: the operator's certificate, for the warning host's name."""
+
+    listen: tuple[Endpoint, ...]
+    cert: Path  # PEM: the certificate, then any intermediates
+    key: Path  # PEM: its private key
+
+
+@dataclass(frozen=True, slots=True)
+class WarningServer:
+    """The web server at the warning-page address: the page a blocked name lands on."""
+
+    listen: tuple[Endpoint, ...]
+    templates: Path | None = None  # the operator's templates and static files
+    tls: WarningTls | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     source: str = "<built-in default>"
@@ -105,6 +123,7 @@ class Config:
     listen_tls: tuple[Endpoint, ...] = ()  # DNS over TLS (RFC 7858); off when empty
     listen_https: tuple[Endpoint, ...] = ()  # DNS over HTTPS (RFC 8484); off when empty
     tls: TlsConfig | None = None  # needed by listen_tls and listen_https
+    warning_server: WarningServer | None = None  # the warning page's web server; off when None
 
     def worker_count(self) -> int:
         if self.workers:
@@ -155,6 +174,7 @@ KNOWN_KEYS = frozenset(
         "listen_tls",
         "listen_https",
         "tls",
+        "warning_server",
     }
 )
 ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire", "include_dirs"})
@@ -346,6 +366,8 @@ def _parse_keys(
             doc.fail(node, f"udp_batch must be true or false, not {describe(flag)}")
         values["udp_batch"] = flag
     _encrypted(doc, keys, values, endpoints, base_dir)
+    if "warning_server" in keys:
+        values["warning_server"] = _warning_server(doc, keys["warning_server"][1], base_dir)
     if "log_level" in keys:
         _, node = keys["log_level"]
         level = doc.string(node, "log_level").lower()
@@ -476,6 +498,50 @@ def _query_log(doc: Doc, node: yaml.Node) -> dict[str, Any]:
         doc.fail(node, f"query_log must be one of {', '.join(QUERY_LOG_MODES)}, not {quote(mode)}")
     values["query_log"] = mode
     return values
+
+
+def _addresses(doc: Doc, node: yaml.Node, what: str, port: int) -> tuple[Endpoint, ...]:
+    out = []
+    for item in doc.sequence(node, what):
+        text = doc.string(item, f"an entry of {what}")
+        try:
+            out.append(parse_endpoint(text, port))
+        except ValueError as exc:
+            doc.fail(item, f"{what}: {quote(text)} is not an address like 0.0.0.0:{port} ({exc})")
+    if not out:
+        doc.fail(node, f"{what} must name at least one address, like 0.0.0.0:{port}")
+    return tuple(out)
+
+
+def _warning_server(doc: Doc, node: yaml.Node, base_dir: Path) -> WarningServer | None:
+    """``warning_server: {listen: [...], templates: dir, tls: {listen, cert, key}}``."""
+    if doc.value(node) in (None, False):
+        return None
+    keys = doc.mapping(node, "warning_server")
+    doc.reject_unknown(keys, {"listen", "templates", "tls"}, "warning_server")
+
+    def path(fields: dict[str, tuple[yaml.Node, yaml.Node]], key: str, what: str) -> Path:
+        found = Path(doc.string(fields[key][1], what))
+        return found if found.is_absolute() else base_dir / found
+
+    if "listen" not in keys:
+        doc.fail(node, 'warning_server needs a listen: key, like listen: ["0.0.0.0:80"]')
+    listen = _addresses(doc, keys["listen"][1], "warning_server.listen", 80)
+    templates = path(keys, "templates", "warning_server.templates") if "templates" in keys else None
+    tls = None
+    if "tls" in keys and doc.value(keys["tls"][1]) not in (None, False):
+        tls_node = keys["tls"][1]
+        fields = doc.mapping(tls_node, "warning_server.tls")
+        doc.reject_unknown(fields, {"listen", "cert", "key"}, "warning_server.tls")
+        for required in ("listen", "cert", "key"):
+            if required not in fields:
+                doc.fail(tls_node, f"warning_server.tls needs a {required}: key")
+        tls = WarningTls(
+            _addresses(doc, fields["listen"][1], "warning_server.tls.listen", 443),
+            path(fields, "cert", "warning_server.tls.cert"),
+            path(fields, "key", "warning_server.tls.key"),
+        )
+    return WarningServer(listen, templates, tls)
 
 
 def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:

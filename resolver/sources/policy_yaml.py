@@ -34,14 +34,20 @@ from resolver.sources.yamlvalues import (
     read_networks,
     read_redirect,
     read_text,
+    read_translated,
+    read_url,
     read_warning_page,
 )
+
+# The fields a policy may give in several languages (``message: {ko: ..., en: ...}``).
+TRANSLATED = ("title", "authority", "legal_basis", "message")
 
 POLICY_KEYS = frozenset(
     {
         "id",
         "title",
         "authority",
+        "authority_url",
         "legal_basis",
         "reference",
         "contact",
@@ -99,7 +105,16 @@ def parse_policy(text: str, source: str, base_dir: Path, sha256: str = "") -> Po
     if "id" not in keys:
         doc.fail(doc.root, "the policy has no id: add a line like 'id: kr-national-security'")
 
+    translated: dict[str, str] = {}
+    translations: list[tuple[str, str, str]] = []
+    for key in TRANSLATED:
+        if key in keys:
+            translated[key], texts = read_translated(doc, keys[key][1], key)
+            translations.extend((key, language, text) for language, text in texts)
+
     def text_of(key: str) -> str:
+        if key in translated:
+            return translated[key]
         return read_text(doc, keys[key][1], key).strip() if key in keys else ""
 
     policy_id = text_of("id")
@@ -146,6 +161,12 @@ def parse_policy(text: str, source: str, base_dir: Path, sha256: str = "") -> Po
         message=text_of("message"),
         effective_from=effective_from,
         expires=expires,
+        authority_url=(
+            read_url(doc, keys["authority_url"][1], "authority_url")
+            if "authority_url" in keys
+            else ""
+        ),
+        translations=tuple(translations),
     )
     include = read_networks(doc, keys, "clients")
     exclude = read_networks(doc, keys, "except_clients")

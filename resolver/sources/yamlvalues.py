@@ -8,8 +8,10 @@ that names the key and says how to fix it (the Doc adds file:line:col).
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -25,6 +27,11 @@ DEFAULT_TTL = 60
 WARNING_PAGE_KEYS = frozenset({"ipv4", "ipv6", "ttl"})
 REDIRECT_KEYS = frozenset({"ipv4", "ipv6", "cname"})
 REDIRECT_EXAMPLE = "redirect: {cname: warning.example} or redirect: {ipv4: [192.0.2.1]}"
+
+# A language tag as in Accept-Language (BCP 47, simplified): ko, en, en-GB, zh-Hant.
+LANGUAGE_TAG = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
+DEFAULT_LANGUAGE = "en"
+URL_TEXT = re.compile(r"[!#-;=?-\[\]_a-z~]+", re.I)  # printable ASCII less space " < > \ ^ ` { | }
 
 BOOL_TAG = "tag:yaml.org,2002:bool"
 NULL_TAG = "tag:yaml.org,2002:null"
@@ -51,6 +58,50 @@ def read_text(doc: Doc, node: yaml.Node, what: str, required: bool = False) -> s
         return str(node.value)
     kind = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
     doc.fail(node, f"{what} must be text, not {kind}")
+
+
+def read_translated(
+    doc: Doc, node: yaml.Node, what: str
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """Text, or the same text in several languages (``{ko: ..., en: ...}``): the default text
+    (English when given, else the first) and every (language tag, text), tags lower-cased."""
+    if not isinstance(node, yaml.MappingNode):
+        return read_text(doc, node, what).strip(), ()
+    fields = doc.mapping(node, what)
+    if not fields:
+        doc.fail(
+            node, f"{what} is empty: write the text, or one text per language like {{en: ...}}"
+        )
+    texts: list[tuple[str, str]] = []
+    for tag, (key_node, value_node) in fields.items():
+        language = tag.strip().lower()
+        if not LANGUAGE_TAG.fullmatch(language):
+            doc.fail(
+                key_node,
+                f"{what}: {quote(tag)} is not a language tag; write one like ko, en or en-GB",
+            )
+        if any(language == seen for seen, _ in texts):
+            doc.fail(key_node, f"{what}: language {quote(language)} is given twice")
+        texts.append((language, read_text(doc, value_node, f"{what}.{tag}", required=True).strip()))
+    default = dict(texts).get(DEFAULT_LANGUAGE, texts[0][1])
+    return default, tuple(texts)
+
+
+def read_url(doc: Doc, node: yaml.Node, what: str) -> str:
+    """A web address (http or https, with a host), in ASCII: it is sent in HTTP headers."""
+    text = read_text(doc, node, what, required=True).strip()
+    example = "https://www.kcsc.or.kr/"
+    if not URL_TEXT.fullmatch(text):
+        doc.fail(
+            node,
+            f"{what}: {quote(text)} has characters a web address cannot hold (spaces, quotes, "
+            f"<, > or letters outside ASCII); write it like {example}, with non-ASCII names "
+            "in their xn-- form and other characters %-encoded",
+        )
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        doc.fail(node, f"{what}: {quote(text)} is not a web address; write one like {example}")
+    return text
 
 
 def read_action(doc: Doc, node: yaml.Node, allowed: tuple[str, ...]) -> Action:

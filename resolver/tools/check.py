@@ -76,6 +76,7 @@ def check_config(config: Config, result: CheckResult, now: datetime, warnings: b
         _check_dates(policies, result, now)
         Analysis(policies, listed, result).run()
     _check_zones(config, result)
+    _check_warning_server(config, result)
     if not result.errors:
         _build(config, result)
     if not warnings:
@@ -218,6 +219,34 @@ def _check_zones(config: Config, result: CheckResult) -> None:
         for warning in loaded.report.warnings:
             found = re.search(r"at line (\d+)", warning)
             result.warn(str(zone.file), int(found.group(1)) if found else 0, 0, warning)
+
+
+def _check_warning_server(config: Config, result: CheckResult) -> None:
+    """The warning server's templates compile, and its certificate and key can be used."""
+    settings = getattr(config, "warning_server", None)
+    if settings is None:
+        return
+    from resolver.tools.warningpage import Pages, TemplateError, load_static, load_templates
+    from resolver.tools.warningtls import TlsSetupError, tls_context
+
+    line, column = key_position(config.source, ["warning_server"])
+    try:
+        Pages(load_templates(settings.templates))
+        load_static(settings.templates)
+    except TemplateError as exc:
+        if exc.line:
+            result.error(exc.file, exc.line, 1, f"template: {exc.message}")
+        else:
+            result.error(
+                config.source, line, column, f"warning_server.templates: {exc.file}: {exc.message}"
+            )
+    except OSError as exc:
+        result.error(config.source, line, column, f"warning_server.templates: {exc}")
+    if settings.tls is not None:
+        try:
+            tls_context(settings.tls)
+        except TlsSetupError as exc:
+            result.error(config.source, line, column, f"warning_server.tls: {exc}")
 
 
 def _build(config: Config, result: CheckResult) -> None:

@@ -29,6 +29,7 @@ PACKAGES: dict[str, str] = {
     "unshare": "util-linux",
     "getent": "libc-bin",
     "kdig": "knot-dnsutils",
+    "chromium": "chromium",
 }
 
 # Daemons live in sbin, which is not on an ordinary user's PATH.
