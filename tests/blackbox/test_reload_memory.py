@@ -40,7 +40,8 @@ def test_rss_stays_flat_over_twenty_reloads_of_a_large_policy(
         assert reloaded["names"] == NAMES
         sizes.append(rss_kib(server.pid))
     assert addresses(ask(v4(server), "n12345.reload-memory.example")) == [WARNING_IPV4]
-    # While a reload builds, the old and the new policy both exist: the first reloads reach
-    # that high-water mark. From there on, RSS must stay flat, not grow with every reload.
-    baseline, last = max(sizes[:3]), sizes[-1]
+    # While a reload builds, the old and the new policy both exist, and the allocator keeps
+    # freed memory for reuse: the first reloads reach that high-water mark. From there on,
+    # RSS must stay flat (a leaked snapshot of this policy is several MiB per reload).
+    baseline, last = max(sizes[:10]), max(sizes[-5:])
     assert last <= baseline * 1.10, f"RSS grew from {baseline} KiB to {last} KiB: {sizes}"
