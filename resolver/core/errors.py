@@ -6,6 +6,8 @@ wire.BadVersion) BADVERS. Answer with ``wire.build_error_reply(data, exc.rcode, 
 
 from __future__ import annotations
 
+import reprlib
+
 
 class ResolverError(Exception):
     """Root of every error this package raises on purpose."""
@@ -46,8 +48,36 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
             shown = shown[: limit + 2] + shown[-1]
         unit = "characters" if isinstance(value, str) else "bytes"
         return f"{shown}... ({len(value):,} {unit})"
-    shown = repr(value)
+    shown = repr(value) if _small(value, limit) else _BOUNDED.repr(value)
     return shown if len(shown) <= limit + 3 else shown[:limit] + "..."
+
+
+_BOUNDED = reprlib.Repr()
+_BOUNDED.maxlevel, _BOUNDED.maxlist, _BOUNDED.maxtuple, _BOUNDED.maxdict = 3, 8, 8, 8
+_BOUNDED.maxset = _BOUNDED.maxfrozenset = 8
+
+
+def _small(value: object, budget: int) -> bool:
+    """Whether ``value`` holds at most ``budget`` items all told, so that repr() is cheap.
+
+    YAML aliases can nest a few lines into a list of a billion items (shared, so cheap
+    to build); repr() of that would never end.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list | tuple | set | frozenset):
+            budget -= len(item)
+            stack.extend(item)
+        elif isinstance(item, dict):
+            budget -= 2 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, str | bytes):
+            budget -= len(item) // 16
+        if budget < 0:
+            return False
+    return True
 
 
 class SourceError(ResolverError):

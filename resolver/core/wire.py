@@ -211,12 +211,18 @@ def skip_rr(data: bytes, pos: int) -> tuple[int, int, int]:
 def parse_query(data: bytes) -> Query:
     """Parse a query: header, exactly one question, and the OPT record if any.
 
-    Raises FormError for malformed input and NotImplementedQuery for a well-formed
-    query we do not serve. Responses (QR=1) must be filtered out by the caller.
+    Raises FormError for malformed input and NotImplementedQuery for a query we do not
+    serve: another opcode (judged on the header alone), another class, MAILA/MAILB.
+    Responses (QR=1) must be filtered out by the caller.
     """
     size = len(data)
     if size < 12:
         raise FormError("shorter than a DNS header")
+    if data[2] & 0x78:
+        # The opcode first: other opcodes (NOTIFY, UPDATE, unassigned ...) lay out their
+        # sections differently, so their counts say nothing we could judge. Answered
+        # NOTIMP with the header alone, whatever follows (RFC 1035 4.1.1).
+        raise NotImplementedQuery("only standard queries are served")
     if data[4:6] != b"\x00\x01":
         raise FormError("a query must carry exactly one question")
     # The question name: uncompressed (nothing precedes it that a pointer could use).
@@ -279,10 +285,6 @@ def parse_query(data: bytes) -> Query:
     )
     if version:
         raise BadVersion(query)
-    if flags & OPCODE_MASK:
-        # Other opcodes (NOTIFY, UPDATE ...) lay out their sections differently:
-        # answer with the header alone rather than echo what we do not read.
-        raise NotImplementedQuery("only standard queries are served")
     if qclass != CLASS_IN:
         if qtype == TYPE_OPT or qtype == 0:
             raise FormError("invalid question type")
@@ -358,7 +360,11 @@ def build_error_reply(data: bytes, rcode: int, query: Query | None = None) -> by
     if len(data) < 12:
         return None
     qid, flags = struct.unpack_from("!HH", data)
-    flags = QR | RA | (flags & (OPCODE_MASK | RD | CD)) | (rcode & 0xF)
+    if flags & OPCODE_MASK:
+        # RA, AD and CD are defined for standard queries only: not set for other opcodes.
+        flags = QR | (flags & (OPCODE_MASK | RD)) | (rcode & 0xF)
+    else:
+        flags = QR | RA | (flags & (RD | CD)) | (rcode & 0xF)
     return HEADER.pack(qid, flags, 0, 0, 0, 0)
 
 

@@ -15,8 +15,6 @@ try:
 except AttributeError:  # PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
-_construct = yaml.SafeLoader("").construct_object
-
 ErrorType = Callable[[str, str, int, int], SourceError]
 
 
@@ -35,6 +33,9 @@ class Doc:
         except yaml.YAMLError as exc:
             raise error(f"not valid YAML: {exc}", source, 0, 0) from None
         self.root: yaml.Node | None = root
+        # A constructor of this file's own: construct_object remembers every node it
+        # built, so a shared one would keep every file ever read in memory.
+        self._construct = yaml.SafeLoader("").construct_object
 
     def fail(self, node: yaml.Node | None, message: str) -> NoReturn:
         if node is None:
@@ -69,7 +70,7 @@ class Doc:
     def value(self, node: yaml.Node) -> Any:
         """The value of a node; one YAML cannot build (2026-13-01, a !!tag) is an error."""
         try:
-            return _construct(node, deep=True)
+            return self._construct(node, deep=True)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             self.fail(node, f"cannot read this value ({problem}); write plain text or a number")
@@ -80,6 +81,8 @@ class Doc:
                     f"{node.value} is not a valid date ({exc}); "
                     "write dates as year-month-day, like 2026-01-01",
                 )
+            if not isinstance(node, yaml.ScalarNode):  # its value is nodes, maybe nested aliases
+                self.fail(node, f"cannot read this value ({exc})")
             self.fail(node, f"cannot read {quote(node.value)} ({exc})")
 
     def string(self, node: yaml.Node, what: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import dns.exception
+import dns.grange
 import dns.name
 import dns.rdata
 import dns.rdataclass
@@ -41,6 +42,9 @@ from resolver.core.errors import PolicyError, SourceError, quote
 from resolver.sources import files
 
 MAX_INCLUDE_DEPTH = 8
+# Records $GENERATE may make in one zone: one line must not stand for billions of records
+# (dnspython reads about 25,000 records a second, so this is a few seconds at most).
+MAX_GENERATED = 65_536
 MAX_MESSAGE = 300  # characters of a dnspython message kept (it may quote a token)
 MAX_TTL = 2**31 - 1
 ROOT = b"\x00"
@@ -108,9 +112,20 @@ class _Reader(dns.zonefile.Reader):
         super()._rr_line()
         self.in_record = False
 
+    zone: ZoneReader | None = None  # counts the records $GENERATE makes
+
     def _generate_line(self) -> None:
         self.line = self.tok.line_number
         self.in_record = True
+        token = self.tok.get()
+        self.tok.unget(token)
+        try:
+            start, stop, step = dns.grange.from_text(token.value)
+        except Exception:
+            start, stop, step = 1, 0, 1  # dnspython reports the range
+        count = (stop - start) // step + 1 if step > 0 and stop >= start else 0
+        if self.zone is not None:
+            self.zone.count_generated(count)
         super()._generate_line()  # type: ignore[no-untyped-call]
         self.in_record = False
 
@@ -137,6 +152,16 @@ class ZoneReader:
         self.owners: dict[bytes, Record | list[Record]] = {}
         self.records = 0
         self.serial: int | None = None
+        self.generated = 0
+
+    def count_generated(self, count: int) -> None:
+        """Count the records of one $GENERATE before they are made; too many is an error."""
+        self.generated += count
+        if self.generated > MAX_GENERATED:
+            raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
+                f"$GENERATE would make more than {MAX_GENERATED:,} records in this zone; "
+                "list the names instead"
+            )
 
     def read_file(
         self,
@@ -283,8 +308,8 @@ class ZoneReader:
         if len(parts) < 2 or parts[1].startswith(";"):
             return ""  # dnspython reports it
         name = parts[1].lower()
-        if any(c in name for c in '\\"()'):
-            return ""  # unusual: leave the records to dnspython
+        if any(c in name for c in '\\"()') or not name.isascii():
+            return ""  # unusual (escapes, Unicode): leave the records to dnspython
         return _absolute(name, current)
 
     def _include(
@@ -310,6 +335,8 @@ class ZoneReader:
             raise PolicyError(
                 f"$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep", source, index + 1
             )
+        if "\x00" in parts[1]:
+            raise PolicyError("$INCLUDE: the file name holds a NUL character", source, index + 1)
         path = Path(parts[1])
         if not path.is_absolute():
             path = base / path
@@ -355,6 +382,7 @@ class ZoneReader:
             allow_include=False,
             default_ttl=default_ttl,
         )
+        reader.zone = self
         start = dns.name.from_text(origin)
         reader.current_origin = start
         reader.last_name = start

@@ -333,7 +333,7 @@ def test_build_error_reply_from_header_only() -> None:
     reply = dnslib.DNSRecord.parse(raw)
     h = reply.header
     assert h.id == 0xBEEF
-    assert (h.qr, h.rd, h.ra, h.opcode, h.rcode) == (1, 1, 1, 2, wire.FORMERR)
+    assert (h.qr, h.rd, h.ra, h.opcode, h.rcode) == (1, 1, 0, 2, wire.FORMERR)  # RA: QUERY only
     assert (h.q, h.a, h.auth, h.ar) == (0, 0, 0, 0)
 
 
