@@ -77,12 +77,14 @@ class RateLimiter:
             return reply
         tokens = bucket.tokens + (now - bucket.last) * self._rate
         bucket.last = now
-        if tokens > self._burst:
-            tokens = self._burst
         if tokens >= 1.0:
-            bucket.tokens = tokens - 1.0
+            bucket.tokens = (tokens if tokens < self._burst else self._burst) - 1.0
             return reply
         bucket.tokens = tokens
+        return self._over(bucket, reply)
+
+    def _over(self, bucket: _Bucket, reply: bytes) -> bytes | None:
+        """An answer over the rate: every slip-th truncated, the others dropped."""
         bucket.limited += 1
         if self._slip and bucket.limited % self._slip == 0:
             self.stats.truncated += 1
