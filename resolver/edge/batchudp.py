@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from resolver.core.engine import Engine
 from resolver.core.flight import Waiter
+from resolver.core.ratelimit import RateLimiter
 from resolver.edge.mmsg import (
     BATCH,
     CALLS,
@@ -78,6 +79,7 @@ class BatchUdpListener:
         loop: asyncio.AbstractEventLoop | None = None,
         batch: int = BATCH,
         faults: Faults | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         if CALLS is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available here")
@@ -96,6 +98,7 @@ class BatchUdpListener:
         self.closed = False
         self._handle = engine.handle
         self._wait = dispatcher.wait
+        self._admit = limiter.admit if limiter is not None else None  # rate limiting, when on
         self._recvmmsg, self._sendmmsg = CALLS
         self.single = True  # one datagram at a time, until a wake-up finds several
         self._poller = select.poll()
@@ -149,8 +152,11 @@ class BatchUdpListener:
         if len(data) > self.buffers.slot:
             stats.oversized += 1
         else:
+            clock = monotonic()
             try:
-                result = self._handle(data, addr[0], int(monotonic()), False)
+                result = self._handle(data, addr[0], int(clock), False)
+                if self._admit is not None and result.__class__ is bytes:
+                    result = self._admit(result, addr[0], clock)
             except Exception as exc:
                 self._fault("engine", exc)
                 result = None
@@ -179,7 +185,9 @@ class BatchUdpListener:
         slot, out_slot, namelen = buffers.slot, buffers.out_slot, buffers.namelen
         view, out, reply_lengths = buffers.data_view, buffers.out_view, buffers.reply_lengths
         names = bytes(buffers.names_view[: n * NAME])
-        now = int(monotonic())
+        admit = self._admit
+        clock = monotonic()
+        now = int(clock)
         i = j = 0
         for length in buffers.lengths[:n].tolist():
             start = i * slot
@@ -196,6 +204,10 @@ class BatchUdpListener:
                 continue
             try:
                 result = handle(view[start : start + length].tobytes(), addr[0], now, False)
+                if admit is not None and result.__class__ is bytes:
+                    result = admit(result, addr[0], clock)
+                    if result is None:
+                        continue  # over the client network's rate: dropped
             except Exception as exc:
                 self._fault("engine", exc)
                 continue
@@ -257,6 +269,11 @@ class BatchUdpListener:
         one turn of the event loop leave together at its end."""
         if self.closed:
             return
+        if self._admit is not None:
+            admitted = self._admit(reply, waiter.client, monotonic())
+            if admitted is None:
+                return
+            reply = admitted
         late = self._late
         late.append((reply, waiter.addr))  # type: ignore[arg-type]
         if len(late) == 1:

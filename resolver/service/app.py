@@ -19,6 +19,7 @@ from resolver.core.ddr import Designated, designations
 from resolver.core.endpoint import Endpoint
 from resolver.core.engine import ClientAcl, Counters, Engine
 from resolver.core.errors import SourceError
+from resolver.core.ratelimit import RateLimiter
 from resolver.edge.batchudp import BatchUdpListener
 from resolver.edge.dispatch import Dispatcher
 from resolver.edge.encrypted import EncryptedListeners
@@ -55,6 +56,10 @@ RESTART_ONLY = (
     "listen_tls",
     "listen_https",
     "warning_server",
+    "tcp_query_timeout",
+    "tcp_max_per_client",
+    "max_inflight",
+    "rate_limit",
 )
 STATS_INTERVAL = 1.0
 
@@ -120,6 +125,7 @@ class App:
         self.dispatcher: Dispatcher | None = None
         self.faults = Faults(self.log)
         self.tcp_state: TcpServerState | None = None
+        self.limiter: RateLimiter | None = None  # response rate limiting of UDP answers
         self.query_log: QueryLog | None = None
         self.metrics: HttpServer | None = None
         self.control: HttpServer | None = None
@@ -162,21 +168,31 @@ class App:
         forwarder = Forwarder(
             config.upstreams, config.upstream_timeout, config.query_timeout, log=self.log
         )
-        dispatcher = self.dispatcher = Dispatcher(engine, forwarder, self.faults)
+        dispatcher = self.dispatcher = Dispatcher(
+            engine, forwarder, self.faults, config.max_inflight
+        )
         await dispatcher.start()
         self.tcp_state = TcpServerState(
-            engine, dispatcher, config.tcp_idle_timeout, config.tcp_max_connections
+            engine,
+            dispatcher,
+            config.tcp_idle_timeout,
+            config.tcp_max_connections,
+            config.tcp_query_timeout,
+            config.tcp_max_per_client,
         )
+        limiter = self.limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
         try:
             for listener in open_listeners(config.listen, passed_down=self.link is not None):
                 udp_sock = listener.udp
                 if config.udp_batch and batching_available():
                     self._udp.append(
-                        BatchUdpListener(engine, dispatcher, udp_sock, loop, faults=self.faults)
+                        BatchUdpListener(
+                            engine, dispatcher, udp_sock, loop, faults=self.faults, limiter=limiter
+                        )
                     )
                 else:
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda: UdpListener(engine, dispatcher), sock=udp_sock
+                        lambda: UdpListener(engine, dispatcher, limiter), sock=udp_sock
                     )
                     self._udp.append(transport)
                 tcp_sock = listener.tcp
@@ -575,6 +591,9 @@ class App:
                 "udp_", [u.stats for u in self._udp if isinstance(u, BatchUdpListener)]
             ),
             "unexpected_errors": self.faults.total,
+            "inflight_limited": self.dispatcher.overloaded,
+            **counter_fields("tcp_", [self.tcp_state.stats] if self.tcp_state else []),
+            **counter_fields("rate_limited_", [self.limiter.stats] if self.limiter else []),
         }
 
 

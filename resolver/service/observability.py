@@ -429,6 +429,47 @@ COUNTERS = (
     ("udp_errors", "sinkhole_udp_errors", "Unexpected errors in the batched UDP listeners"),
     ("tcp_rejected", "sinkhole_tcp_rejected_connections", "TCP connections refused at the cap"),
     ("worker_restarts", "sinkhole_worker_restarts", "Workers restarted after they exited"),
+    (
+        "inflight_limited",
+        "sinkhole_upstream_inflight_limited",
+        "Cache misses answered SERVFAIL at once: max_inflight questions were waiting",
+    ),
+    (
+        "tcp_evicted",
+        "sinkhole_tcp_evicted_connections",
+        "Idle TCP connections closed to make room at the cap",
+    ),
+    (
+        "tcp_client_limited",
+        "sinkhole_tcp_client_limited_connections",
+        "TCP connections refused: tcp_max_per_client were open from that address",
+    ),
+    (
+        "tcp_query_timeouts",
+        "sinkhole_tcp_query_timeouts",
+        "TCP connections closed: a query did not arrive whole within tcp_query_timeout",
+    ),
+    ("tcp_paused", "sinkhole_tcp_paused", "Times a TCP connection was not read: answers not taken"),
+    (
+        "tcp_overflowed",
+        "sinkhole_tcp_overflowed",
+        "TCP connections closed: they owed too many answers not taken",
+    ),
+    (
+        "tcp_stalled",
+        "sinkhole_tcp_stalled",
+        "TCP connections closed: answers not taken for tcp_idle_timeout",
+    ),
+    (
+        "rate_limited_dropped",
+        "sinkhole_rate_limited_dropped",
+        "UDP answers over the client network's rate, not sent",
+    ),
+    (
+        "rate_limited_truncated",
+        "sinkhole_rate_limited_truncated",
+        "UDP answers over the client network's rate, sent empty with TC=1 (slip)",
+    ),
 )
 GAUGES = (
     ("policy_names", "sinkhole_policy_names", "Names in the compiled policy"),

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import yaml
 from resolver.core.cache import CacheSettings
 from resolver.core.endpoint import Endpoint
 from resolver.core.errors import ConfigError, quote
+from resolver.core.ratelimit import RateLimit
 from resolver.core.verdict import Answers
 from resolver.core.wire import text_to_name
 from resolver.sources import files
@@ -124,6 +125,10 @@ class Config:
     listen_https: tuple[Endpoint, ...] = ()  # DNS over HTTPS (RFC 8484); off when empty
     tls: TlsConfig | None = None  # needed by listen_tls and listen_https
     warning_server: WarningServer | None = None  # the warning page's web server; off when None
+    tcp_query_timeout: float = 5.0  # seconds a TCP query may take to arrive, from its first byte
+    tcp_max_per_client: int = 64  # open client TCP connections from one address, per worker
+    max_inflight: int = 10000  # questions waiting for an upstream per worker; then SERVFAIL
+    rate_limit: RateLimit | None = field(default_factory=RateLimit)  # UDP answers; None: off
 
     def worker_count(self) -> int:
         if self.workers:
@@ -175,7 +180,14 @@ KNOWN_KEYS = frozenset(
         "listen_https",
         "tls",
         "warning_server",
+        "tcp_query_timeout",
+        "tcp_max_per_client",
+        "max_inflight",
+        "rate_limit",
     }
+)
+RATE_LIMIT_KEYS = frozenset(
+    {"responses_per_second", "slip", "ipv4_prefix", "ipv6_prefix", "exempt"}
 )
 ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire", "include_dirs"})
 SIZE_UNITS = {"": 1, "k": files.KiB, "m": files.MiB, "g": files.GiB}
@@ -323,7 +335,7 @@ def _parse_keys(
             except ValueError:
                 doc.fail(item, f"allow_clients: {quote(text)} is not a network like 192.0.2.0/24")
         values["allow_clients"] = tuple(nets)
-    for key in ("upstream_timeout", "query_timeout", "tcp_idle_timeout"):
+    for key in ("upstream_timeout", "query_timeout", "tcp_idle_timeout", "tcp_query_timeout"):
         if key in keys:
             seconds = doc.number(keys[key][1], key, 0.001)
             values[key] = seconds
@@ -331,6 +343,11 @@ def _parse_keys(
         values["tcp_max_connections"] = doc.integer(
             keys["tcp_max_connections"][1], "tcp_max_connections", 1
         )
+    for key in ("tcp_max_per_client", "max_inflight"):
+        if key in keys:
+            values[key] = doc.integer(keys[key][1], key, 1)
+    if "rate_limit" in keys:
+        values["rate_limit"] = _rate_limit(doc, keys["rate_limit"][1])
     if "metrics" in keys:
         _, node = keys["metrics"]
         if doc.value(node) in (None, False):
@@ -542,6 +559,30 @@ def _warning_server(doc: Doc, node: yaml.Node, base_dir: Path) -> WarningServer 
             path(fields, "key", "warning_server.tls.key"),
         )
     return WarningServer(listen, templates, tls)
+
+
+def _rate_limit(doc: Doc, node: yaml.Node) -> RateLimit | None:
+    """Response rate limiting for UDP; ``false`` (or ``off``) turns it off."""
+    if doc.value(node) in (None, False, "off"):
+        return None
+    keys = doc.mapping(node, "rate_limit")
+    doc.reject_unknown(keys, RATE_LIMIT_KEYS, "rate_limit")
+    limits = {"responses_per_second": (1, None), "slip": (0, 10)}
+    limits.update(ipv4_prefix=(1, 32), ipv6_prefix=(1, 128))
+    values: dict[str, Any] = {}
+    for key, (low, high) in limits.items():
+        if key in keys:
+            values[key] = doc.integer(keys[key][1], f"rate_limit.{key}", low, high)
+    if "exempt" in keys:
+        nets = []
+        for item in doc.sequence(keys["exempt"][1], "rate_limit.exempt"):
+            text = doc.string(item, "an entry of rate_limit.exempt")
+            try:
+                nets.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                doc.fail(item, f"rate_limit.exempt: {quote(text)} is not a network like 10.0.0.0/8")
+        values["exempt"] = tuple(nets)
+    return replace(RateLimit(), **values)
 
 
 def _cache(doc: Doc, node: yaml.Node) -> CacheSettings:

@@ -76,21 +76,30 @@ def test_an_idle_connection_is_closed(sinkhole_factory: SinkholeFactory) -> None
     assert 0.3 <= idle < 2.5, f"closed after {idle:.2f} s idle; configured 0.5 s"
 
 
-def test_connections_beyond_the_limit_are_closed(sinkhole_factory: SinkholeFactory) -> None:
-    server = sinkhole_factory(POLICIES, tcp_max_connections=2, tcp_idle_timeout=30)
-    held = [connect(server), connect(server)]
+def test_connections_beyond_the_limit_are_closed_when_none_is_idle(
+    sinkhole_factory: SinkholeFactory,
+) -> None:
+    """At the cap an idle connection makes room (tests/blackbox/test_tcp_limits.py); when
+    every connection waits for an upstream answer, a new one is closed."""
+    server = sinkhole_factory(
+        POLICIES, tcp_max_connections=2, tcp_idle_timeout=30, query_timeout=3.0
+    )
+    held = [connect(server, timeout=5.0), connect(server, timeout=5.0)]
     try:
         for sock in held:
             sock.sendall(frame(make(BLOCKED, "A").to_wire()))
             assert addresses(dns.message.from_wire(recv_frame(sock))) == [WARNING_IPV4]
+            sock.sendall(frame(make(unique("silent"), "A").to_wire()))  # waits for SERVFAIL
+        time.sleep(0.2)
         with connect(server) as third:
             try:
                 third.sendall(frame(make(BLOCKED, "A").to_wire()))
             except (BrokenPipeError, ConnectionResetError):
                 pass
             assert closed_by_peer(third), "a third connection was served with a limit of 2"
-        # The two connections within the limit still work.
+        # The two connections within the limit still work and get their answers.
         for sock in held:
+            assert dns.message.from_wire(recv_frame(sock)).rcode() == dns.rcode.SERVFAIL
             sock.sendall(frame(make(BLOCKED, "AAAA").to_wire()))
             assert dns.message.from_wire(recv_frame(sock)).rcode() == dns.rcode.NOERROR
     finally:

@@ -10,6 +10,7 @@ import pytest
 
 from resolver.core.cache import CacheSettings
 from resolver.core.errors import ConfigError
+from resolver.core.ratelimit import RateLimit
 from resolver.sources.config import (
     Config,
     ConfigErrors,
@@ -585,3 +586,57 @@ def test_cache_stale_max_must_be_a_duration(value: str) -> None:
     err = error(MINIMAL + f"cache:\n  stale_max: {value}\n")
     assert err.line == 3
     assert "cache.stale_max" in err.message
+
+
+def test_hostile_client_limits_are_parsed() -> None:
+    config = parse(
+        MINIMAL
+        + "tcp_query_timeout: 2.5\ntcp_max_per_client: 8\nmax_inflight: 500\n"
+        + "rate_limit:\n  responses_per_second: 50\n  slip: 3\n  ipv4_prefix: 32\n"
+        + "  ipv6_prefix: 64\n  exempt: [10.0.0.0/8, '2001:db8::/32']\n"
+    )
+    assert (config.tcp_query_timeout, config.tcp_max_per_client) == (2.5, 8)
+    assert config.max_inflight == 500
+    assert config.rate_limit == RateLimit(
+        50,
+        3,
+        32,
+        64,
+        (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")),
+    )
+
+
+def test_hostile_client_limit_defaults() -> None:
+    config = parse(MINIMAL + "rate_limit: {slip: 1}\n")
+    assert (Config().tcp_query_timeout, Config().tcp_max_per_client) == (5.0, 64)
+    assert Config().max_inflight == 10000
+    assert Config().rate_limit == RateLimit()
+    assert config.rate_limit == RateLimit(slip=1)  # the other settings keep their defaults
+    assert RateLimit().responses_per_second == 1000
+    assert [str(n) for n in RateLimit().exempt] == ["127.0.0.0/8", "::1/128"]
+
+
+@pytest.mark.parametrize("text", ["rate_limit: false\n", "rate_limit: off\n", "rate_limit:\n"])
+def test_rate_limit_off(text: str) -> None:
+    assert parse(MINIMAL + text).rate_limit is None
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("tcp_query_timeout: 0\n", "tcp_query_timeout"),
+        ("tcp_max_per_client: 0\n", "tcp_max_per_client"),
+        ("max_inflight: many\n", "max_inflight"),
+        ("rate_limit: 5\n", "rate_limit"),
+        ("rate_limit: {responses_per_second: 0}\n", "rate_limit.responses_per_second"),
+        ("rate_limit: {ipv4_prefix: 33}\n", "rate_limit.ipv4_prefix"),
+        ("rate_limit: {ipv6_prefix: 0}\n", "rate_limit.ipv6_prefix"),
+        ("rate_limit: {slip: -1}\n", "rate_limit.slip"),
+        ("rate_limit: {exempt: [somewhere]}\n", "rate_limit.exempt"),
+        ("rate_limit: {window: 5}\n", "window"),
+    ],
+)
+def test_hostile_client_limit_errors(text: str, words: str) -> None:
+    err = error(MINIMAL + text)
+    assert err.line == 2
+    assert words in err.message
