@@ -87,6 +87,7 @@ class Config:
     max_file_size: int = files.DEFAULT_MAX_SIZE  # the most bytes read from a list or zone file
     log_format: str = "auto"  # one of LOG_FORMATS
     pid_file: Path | bool = True  # True: the default place (see service/pidfile.py); False: none
+    state_dir: Path | None = None  # copies of fetched lists; None: see sources/listcopy.py
 
     def worker_count(self) -> int:
         if self.workers:
@@ -134,6 +135,7 @@ KNOWN_KEYS = frozenset(
         "max_file_size",
         "log_format",
         "pid_file",
+        "state_dir",
     }
 )
 ZONE_KEYS = frozenset({"name", "file", "primaries", "tsig", "on_expire", "include_dirs"})
@@ -336,6 +338,13 @@ def _parse_keys(
         values["log_format"] = form
     if "pid_file" in keys:
         values["pid_file"] = _pid_file(doc, keys["pid_file"][1], base_dir)
+    if "state_dir" in keys:
+        _, node = keys["state_dir"]
+        text = doc.string(node, "state_dir (a directory)").strip()
+        if not text:
+            doc.fail(node, "state_dir must name a directory, like /var/lib/sinkhole")
+        state = Path(text)
+        values["state_dir"] = state if state.is_absolute() else base_dir / state
     return Config(**values)  # type: ignore[arg-type]
 
 
