@@ -34,6 +34,7 @@ from resolver.tools.check import reload_errors, reload_summary
 from resolver.tools.control import Loaded, name_changes, removed_policies
 
 if TYPE_CHECKING:
+    from resolver.service.feeds import Feeds
     from resolver.zones.follower import Secondary
 
 GRACE_SECONDS = 2.0
@@ -118,6 +119,7 @@ class App:
         self.loaded: Loaded | None = None  # what the control endpoint shows
         self._clock: asyncio.TimerHandle | None = None
         self.secondary: Secondary | None = None  # zone transfers, when not a worker
+        self.feeds: Feeds | None = None  # lists fetched from a url, when not a worker
 
     # --- start-up ------------------------------------------------------------
 
@@ -138,6 +140,7 @@ class App:
             self.log.warning("list_lines_skipped", detail=warning)
         for warning in result.zone_warnings:
             self.log.warning("zone_warning", detail=warning)
+        self._follow_lists(result, config)
         if not config.upstreams:
             self.log.warning(
                 "no_upstreams", detail="nothing can be forwarded: every allowed name gets SERVFAIL"
@@ -224,6 +227,8 @@ class App:
         self._arm_clock()
         if self.secondary is not None:
             self.secondary.start()  # in the background: the saved copies are enforced already
+        if self.feeds is not None:
+            self.feeds.start()  # the same for lists fetched from a url
         if self.link is None:
             sdnotify.ready(f"serving {result.snapshot.policy.names()} blocked names")
         else:
@@ -315,6 +320,7 @@ class App:
         self.reloads += 1
         self._arm_clock()
         self._follow_zones(config)
+        self._follow_lists(result, config)
         self._set_notify(config)
         for warning in result.warnings:
             self.log.warning("list_lines_skipped", detail=warning)
@@ -362,6 +368,21 @@ class App:
             self.secondary.prepare()
             if self.engine is not None:
                 self.secondary.start()
+
+    def _follow_lists(self, result: BuildResult, config: Config) -> None:
+        """Without a supervisor this process fetches the lists named by a url itself; a
+        changed copy makes the policy reload."""
+        if self.link is not None:
+            return  # the supervisor fetches, once for all workers
+        from resolver.service.feeds import Feeds, fetched_lists
+
+        refs = fetched_lists(result.policies)
+        if self.feeds is None and refs:
+            self.feeds = Feeds(self.request_reload, self.log)
+            if self.engine is not None:
+                self.feeds.start()
+        if self.feeds is not None:
+            self.feeds.reconfigure(refs, config.max_file_size)
 
     def _set_notify(self, config: Config) -> None:
         """Route NOTIFY to the zones' gate; without zones it stays NOTIMP at no cost."""
@@ -452,6 +473,8 @@ class App:
             self._clock.cancel()
         if self.secondary is not None:
             self.secondary.close()
+        if self.feeds is not None:
+            self.feeds.close()
         self.log.info("stopped")
         return 0
 
@@ -479,6 +502,7 @@ class App:
                 "udp_", [u.stats for u in self._udp if isinstance(u, BatchUdpListener)]
             ),
             "unexpected_errors": self.faults.total,
+            **(self.feeds.stats() if self.feeds is not None else {}),
         }
 
 
