@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import trustme
-
 from support.procs import free_port
 
 LAST_MODIFIED = "Mon, 01 Jun 2026 00:00:00 GMT"
