@@ -30,6 +30,7 @@ class ListServer:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ca.issue_cert("127.0.0.1").configure_cert(self.context)
         self.documents: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
         self.requests: list[tuple[str, dict[str, str], int]] = []  # path, headers, status
         self.lock = threading.Lock()
         self.port = free_port()
@@ -57,8 +58,12 @@ class ListServer:
             def do_GET(self) -> None:
                 with server.lock:
                     body = server.documents.get(self.path)
+                    moved = server.redirects.get(self.path)
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                if body is None:
+                if moved is not None:
+                    status = 302
+                    self._answer(302, b"", {"Location": moved})
+                elif body is None:
                     self._answer(404, b"not found\n", {})
                     status = 404
                 else:
