@@ -235,6 +235,9 @@ class Feeds:
         except FetchError as exc:
             self._failed(feed, exc)
             return
+        except Exception as exc:  # a fault of ours: still the old copy, and a retry later
+            self._failed(feed, FetchError(f"unexpected error: {exc!r}"))
+            return
         finally:
             feed.busy = False
             feed.task = None
