@@ -40,6 +40,7 @@ from resolver.tools.check import reload_errors, reload_summary
 from resolver.tools.control import Loaded, name_changes, removed_policies
 
 if TYPE_CHECKING:
+    from resolver.service.feeds import Feeds
     from resolver.zones.follower import Secondary
 
 GRACE_SECONDS = 2.0
@@ -135,6 +136,7 @@ class App:
         self.secondary: Secondary | None = None  # zone transfers, when not a worker
         self.encrypted: EncryptedListeners | None = None  # DoT and DoH (the first worker)
         self.encrypted_endpoints: tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]] | None = None
+        self.feeds: Feeds | None = None  # lists fetched from a url, when not a worker
 
     # --- start-up ------------------------------------------------------------
 
@@ -155,6 +157,7 @@ class App:
             self.log.warning("list_lines_skipped", detail=warning)
         for warning in result.zone_warnings:
             self.log.warning("zone_warning", detail=warning)
+        self._follow_lists(result, config)
         if not config.upstreams:
             self.log.warning(
                 "no_upstreams", detail="nothing can be forwarded: every allowed name gets SERVFAIL"
@@ -267,6 +270,8 @@ class App:
         self._arm_clock()
         if self.secondary is not None:
             self.secondary.start()  # in the background: the saved copies are enforced already
+        if self.feeds is not None:
+            self.feeds.start()  # the same for lists fetched from a url
         if self.link is None:
             sdnotify.ready(f"serving {result.snapshot.policy.names()} blocked names")
         else:
@@ -368,6 +373,7 @@ class App:
         self.reloads += 1
         self._arm_clock()
         self._follow_zones(config)
+        self._follow_lists(result, config)
         self._set_notify(config)
         for warning in result.warnings:
             self.log.warning("list_lines_skipped", detail=warning)
@@ -464,6 +470,21 @@ class App:
             self.secondary.prepare()
             if self.engine is not None:
                 self.secondary.start()
+
+    def _follow_lists(self, result: BuildResult, config: Config) -> None:
+        """Without a supervisor this process fetches the lists named by a url itself; a
+        changed copy makes the policy reload."""
+        if self.link is not None:
+            return  # the supervisor fetches, once for all workers
+        from resolver.service.feeds import Feeds, fetched_lists
+
+        refs = fetched_lists(result.policies)
+        if self.feeds is None and refs:
+            self.feeds = Feeds(self.request_reload, self.log)
+            if self.engine is not None:
+                self.feeds.start()
+        if self.feeds is not None:
+            self.feeds.reconfigure(refs, config.max_file_size)
 
     def _set_notify(self, config: Config) -> None:
         """Route NOTIFY to the zones' gate; without zones it stays NOTIMP at no cost."""
@@ -564,6 +585,8 @@ class App:
             self._clock.cancel()
         if self.secondary is not None:
             self.secondary.close()
+        if self.feeds is not None:
+            self.feeds.close()
         self.log.info("stopped")
         return 0
 
@@ -594,6 +617,7 @@ class App:
             "inflight_limited": self.dispatcher.overloaded,
             **counter_fields("tcp_", [self.tcp_state.stats] if self.tcp_state else []),
             **counter_fields("rate_limited_", [self.limiter.stats] if self.limiter else []),
+            **(self.feeds.stats() if self.feeds is not None else {}),
         }
 
 

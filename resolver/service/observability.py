@@ -470,12 +470,36 @@ COUNTERS = (
         "sinkhole_rate_limited_truncated",
         "UDP answers over the client network's rate, sent empty with TC=1 (slip)",
     ),
+    ("list_fetches", "sinkhole_list_fetches", "Fetches of url lists that succeeded (304 included)"),
+    (
+        "list_fetch_failures",
+        "sinkhole_list_fetch_failures",
+        "Fetches of url lists that failed or were refused (the old copy kept)",
+    ),
 )
 GAUGES = (
     ("policy_names", "sinkhole_policy_names", "Names in the compiled policy"),
     ("cache_entries", "sinkhole_cache_entries", "Answers in the cache"),
     ("inflight", "sinkhole_upstream_inflight", "Questions waiting for an upstream"),
     ("tcp_connections", "sinkhole_tcp_connections", "Open client TCP connections"),
+    ("lists_fetched", "sinkhole_lists_fetched", "Lists fetched from a url"),
+    ("lists_failing", "sinkhole_lists_failing", "Url lists whose last fetch failed"),
+    ("lists_without_copy", "sinkhole_lists_without_copy", "Url lists never fetched (empty)"),
+    (
+        "list_last_success",
+        "sinkhole_list_last_success_seconds",
+        "Unix time of the stalest url list's last successful fetch (0: none)",
+    ),
+    (
+        "list_last_failure",
+        "sinkhole_list_last_failure_seconds",
+        "Unix time of the latest failed url list fetch (0: none)",
+    ),
+    (
+        "list_copy_age",
+        "sinkhole_list_copy_age_seconds",
+        "Age of the stalest url list's copy, from its last successful fetch",
+    ),
 )
 
 

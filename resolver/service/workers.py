@@ -31,6 +31,7 @@ from resolver.service.observability import get_logger
 from resolver.sources.config import Config, ZoneConfig, load_config
 
 if TYPE_CHECKING:
+    from resolver.service.feeds import Feeds
     from resolver.zones.follower import Secondary
 
 STOP_GRACE = 10.0
@@ -62,6 +63,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.metrics: HttpServer | None = None
         self.secondary: Secondary | None = None  # zone transfers: here, once for all workers
+        self.feeds: Feeds | None = None  # lists fetched from a url: here too
         self._missed_reload: set[int] = set()  # workers that were starting during a reload
         self._unpassed: dict[int, list[Listener]] = {}  # bound, not yet handed to the worker
         self._starting = asyncio.Lock()  # one start at a time: binds then spawns, as one step
@@ -78,6 +80,7 @@ class Supervisor:
             return 1
         self._unpassed = dict(enumerate(sets))
         self._follow_zones(self.config.zones)
+        self._follow_lists(self.config)
         for worker in self.workers:
             await self._start(worker)
         ready = asyncio.ensure_future(self._all_ready.wait())
@@ -99,6 +102,8 @@ class Supervisor:
                 sdnotify.ready(f"serving {names} blocked names ({len(self.workers)} workers)")
                 if self.secondary is not None:
                     self.secondary.start()
+                if self.feeds is not None:
+                    self.feeds.start()
         await stop
         ready.cancel()
         return await self._shutdown()
@@ -243,7 +248,9 @@ class Supervisor:
         """SIGHUP: every worker reloads; zone transfers follow a changed ``zones:`` list."""
         if self.config_path is not None:
             try:
-                self._follow_zones(load_config(self.config_path).zones)
+                config = load_config(self.config_path)
+                self._follow_zones(config.zones)
+                self._follow_lists(config)
             except SourceError:
                 pass  # the workers report the broken configuration and keep the old one
         self._reload()
@@ -260,6 +267,23 @@ class Supervisor:
             if self._all_ready.is_set():
                 self.secondary.start()
 
+    def _follow_lists(self, config: Config) -> None:
+        """Lists named by a url are fetched here, once; a changed copy makes every worker
+        reload. The policies are read for their lists alone (the workers build them)."""
+        from resolver.service.feeds import Feeds, fetched_lists
+        from resolver.sources.snapshot import load_policies
+
+        try:
+            refs = fetched_lists(load_policies(config))
+        except SourceError:
+            return  # the workers report the broken policy and keep the old one
+        if self.feeds is None and refs:
+            self.feeds = Feeds(self._reload, self.log)
+            if self._all_ready.is_set():
+                self.feeds.start()
+        if self.feeds is not None:
+            self.feeds.reconfigure(refs, config.max_file_size)
+
     # --- shutdown and numbers -----------------------------------------------------------
 
     async def _shutdown(self) -> int:
@@ -274,6 +298,8 @@ class Supervisor:
             await self.metrics.wait_closed()
         if self.secondary is not None:
             self.secondary.close()
+        if self.feeds is not None:
+            self.feeds.close()
         running = [w.process for w in self.workers if w.process and w.process.returncode is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
@@ -327,4 +353,6 @@ class Supervisor:
         ):
             total.setdefault(key, 0)
         total["worker_restarts"] = sum(w.restarts for w in self.workers)
+        if self.feeds is not None:
+            total.update(self.feeds.stats())
         return total

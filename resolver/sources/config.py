@@ -129,6 +129,7 @@ class Config:
     tcp_max_per_client: int = 64  # open client TCP connections from one address, per worker
     max_inflight: int = 10000  # questions waiting for an upstream per worker; then SERVFAIL
     rate_limit: RateLimit | None = field(default_factory=RateLimit)  # UDP answers; None: off
+    state_dir: Path | None = None  # copies of fetched lists; None: see sources/listcopy.py
 
     def worker_count(self) -> int:
         if self.workers:
@@ -184,6 +185,7 @@ KNOWN_KEYS = frozenset(
         "tcp_max_per_client",
         "max_inflight",
         "rate_limit",
+        "state_dir",
     }
 )
 RATE_LIMIT_KEYS = frozenset(
@@ -399,6 +401,13 @@ def _parse_keys(
         values["log_format"] = form
     if "pid_file" in keys:
         values["pid_file"] = _pid_file(doc, keys["pid_file"][1], base_dir)
+    if "state_dir" in keys:
+        _, node = keys["state_dir"]
+        text = doc.string(node, "state_dir (a directory)").strip()
+        if not text:
+            doc.fail(node, "state_dir must name a directory, like /var/lib/sinkhole")
+        state = Path(text)
+        values["state_dir"] = state if state.is_absolute() else base_dir / state
     return Config(**values)  # type: ignore[arg-type]
 
 

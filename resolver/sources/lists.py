@@ -85,6 +85,7 @@ class ListReport:
     names: int = 0
     bad: int = 0
     examples: list[tuple[int, str]] = field(default_factory=list)
+    missing: bool = False  # a fetched list with no copy yet: read as empty
 
     def reject(self, line_no: int, message: str) -> None:
         self.bad += 1
@@ -107,6 +108,8 @@ class ListSpec(Protocol):
     def encoding(self) -> str: ...
     @property
     def skip_rows(self) -> int: ...
+    @property
+    def url(self) -> str | None: ...
 
 
 # --- reading ------------------------------------------------------------------------
@@ -516,7 +519,11 @@ FORMATS = tuple(READERS)
 
 def read_list(ref: ListSpec, report: ListReport, limit: int = DEFAULT_MAX_SIZE) -> Iterator[bytes]:
     """Every name of the list a policy references, in wire form, with the list's options;
-    at most ``limit`` bytes (``max_file_size``) are read from it."""
+    at most ``limit`` bytes (``max_file_size``) are read from it. A list fetched from a
+    url that has no copy yet is empty (``report.missing``)."""
+    if ref.url is not None and not ref.path.exists():
+        report.missing = True
+        return iter(())
     if ref.format == "csv":
         return read_csv(
             ref.path, report, ref.csv_column, ref.delimiter, ref.encoding, ref.skip_rows, limit

@@ -86,17 +86,20 @@ class PolicyFile:
     warning_page: Answers | None = None
 
 
-def load_policy(path: Path) -> PolicyFile:
-    """A policy file (a regular file of at most files.MAX_YAML_SIZE, UTF-8), checked."""
+def load_policy(path: Path, state_dir: Path | None = None) -> PolicyFile:
+    """A policy file (a regular file of at most files.MAX_YAML_SIZE, UTF-8), checked;
+    ``state_dir`` holds the copies of its fetched lists (the default one when None)."""
     source = str(path)
     raw = files.read_bytes(path, "policy file", files.MAX_YAML_SIZE, PolicyError)
     digest = hashlib.sha256(raw).hexdigest()
     text = files.decode(raw, source, PolicyError)
     del raw  # parsed from the text alone
-    return parse_policy(text, source, path.parent, digest)
+    return parse_policy(text, source, path.parent, digest, state_dir)
 
 
-def parse_policy(text: str, source: str, base_dir: Path, sha256: str = "") -> PolicyFile:
+def parse_policy(
+    text: str, source: str, base_dir: Path, sha256: str = "", state_dir: Path | None = None
+) -> PolicyFile:
     doc = Doc(text, source, PolicyError)
     if doc.root is None:
         doc.fail(None, "the policy file is empty: start it with a line like 'id: my-policy'")
@@ -176,7 +179,7 @@ def parse_policy(text: str, source: str, base_dir: Path, sha256: str = "") -> Po
     for key in ("block", "allow"):
         if key in keys:
             entries.extend(read_entries(context, keys[key][1], key))
-    lists = tuple(read_lists(doc, keys["lists"][1], base_dir)) if "lists" in keys else ()
+    lists = tuple(read_lists(doc, keys["lists"][1], base_dir, state_dir)) if "lists" in keys else ()
     return PolicyFile(
         info,
         action,

@@ -152,10 +152,11 @@ def entry_rules(policy: PolicyFile, order: int, start: int = 0) -> list[Rule]:
 
 
 def list_rule(policy: PolicyFile, order: int, index: int, name: str, ref: ListRef) -> Rule:
-    """The rule a list name stands for: the policy's action for the name and its subtree."""
+    """The rule a list name stands for: the policy's action for the name (and its subtree,
+    unless the list's names match exactly)."""
     return Rule(
         name=name,
-        scope=Scope.SUBTREE,
+        scope=ref.scope,
         action=policy.action,
         policy=policy,
         order=order,

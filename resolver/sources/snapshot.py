@@ -73,7 +73,7 @@ def load_policies(config: Config) -> list[PolicyFile]:
     policies = []
     seen: dict[str, str] = {}
     for path in files:
-        policy = load_policy(path)
+        policy = load_policy(path, config.state_dir)
         if policy.info.id in seen:
             raise PolicyError(
                 f"policy id {policy.info.id!r} is already used by {seen[policy.info.id]}; "
@@ -160,6 +160,7 @@ def _policy_entries(
         listed = ListReport(str(ref.path))
         report.lists.append(listed)
         keep = report.listed.add
+        match = ref.scope  # subtree, or exact for the names of a hosts file
         for name in read_list(ref, listed, limit):
             keep(name)
-            yield name, Scope.SUBTREE, shared
+            yield name, match, shared

@@ -92,7 +92,7 @@ def _load_policies(config: Config, result: CheckResult) -> list[PolicyFile]:
             result.warn(config.source, line, column, f"policies: {pattern!r} matches no file")
     for path in config.policy_files():
         try:
-            policy = load_policy(path)
+            policy = load_policy(path, config.state_dir)
         except SourceError as exc:
             result.diagnostics.append(error_of(exc))
             continue
@@ -133,8 +133,10 @@ def _config_position(config: Config, text: str) -> tuple[int, int]:
 def _read_lists(
     policies: list[PolicyFile], result: CheckResult, limit: int
 ) -> dict[tuple[int, int], list[bytes]]:
-    """The names of every list, keyed by (policy order, list position); bad lines warned."""
+    """The names of every list, keyed by (policy order, list position); bad lines warned,
+    and fetched lists with no copy yet. Distinct names counted per match mode."""
     out: dict[tuple[int, int], list[bytes]] = {}
+    modes: dict[str, set[bytes]] = {}
     for order, policy in enumerate(policies):
         total = 0
         for position, ref in enumerate(policy.lists):
@@ -153,7 +155,16 @@ def _read_lists(
                 )
                 continue
             out[(order, position)] = names
+            modes.setdefault(ref.mode, set()).update(names)
             total += len(names)
+            if report.missing:
+                result.warn(
+                    policy.info.source,
+                    ref.line,
+                    ref.column or 1,
+                    f"no copy of {ref.url} yet (it is kept at {ref.path}): the list is empty "
+                    "until the server has fetched it",
+                )
             if report.bad:
                 first = report.examples[0][0] if report.examples else 0
                 shown = "; ".join(f"line {n}: {message}" for n, message in report.examples)
@@ -165,6 +176,7 @@ def _read_lists(
                     f"policy {policy.info.id!r} (the first {len(report.examples)}: {shown})",
                 )
         result.list_names[policy.info.id] = total
+    result.list_modes = {mode: len(names) for mode, names in sorted(modes.items())}
     return out
 
 
@@ -275,6 +287,9 @@ def render_text(result: CheckResult) -> Iterable[str]:
         return
     source = result.config.source if result.config else "?"
     summary = f"ok: {source}: {len(result.policies)} policies, {result.names} names"
+    if result.list_modes:
+        shown = ", ".join(f"{count} {mode}" for mode, count in result.list_modes.items())
+        summary += f" (list names: {shown})"
     if warnings:
         summary += f", {warnings} {plural(warnings, 'warning')}"
     yield summary

@@ -57,6 +57,7 @@ class CheckResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     names: int = 0  # distinct names the compiled policy would hold
     list_names: dict[str, int] = field(default_factory=dict)  # per policy id
+    list_modes: dict[str, int] = field(default_factory=dict)  # distinct list names per match
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -92,6 +93,7 @@ class CheckResult:
                 for p in self.policies
             ],
             "names": self.names,
+            "list_names_by_match": self.list_modes,
         }
 
 

@@ -54,10 +54,16 @@ class Analysis:
         self.seen: list[set[bytes]] = [set() for _ in policies]  # names of each policy's lists
         # The first policy that lists each name (it wins among the lists at that name).
         self.list_first: dict[bytes, int] = {}
-        for (order, _), names in sorted(listed.items()):
+        # The same, for the lists whose names cover the names under them too.
+        self.list_cover: dict[bytes, int] = {}
+        for (order, position), names in sorted(listed.items()):
             setdefault = self.list_first.setdefault
             for name in names:
                 setdefault(name, order)
+            if policies[order].lists[position].scope is not Scope.EXACT:
+                cover = self.list_cover.setdefault
+                for name in names:
+                    cover(name, order)
 
     def run(self) -> None:
         self._same_name()
@@ -173,10 +179,10 @@ class Analysis:
         """What decides the names of ``name`` were its own entries gone: the winner at the
         nearest parent with an entry covering names under it (pattern, order, key, line)."""
         at = self.at
-        list_first = self.list_first
+        list_cover = self.list_cover
         for parent in _parents(name):
             rules = at.get(parent)
-            order = list_first.get(parent)
+            order = list_cover.get(parent)
             if rules is None and order is None:
                 continue
             candidates: list[tuple[tuple[int, int, int], str, int, tuple[Any, ...], int]] = [
@@ -200,7 +206,7 @@ class Analysis:
             if not other.allow and overlap(other.scope, rule.scope):
                 return True
         for parent in _parents(name):
-            if parent in self.list_first:
+            if parent in self.list_cover:
                 return True
             for other in self.at.get(parent, ()):
                 if not other.allow and other.scope is not Scope.EXACT:

@@ -35,6 +35,7 @@ PURE_SOURCES = (
     "policy_yaml",
     "policy_entries",
     "policy_lists",
+    "listcopy",
     "config",
     "yamlsource",
     "yamlvalues",

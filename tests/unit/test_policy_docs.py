@@ -36,6 +36,8 @@ def guide_blocks() -> list[str]:
 
 def check_lists(policy: PolicyFile) -> None:
     for ref in policy.lists:
+        if ref.url is not None:
+            continue  # fetched by a running server; the guide's addresses are examples
         report = ListReport(str(ref.path))
         names = list(read_list(ref, report))
         assert names, ref
@@ -73,8 +75,9 @@ def test_guide_has_an_example_for_every_feature() -> None:
     blocks = guide_blocks()
     assert len(blocks) >= 12
     text = "\n".join(blocks)
-    used = set(re.findall(r"^[ -]*([a-z_]+):", text, re.M))
-    missing = (POLICY_KEYS | BLOCK_ENTRY_KEYS | ALLOW_ENTRY_KEYS | LIST_KEYS) - used
+    used = set(re.findall(r"^[ -]*([a-z_][a-z0-9_]*):", text, re.M))
+    # ca_file names a certificate of the reader's own: the guide describes it in words.
+    missing = (POLICY_KEYS | BLOCK_ENTRY_KEYS | ALLOW_ENTRY_KEYS | LIST_KEYS) - used - {"ca_file"}
     assert not missing
     for fmt in FORMATS:
         assert f"format: {fmt}" in text or fmt == "domains"
