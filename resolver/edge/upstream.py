@@ -48,7 +48,16 @@ Done = Callable[[Question, "wire.Reply | None", str], None]
 
 
 class Upstream:
-    __slots__ = ("current", "endpoint", "failures", "held_until", "label", "sockets")
+    __slots__ = (
+        "current",
+        "endpoint",
+        "failures",
+        "held_until",
+        "label",
+        "sent",
+        "sockets",
+        "timeouts",
+    )
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -57,6 +66,8 @@ class Upstream:
         self.current: UpstreamSocket | None = None  # the socket this turn's queries use
         self.failures = 0
         self.held_until = 0.0
+        self.sent = 0  # UDP tries sent to it (read by /metrics)
+        self.timeouts = 0  # of those, the ones that timed out
 
 
 class Flight:
@@ -299,6 +310,7 @@ class Forwarder:
             sock = upstream.current = sockets[wire.random_below(len(sockets))]
         sock.send(flight)
         self.stats.sent += 1
+        upstream.sent += 1
         if sock.uses >= SOCKET_USES and not sock.retired:
             self._replace(upstream, sock)
         if remaining < self.try_timeout:  # the question's last try: its own timer
@@ -333,7 +345,9 @@ class Forwarder:
         flight.timer = None
         self.stats.timeouts += 1
         if flight.sent:
-            self._note_failure(flight.sent[-1][0].upstream, "timeout")
+            upstream = flight.sent[-1][0].upstream
+            upstream.timeouts += 1
+            self._note_failure(upstream, "timeout")
         self._try(flight, time.monotonic())
 
     def _note_failure(self, upstream: Upstream, reason: str) -> None:
@@ -353,11 +367,15 @@ class Forwarder:
         if reply.flags & wire.TC:
             self._spawn(self._retry_tcp(flight, upstream))
             return
-        if reply.rcode in (wire.SERVFAIL, wire.REFUSED) and flight.tries < len(flight.order):
+        if reply.rcode in (wire.SERVFAIL, wire.REFUSED):
+            # A failure even with no other upstream to ask (the client then gets this
+            # answer): an upstream that refuses everything is reported as failing.
             self._note_failure(upstream, "servfail" if reply.rcode == wire.SERVFAIL else "refused")
-            self._try(flight, time.monotonic())
-            return
-        upstream.failures = 0
+            if flight.tries < len(flight.order):
+                self._try(flight, time.monotonic())
+                return
+        else:
+            upstream.failures = 0
         self.done(flight.question, reply, upstream.label)
 
     def _close_tries(self, flight: Flight) -> None:

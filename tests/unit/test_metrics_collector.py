@@ -13,7 +13,7 @@ from prometheus_client.registry import CollectorRegistry
 from resolver.core.engine import Counters, Outcome
 from resolver.edge.batchudp import BatchStats
 from resolver.edge.upstream import ForwarderStats
-from resolver.service.observability import COUNTERS, GAUGES, StatsCollector, counter_fields
+from resolver.service.metrics import COUNTERS, GAUGES, StatsCollector, counter_fields
 
 EXPORTED = {key for key, _, _ in COUNTERS + GAUGES}
 

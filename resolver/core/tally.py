@@ -1,0 +1,117 @@
+"""Counting answers cheaply: tallies by query type, rcode, policy and action, and an
+answer-time histogram (pure: the engine counts, /metrics reads the plain integers)."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from resolver.core import wire
+from resolver.core.errors import FormError
+from resolver.core.verdict import Verdict
+
+# Query types counted under their own name in the answer counts; any other counts as 0
+# ("other"), so the label set stays small whatever clients ask.
+COUNTED_TYPES = frozenset(
+    {
+        wire.TYPE_A,
+        wire.TYPE_NS,
+        wire.TYPE_CNAME,
+        wire.TYPE_SOA,
+        12,  # PTR
+        15,  # MX
+        16,  # TXT
+        wire.TYPE_AAAA,
+        33,  # SRV
+        35,  # NAPTR
+        wire.TYPE_DS,
+        48,  # DNSKEY
+        64,  # SVCB
+        65,  # HTTPS
+        wire.TYPE_ANY,
+        257,  # CAA
+    }
+)
+NO_ANSWER = -1  # the rcode of a tally whose queries got no answer, or one counted later
+TallyKey = tuple[int, int, str, str]  # query type (0: other), rcode, policy id, action
+
+
+class Tally:
+    """Queries counted together: one query type, rcode, policy and action, by transport.
+
+    A replayed answer increments the tally it was built with, so the fast path counts
+    by type, rcode and policy at the cost of one attribute increment; /metrics groups
+    the tallies at scrape time.
+    """
+
+    __slots__ = ("tcp", "udp")
+
+    def __init__(self) -> None:
+        self.udp = 0
+        self.tcp = 0
+
+
+# Upper bounds (seconds) of the answer-time histogram's buckets, then +Inf.
+LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Latency:
+    """Answer times of queries that waited: a count per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BOUNDS) + 1)
+        self.total = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        self.total += seconds
+
+
+class Tallies:
+    """Every tally, by key; created as answers of a new kind are counted. Replayed answers
+    have tallies of their own, so the engine can tell how many were replayed."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[TallyKey, Tally] = {}
+        self.replayed: dict[TallyKey, Tally] = {}
+
+    def of(self, qtype: int, rcode: int, verdict: Verdict | None, replayed: bool = False) -> Tally:
+        """The tally of answers of ``qtype`` with ``rcode``, by ``verdict``'s policy."""
+        key = (
+            qtype if qtype in COUNTED_TYPES else 0,
+            rcode,
+            verdict.policy_id if verdict is not None else "",
+            verdict.action.label if verdict is not None else "",
+        )
+        tallies = self.replayed if replayed else self.by_key
+        tally = tallies.get(key)
+        if tally is None:
+            tally = tallies[key] = Tally()
+        return tally
+
+    def count(self, qtype: int, rcode: int, verdict: Verdict | None, tcp: bool) -> None:
+        """Count one answer (rcode NO_ANSWER: a block without one, or one answered later)."""
+        tally = self.of(qtype, rcode, verdict)
+        if tcp:
+            tally.tcp += 1
+        else:
+            tally.udp += 1
+
+    def count_reply(self, reply: bytes | None, tcp: bool) -> None:
+        """Count an error answer built from a packet (its question, if any, gives the type)."""
+        if reply is None or len(reply) < 12:
+            return
+        qtype = 0
+        if reply[4:6] == b"\x00\x01":
+            try:
+                pos = wire.skip_name(reply, 12)
+                qtype = reply[pos] << 8 | reply[pos + 1]
+            except (FormError, IndexError):
+                pass
+        self.count(qtype, reply[3] & 0xF, None, tcp)
+
+    def rows(self) -> list[tuple[TallyKey, int, int]]:
+        """(key, UDP count, TCP count) of every tally (a key may come twice)."""
+        both = list(self.by_key.items()) + list(self.replayed.items())
+        return [(key, t.udp, t.tcp) for key, t in both]
