@@ -26,6 +26,7 @@ PACKAGES: dict[str, str] = {
     "unbound-checkconf": "unbound",
     "systemd-analyze": "systemd",
     "systemd-sysusers": "systemd",
+    "promtool": "prometheus",
 }
 
 # Daemons live in sbin, which is not on an ordinary user's PATH.

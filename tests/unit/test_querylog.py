@@ -15,6 +15,7 @@ import pytest
 from resolver.core import wire
 from resolver.core.engine import Outcome
 from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.tally import NO_ANSWER
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 from resolver.service import observability
 from resolver.service.observability import QueryLog, json_string, write_lines
@@ -131,3 +132,9 @@ def test_types_and_rcodes_without_a_mnemonic_in_their_generic_forms() -> None:
     [line] = logged((1.0, "::1", query("x.example", "HTTPS"), Outcome.FORWARDED, None, 9))
     fields = json.loads(line)
     assert (fields["qtype"], fields["rcode"]) == ("HTTPS", "NOTAUTH")
+
+
+def test_a_query_that_got_no_answer_has_no_rcode() -> None:
+    [line] = logged((1.0, "::1", query("blocked.example"), Outcome.BLOCKED, VERDICT, NO_ANSWER))
+    fields = json.loads(line)
+    assert "rcode" not in fields and fields["action"] == "warning-page"
