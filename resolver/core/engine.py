@@ -187,6 +187,8 @@ class Engine:
         # answer times of the queries that waited for an upstream, by outcome.
         self.tallies = Tallies()
         self.latency = {Outcome.FORWARDED: Latency(), Outcome.SERVFAIL: Latency()}
+        self._time_forwarded = self.latency[Outcome.FORWARDED].add
+        self._time_servfail = self.latency[Outcome.SERVFAIL].add
         self.query_log = query_log
         self.log_all = log_all
         # NOTIFY requests (opcode 4) go here instead of being answered NOTIMP: (data, client)
@@ -217,6 +219,7 @@ class Engine:
     def snapshot(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self._replay = {}  # replies built under the old policy must not be replayed
+        self.tallies.settle()  # and their tallies, which hold its verdicts, are totalled
         self._scope_memo = {}  # keyed by id() of the old snapshot's scopes
 
     def handle(
@@ -277,6 +280,7 @@ class Engine:
         verdict: Verdict | None,
         answer: Answer | None,
         now: int,
+        tally: Tally,
     ) -> None:
         if len(reply) > udp_limit(query):
             return  # only answers that suit both transports
@@ -284,14 +288,14 @@ class Engine:
         if len(replay) >= REPLAY_LIMIT:
             for key in list(islice(replay, REPLAY_LIMIT // 10)):
                 del replay[key]
-        tally = self.tallies.of(query.qtype, reply[3] & 0xF, verdict, replayed=True)
         replay[data[2:]] = _Replay(reply[2:], query, verdict, answer, now, tally)
 
     def outcomes(self) -> dict[Outcome, int]:
         """Queries answered, by outcome: the counters and the replays in their tallies."""
         counts = self.counters.by_outcome()
-        for (_, _, policy, _), tally in list(self.tallies.replayed.items()):
-            counts[Outcome.BLOCKED if policy else Outcome.CACHED] += tally.udp + tally.tcp
+        blocked, cached = self.tallies.replays()
+        counts[Outcome.BLOCKED] += blocked
+        counts[Outcome.CACHED] += cached
         return counts
 
     def policy_clock(self, now: datetime) -> list[tuple[PolicyInfo, bool]]:
@@ -365,11 +369,11 @@ class Engine:
                 counters.blocked += 1
                 reply = verdict.render(query)
                 rcode = reply[3] & 0xF
-                self.tallies.count(query.qtype, rcode, verdict, tcp)
+                tally = self.tallies.answer(query.qtype, rcode, verdict, tcp)
                 if self.query_log is not None:
                     self.query_log.record(client, query, Outcome.BLOCKED, verdict, rcode)
                 if not depends and action is not Action.TCP_ONLY:
-                    self._remember(data, reply, query, verdict, None, now)
+                    self._remember(data, reply, query, verdict, None, now, tally)
                 return reply if len(reply) <= limit else wire.build_truncated(reply)
             depends = True  # tcp-only, asked over TCP: the answer must not be replayed to UDP
 
@@ -387,13 +391,13 @@ class Engine:
                         return wire.fit(out, limit)
                     depends = True  # served over TCP only: not replayed to UDP
             counters.cached += 1
-            self.tallies.count(query.qtype, answer[answers.RCODE], None, tcp)
+            tally = self.tallies.answer(query.qtype, answer[answers.RCODE], None, tcp)
             if self.log_all and self.query_log is not None:
                 rcode = answer[answers.RCODE]
                 self.query_log.record(client, query, Outcome.CACHED, None, rcode)
             reply = answers.render(answer, query, now)
             if not depends:
-                self._remember(data, reply, query, None, answer, now)
+                self._remember(data, reply, query, None, answer, now, tally)
             return reply if len(reply) <= limit else wire.build_truncated(reply)
         counters.cache_misses += 1
         return query
@@ -451,7 +455,7 @@ class Engine:
                 self._servfail(waiter, clock, work)
             else:
                 self._serve(waiter, answer, upstream, now, clock, work)
-        self._count_sends(work)
+        self.tallies.count_sends(work.sends)
         return work
 
     def follow(self, chase: Chase, waiter: Waiter, clock: float) -> Work:
@@ -459,15 +463,8 @@ class Engine:
         (policy, cache, upstream) until an answer or a question to ask."""
         work = Work()
         self._step(chase, waiter, chase.names[-1], int(clock), work)
-        self._count_sends(work)
+        self.tallies.count_sends(work.sends)
         return work
-
-    def _count_sends(self, work: Work) -> None:
-        """Count the answers of queries that waited (blocks among them are counted where
-        the policy was applied)."""
-        count = self.tallies.count
-        for waiter, reply in work.sends:
-            count(waiter.query.qtype, reply[3] & 0xF, None, waiter.tcp)
 
     def _serve(
         self, waiter: Waiter, answer: Answer, upstream: str, now: int, clock: float, work: Work
@@ -489,7 +486,7 @@ class Engine:
             or (verdict.action is Action.TCP_ONLY and tcp)
         ):
             self.counters.forwarded += 1
-            self.latency[Outcome.FORWARDED].add(clock - waiter.started)
+            self._time_forwarded(clock - waiter.started)
             if self.log_all and self.query_log is not None:
                 latency = clock - waiter.started
                 rcode = answer[answers.RCODE]
@@ -511,7 +508,7 @@ class Engine:
         query = waiter.query
         self.counters.servfail += 1
         latency = clock - waiter.started
-        self.latency[Outcome.SERVFAIL].add(latency)
+        self._time_servfail(latency)
         if self.query_log is not None:
             self.query_log.record(
                 waiter.client, query, Outcome.SERVFAIL, None, wire.SERVFAIL, "", latency

@@ -4,10 +4,14 @@ answer-time histogram (pure: the engine counts, /metrics reads the plain integer
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import TYPE_CHECKING
 
 from resolver.core import wire
 from resolver.core.errors import FormError
 from resolver.core.verdict import Verdict
+
+if TYPE_CHECKING:
+    from resolver.core.flight import Waiter
 
 # Query types counted under their own name in the answer counts; any other counts as 0
 # ("other"), so the label set stays small whatever clients ask.
@@ -32,7 +36,7 @@ COUNTED_TYPES = frozenset(
     }
 )
 NO_ANSWER = -1  # the rcode of a tally whose queries got no answer, or one counted later
-TallyKey = tuple[int, int, str, str]  # query type (0: other), rcode, policy id, action
+TallyKey = tuple[int, int, str, str]  # query type (0: other), rcode, policy id, action label
 
 
 class Tally:
@@ -68,35 +72,61 @@ class Latency:
         self.total += seconds
 
 
+LiveKey = tuple[int, int, Verdict | None]  # query type (0: other), rcode, verdict (identity)
+
+
 class Tallies:
-    """Every tally, by key; created as answers of a new kind are counted. Replayed answers
-    have tallies of their own, so the engine can tell how many were replayed."""
+    """Every tally, by query type, rcode and verdict (hashed by identity: cheap), created
+    as answers of a new kind are counted. Replayed answers have tallies of their own, so
+    the engine can tell how many it replayed. ``settle`` (at a reload) folds them all into
+    totals by policy id and action, so the verdicts of old policies are not kept."""
 
     def __init__(self) -> None:
-        self.by_key: dict[TallyKey, Tally] = {}
-        self.replayed: dict[TallyKey, Tally] = {}
+        self.live: dict[LiveKey, Tally] = {}
+        self.replayed: dict[LiveKey, Tally] = {}
+        self.settled: dict[TallyKey, list[int]] = {}  # [UDP, TCP] by key
+        self.settled_replays = (0, 0)  # blocked, cached
 
-    def of(self, qtype: int, rcode: int, verdict: Verdict | None, replayed: bool = False) -> Tally:
-        """The tally of answers of ``qtype`` with ``rcode``, by ``verdict``'s policy."""
-        key = (
-            qtype if qtype in COUNTED_TYPES else 0,
-            rcode,
-            verdict.policy_id if verdict is not None else "",
-            verdict.action.label if verdict is not None else "",
-        )
-        tallies = self.replayed if replayed else self.by_key
-        tally = tallies.get(key)
+    def answer(self, qtype: int, rcode: int, verdict: Verdict | None, tcp: bool) -> Tally:
+        """Count an answer decided on the full path; the tally its replays count in."""
+        key = (qtype if qtype in COUNTED_TYPES else 0, rcode, verdict)
+        tally = self.live.get(key)
         if tally is None:
-            tally = tallies[key] = Tally()
-        return tally
-
-    def count(self, qtype: int, rcode: int, verdict: Verdict | None, tcp: bool) -> None:
-        """Count one answer (rcode NO_ANSWER: a block without one, or one answered later)."""
-        tally = self.of(qtype, rcode, verdict)
+            tally = self.live[key] = Tally()
         if tcp:
             tally.tcp += 1
         else:
             tally.udp += 1
+        replays = self.replayed.get(key)
+        if replays is None:
+            replays = self.replayed[key] = Tally()
+        return replays
+
+    def count(self, qtype: int, rcode: int, verdict: Verdict | None, tcp: bool) -> None:
+        """Count one answer (rcode NO_ANSWER: a block without one, or one answered later)."""
+        key = (qtype if qtype in COUNTED_TYPES else 0, rcode, verdict)
+        tally = self.live.get(key)
+        if tally is None:
+            tally = self.live[key] = Tally()
+        if tcp:
+            tally.tcp += 1
+        else:
+            tally.udp += 1
+
+    def count_sends(self, sends: list[tuple[Waiter, bytes]]) -> None:
+        """Count the answers of queries that waited (the blocks among them are counted
+        where the policy was applied)."""
+        live = self.live
+        for waiter, reply in sends:
+            qtype = waiter.query.qtype
+            key = (qtype if qtype in COUNTED_TYPES else 0, reply[3] & 0xF, None)
+            tally = live.get(key)
+            if tally is None:
+                tally = live[key] = Tally()
+            if waiter.tcp:
+                tally.tcp += 1
+            else:
+                tally.udp += 1
 
     def count_reply(self, reply: bytes | None, tcp: bool) -> None:
         """Count an error answer built from a packet (its question, if any, gives the type)."""
@@ -111,7 +141,35 @@ class Tallies:
                 pass
         self.count(qtype, reply[3] & 0xF, None, tcp)
 
+    def replays(self) -> tuple[int, int]:
+        """Answers replayed so far: blocked, cached."""
+        blocked, cached = self.settled_replays
+        for (_, _, verdict), tally in list(self.replayed.items()):
+            if verdict is None:
+                cached += tally.udp + tally.tcp
+            else:
+                blocked += tally.udp + tally.tcp
+        return blocked, cached
+
+    def settle(self) -> None:
+        """Fold every tally into the totals by name. At a reload: the replay entries that
+        count in the replay tallies are dropped with the old policy."""
+        self.settled_replays = self.replays()
+        for key, udp, tcp in self._named():
+            total = self.settled.setdefault(key, [0, 0])
+            total[0] += udp
+            total[1] += tcp
+        self.live = {}
+        self.replayed = {}
+
     def rows(self) -> list[tuple[TallyKey, int, int]]:
-        """(key, UDP count, TCP count) of every tally (a key may come twice)."""
-        both = list(self.by_key.items()) + list(self.replayed.items())
-        return [(key, t.udp, t.tcp) for key, t in both]
+        """(key, UDP count, TCP count) of every tally (a key may come more than once)."""
+        return [(key, udp, tcp) for key, (udp, tcp) in self.settled.items()] + self._named()
+
+    def _named(self) -> list[tuple[TallyKey, int, int]]:
+        rows = []
+        for (qtype, rcode, verdict), tally in [*self.live.items(), *self.replayed.items()]:
+            policy = verdict.policy_id if verdict is not None else ""
+            action = verdict.action.label if verdict is not None else ""
+            rows.append(((qtype, rcode, policy, action), tally.udp, tally.tcp))
+        return rows

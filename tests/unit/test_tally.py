@@ -14,9 +14,10 @@ from resolver.core import wire
 from resolver.core.engine import Engine, Outcome
 from resolver.core.flight import Waiter
 from resolver.core.tally import LATENCY_BOUNDS, NO_ANSWER, Latency, Tallies
+from resolver.core.verdict import Action
 
 from .packets import header, query
-from .test_engine import CLIENT, T0, RecordingLog, make_engine, upstream_reply
+from .test_engine import CLIENT, T0, RecordingLog, make_engine, snapshot, upstream_reply
 
 TYPE_HINFO = 13
 
@@ -146,3 +147,20 @@ def test_uncommon_types_share_one_tally() -> None:
         tallies.count(qtype, wire.NOERROR, None, False)
     tallies.count(65, wire.NOERROR, None, False)  # HTTPS keeps its own
     assert sorted((key[0], udp) for key, udp, _ in tallies.rows()) == [(0, 3), (65, 1)]
+
+
+def test_a_reload_totals_the_tallies_and_lets_the_old_verdicts_go() -> None:
+    engine = make_engine()
+    data = query("www.blocked.example")
+    for _ in range(3):
+        engine.handle(data, CLIENT, T0, False)
+    engine.snapshot = snapshot(("blocked.example", Action.NXDOMAIN))
+    assert not engine.tallies.live and not engine.tallies.replayed  # no verdict kept
+    for _ in range(2):
+        engine.handle(data, CLIENT, T0, False)
+    assert answers(engine) == {
+        ("udp", wire.TYPE_A, wire.NOERROR): 3,
+        ("udp", wire.TYPE_A, wire.NXDOMAIN): 2,
+    }
+    assert blocks(engine) == {("p0", "warning-page"): 3, ("p0", "nxdomain"): 2}
+    assert engine.outcomes()[Outcome.BLOCKED] == 5
