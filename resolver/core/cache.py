@@ -109,6 +109,7 @@ class Cache:
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
         self._entries: OrderedDict[bytes, Answer] = OrderedDict()
+        self.evictions = 0  # answers dropped to make room (read by /metrics)
         # Marks the entry under a key recently used; KeyError when there is none.
         self.touch = self._entries.move_to_end
 
@@ -161,6 +162,7 @@ class Cache:
             entries[key] = entry
             while len(entries) > s.max_entries:
                 entries.popitem(last=False)
+                self.evictions += 1
         return entry
 
     def clear(self) -> None:

@@ -27,6 +27,7 @@ from resolver.core.ddr import RESOLVER_ARPA, Designated, under_resolver_arpa
 from resolver.core.errors import FormError, NotImplementedQuery
 from resolver.core.flight import Question, Waiter, Work
 from resolver.core.matcher import CompiledPolicy
+from resolver.core.tally import NO_ANSWER, Latency, Tallies, Tally
 from resolver.core.verdict import Action, ClientScope, PolicyInfo, Verdict
 
 Facts = tuple[Answer, tuple[bytes, ...], tuple[bytes, ...]]  # answer, CNAME targets, addresses
@@ -51,7 +52,11 @@ class Outcome(enum.IntEnum):
 
 @dataclass(slots=True)
 class Counters:
-    """Plain integer counters (one per Outcome, by its lower-case name), read by /metrics."""
+    """Plain integer counters (one per Outcome, by its lower-case name), read by /metrics.
+
+    ``blocked`` and ``cached`` count the answers decided on the full path: a replayed
+    answer is counted in its replay entry's tally only, and ``Engine.outcomes`` adds them.
+    """
 
     blocked: int = 0
     cached: int = 0
@@ -67,6 +72,7 @@ class Counters:
     responses_ignored: int = 0
     coalesced: int = 0  # queries that joined a question already asked upstream
     chased: int = 0  # policy CNAMEs followed to their target
+    cache_misses: int = 0  # queries not in the cache, asked upstream
 
     def by_outcome(self) -> dict[Outcome, int]:
         return {o: getattr(self, o.name.lower()) for o in Outcome}
@@ -144,7 +150,7 @@ class _Replay:
     a cached one is re-rendered at most once a second (its TTLs count down).
     """
 
-    __slots__ = ("answer", "body", "query", "second", "verdict")
+    __slots__ = ("answer", "body", "query", "second", "tally", "verdict")
 
     def __init__(
         self,
@@ -153,12 +159,14 @@ class _Replay:
         verdict: Verdict | None,
         answer: Answer | None,
         second: int,
+        tally: Tally,
     ) -> None:
         self.body = body
         self.query = query
         self.verdict = verdict
         self.answer = answer
         self.second = second
+        self.tally = tally  # where a replay of it is counted
 
 
 class Engine:
@@ -180,6 +188,12 @@ class Engine:
         self._acl = acl
         self._acl_seen = acl.seen
         self.counters = counters or Counters()
+        # Answers by query type, rcode, policy and action (read by /metrics), and the
+        # answer times of the queries that waited for an upstream, by outcome.
+        self.tallies = Tallies()
+        self.latency = {Outcome.FORWARDED: Latency(), Outcome.SERVFAIL: Latency()}
+        self._time_forwarded = self.latency[Outcome.FORWARDED].add
+        self._time_servfail = self.latency[Outcome.SERVFAIL].add
         self.query_log = query_log
         self.log_all = log_all
         # NOTIFY requests (opcode 4) go here instead of being answered NOTIMP: (data, client)
@@ -212,6 +226,7 @@ class Engine:
     def snapshot(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self._replay = {}  # replies built under the old policy must not be replayed
+        self.tallies.settle()  # and their tallies, which hold its verdicts, are totalled
         self._scope_memo = {}  # keyed by id() of the old snapshot's scopes
 
     def handle(
@@ -224,9 +239,16 @@ class Engine:
         if replay is not None and (self._acl_seen.get(client) or self.acl.allows(client)):
             answer = replay.answer
             if answer is None:
-                self.counters.blocked += 1
+                # Counted in the entry's tally alone (one increment: see ``outcomes``).
+                if tcp:
+                    replay.tally.tcp += 1
+                else:
+                    replay.tally.udp += 1
                 if self.query_log is not None:
-                    self.query_log.record(client, replay.query, Outcome.BLOCKED, replay.verdict, 0)
+                    rcode = replay.body[1] & 0xF
+                    self.query_log.record(
+                        client, replay.query, Outcome.BLOCKED, replay.verdict, rcode
+                    )
                 return data[:2] + replay.body
             # Rendered in this second: not expired (expiry is counted in whole seconds),
             # so a hit only needs the cache to hold this very answer still (not replaced
@@ -237,7 +259,10 @@ class Engine:
             else:
                 live = self._refresh(replay, answer, now)
             if live:
-                self.counters.cached += 1
+                if tcp:
+                    replay.tally.tcp += 1
+                else:
+                    replay.tally.udp += 1
                 if self.log_all and self.query_log is not None:
                     rcode = answer[answers.RCODE]
                     self.query_log.record(client, replay.query, Outcome.CACHED, None, rcode)
@@ -262,6 +287,7 @@ class Engine:
         verdict: Verdict | None,
         answer: Answer | None,
         now: int,
+        tally: Tally,
     ) -> None:
         if len(reply) > udp_limit(query):
             return  # only answers that suit both transports
@@ -269,7 +295,15 @@ class Engine:
         if len(replay) >= REPLAY_LIMIT:
             for key in list(islice(replay, REPLAY_LIMIT // 10)):
                 del replay[key]
-        replay[data[2:]] = _Replay(reply[2:], query, verdict, answer, now)
+        replay[data[2:]] = _Replay(reply[2:], query, verdict, answer, now, tally)
+
+    def outcomes(self) -> dict[Outcome, int]:
+        """Queries answered, by outcome: the counters and the replays in their tallies."""
+        counts = self.counters.by_outcome()
+        blocked, cached = self.tallies.replays()
+        counts[Outcome.BLOCKED] += blocked
+        counts[Outcome.CACHED] += cached
+        return counts
 
     def policy_clock(self, now: datetime) -> list[tuple[PolicyInfo, bool]]:
         """Switch dated policies on or off at ``now``; the policies that changed."""
@@ -291,21 +325,29 @@ class Engine:
         if not self.acl.allows(client):
             counters.refused_clients += 1
             counters.refused += 1
-            return self._error(data, wire.REFUSED)
+            error = self._error(data, wire.REFUSED)
+            self.tallies.count_reply(error, tcp)
+            return error
         try:
             query = wire.parse_query(data)
         except wire.BadVersion as exc:
             counters.formerr += 1
+            self.tallies.count(exc.query.qtype, exc.rcode, None, tcp)
             return wire.build_reply(exc.query, exc.rcode)
         except FormError as exc:  # the rcode an error implies is the error's own
             counters.formerr += 1
-            return wire.build_error_reply(data, exc.rcode)
+            error = wire.build_error_reply(data, exc.rcode)
+            self.tallies.count_reply(error, tcp)
+            return error
         except NotImplementedQuery as exc:
             counters.notimp += 1
             notimp_query = exc.query if isinstance(exc.query, wire.Query) else None
-            return wire.build_error_reply(data, exc.rcode, notimp_query)
+            error = wire.build_error_reply(data, exc.rcode, notimp_query)
+            self.tallies.count_reply(error, tcp)
+            return error
         if query.qtype == wire.TYPE_AXFR or query.qtype == wire.TYPE_IXFR:
             counters.refused += 1
+            self.tallies.count(query.qtype, wire.REFUSED, None, tcp)
             return wire.build_reply(query, wire.REFUSED)
 
         limit = MAX_TCP if tcp else udp_limit(query)
@@ -319,19 +361,28 @@ class Engine:
         if verdict is not None and verdict.action is not Action.ALLOW:
             action = verdict.action
             if action is not Action.TCP_ONLY or not tcp:  # tcp-only: forwarded over TCP
-                if self.query_log is not None:
-                    self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
-                if action is Action.DROP:
-                    counters.dropped += 1
-                    return None
-                counters.blocked += 1
+                target = b""
                 if action is Action.REDIRECT and query.qtype not in NOT_FOLLOWED:
                     target = cname_target(verdict, query.qname)
-                    if target:  # a policy CNAME: the answer goes on to the target's records
-                        return self._begin_chase(query, verdict, target)
+                if action is Action.DROP or target:
+                    # No answer now: dropped, or a policy CNAME (the answer goes on to the
+                    # target's records and is counted when sent).
+                    self.tallies.count(query.qtype, NO_ANSWER, verdict, tcp)
+                    if self.query_log is not None:
+                        self.query_log.record(client, query, Outcome.BLOCKED, verdict, NO_ANSWER)
+                    if not target:
+                        counters.dropped += 1
+                        return None
+                    counters.blocked += 1
+                    return self._begin_chase(query, verdict, target)
+                counters.blocked += 1
                 reply = verdict.render(query)
+                rcode = reply[3] & 0xF
+                tally = self.tallies.answer(query.qtype, rcode, verdict, tcp)
+                if self.query_log is not None:
+                    self.query_log.record(client, query, Outcome.BLOCKED, verdict, rcode)
                 if not depends and action is not Action.TCP_ONLY:
-                    self._remember(data, reply, query, verdict, None, now)
+                    self._remember(data, reply, query, verdict, None, now, tally)
                 return reply if len(reply) <= limit else wire.build_truncated(reply)
             depends = True  # tcp-only, asked over TCP: the answer must not be replayed to UDP
 
@@ -346,16 +397,21 @@ class Engine:
                         if chase is not None:
                             return chase  # the chain, then the policy's answer for its target
                         out = self._late(query, late, client, tcp)  # never replayed
-                        return None if out is None else wire.fit(out, limit)
+                        if out is None:
+                            return None
+                        self.tallies.count(query.qtype, out[3] & 0xF, None, tcp)
+                        return wire.fit(out, limit)
                     depends = True  # served over TCP only: not replayed to UDP
             counters.cached += 1
+            tally = self.tallies.answer(query.qtype, answer[answers.RCODE], None, tcp)
             if self.log_all and self.query_log is not None:
                 rcode = answer[answers.RCODE]
                 self.query_log.record(client, query, Outcome.CACHED, None, rcode)
             reply = answers.render(answer, query, now)
             if not depends:
-                self._remember(data, reply, query, None, answer, now)
+                self._remember(data, reply, query, None, answer, now, tally)
             return reply if len(reply) <= limit else wire.build_truncated(reply)
+        counters.cache_misses += 1
         return query
 
     def _scopes_of(self, client: str) -> Callable[[ClientScope], bool]:
@@ -411,6 +467,7 @@ class Engine:
                 self._servfail(waiter, clock, work)
             else:
                 self._serve(waiter, answer, upstream, now, clock, work)
+        self.tallies.count_sends(work.sends)
         return work
 
     def follow(self, chase: Chase, waiter: Waiter, clock: float) -> Work:
@@ -418,6 +475,7 @@ class Engine:
         (policy, cache, upstream) until an answer or a question to ask."""
         work = Work()
         self._step(chase, waiter, chase.names[-1], int(clock), work)
+        self.tallies.count_sends(work.sends)
         return work
 
     def _serve(
@@ -440,6 +498,7 @@ class Engine:
             or (verdict.action is Action.TCP_ONLY and tcp)
         ):
             self.counters.forwarded += 1
+            self._time_forwarded(clock - waiter.started)
             if self.log_all and self.query_log is not None:
                 latency = clock - waiter.started
                 rcode = answer[answers.RCODE]
@@ -480,8 +539,9 @@ class Engine:
             work.sends.append((waiter, wire.fit(reply, limit)))
             return
         self.counters.servfail += 1
+        latency = clock - waiter.started
+        self._time_servfail(latency)
         if self.query_log is not None:
-            latency = clock - waiter.started
             self.query_log.record(
                 waiter.client, query, Outcome.SERVFAIL, None, wire.SERVFAIL, "", latency
             )
@@ -646,14 +706,19 @@ class Engine:
         return facts
 
     def _late(self, query: wire.Query, verdict: Verdict, client: str, tcp: bool) -> bytes | None:
-        """A policy answer decided after forwarding: for the original query name."""
-        if self.query_log is not None:
-            self.query_log.record(client, query, Outcome.BLOCKED, verdict, 0)
+        """A policy answer decided after forwarding: for the original query name. (Its
+        answer is counted with the other waiting queries' answers, the block here.)"""
+        self.tallies.count(query.qtype, NO_ANSWER, verdict, tcp)
         if verdict.action is Action.DROP:
             self.counters.dropped += 1
+            if self.query_log is not None:
+                self.query_log.record(client, query, Outcome.BLOCKED, verdict, NO_ANSWER)
             return None
         self.counters.blocked += 1
-        return verdict.render(query)
+        reply = verdict.render(query)
+        if self.query_log is not None:
+            self.query_log.record(client, query, Outcome.BLOCKED, verdict, reply[3] & 0xF)
+        return reply
 
     def _local(self, query: wire.Query, client: str, limit: int) -> bytes:
         """resolver.arpa (RFC 9462): answered here, before the policy, never forwarded."""

@@ -65,7 +65,9 @@ class Upstream:
         "held_until",
         "label",
         "mix_case",
+        "sent",
         "sockets",
+        "timeouts",
     )
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -77,6 +79,8 @@ class Upstream:
         self.held_until = 0.0
         self.mix_case = True  # 0x20: until its replies show it does not keep case
         self.case_misses = 0  # replies with the right ID in the wrong case
+        self.sent = 0  # UDP tries sent to it (read by /metrics)
+        self.timeouts = 0  # of those, the ones that timed out
 
 
 class Flight:
@@ -362,6 +366,7 @@ class Forwarder:
             upstream.current = sock
         sock.send(flight)
         self.stats.sent += 1
+        upstream.sent += 1
         if remaining < self.try_timeout:  # the question's last try: its own timer
             assert self._loop is not None
             flight.timer = self._loop.call_later(remaining, self._timeout, flight)
@@ -394,7 +399,9 @@ class Forwarder:
         flight.timer = None
         self.stats.timeouts += 1
         if flight.sent:
-            self._note_failure(flight.sent[-1][0].upstream, "timeout")
+            upstream = flight.sent[-1][0].upstream
+            upstream.timeouts += 1
+            self._note_failure(upstream, "timeout")
         self._try(flight, time.monotonic())
 
     def _note_failure(self, upstream: Upstream, reason: str) -> None:
@@ -439,11 +446,15 @@ class Forwarder:
         if reply.flags & wire.TC:
             self._spawn(self._retry_tcp(flight, upstream))
             return
-        if reply.rcode in (wire.SERVFAIL, wire.REFUSED) and flight.tries < len(flight.order):
+        if reply.rcode in (wire.SERVFAIL, wire.REFUSED):
+            # A failure even with no other upstream to ask (the client then gets this
+            # answer): an upstream that refuses everything is reported as failing.
             self._note_failure(upstream, "servfail" if reply.rcode == wire.SERVFAIL else "refused")
-            self._try(flight, time.monotonic())
-            return
-        upstream.failures = 0
+            if flight.tries < len(flight.order):
+                self._try(flight, time.monotonic())
+                return
+        else:
+            upstream.failures = 0
         self.done(flight.question, reply, upstream.label)
 
     def _close_tries(self, flight: Flight) -> None:

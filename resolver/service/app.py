@@ -32,7 +32,14 @@ from resolver.edge.tlscert import TlsError, certificate_facts
 from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
 from resolver.service.endpoints import control_server, metrics_server
-from resolver.service.observability import QueryLog, configure_logging, counter_fields, get_logger
+from resolver.service.metrics import (
+    counter_fields,
+    engine_stats,
+    policy_files,
+    upstream_stats,
+    zone_stats,
+)
+from resolver.service.observability import QueryLog, configure_logging, get_logger
 from resolver.service.warning import WarningService, WarningSetupError
 from resolver.sources.config import Config, load_config
 from resolver.sources.snapshot import BuildResult, build_snapshot
@@ -116,6 +123,8 @@ class App:
         self.counters = Counters()
         self.reloads = 0
         self.reload_failures = 0
+        self.reload_last_success = 0.0  # Unix time of the last successful load
+        self.reload_last_ok = True
         self._stop = asyncio.Event()
         self._reloading = False
         self._reload_again = False
@@ -209,6 +218,7 @@ class App:
                 self.metrics = metrics_server(self.stats)
                 await self.metrics.start([config.metrics])
             self.loaded = Loaded(result, datetime.now(UTC))
+            self.reload_last_success = time.time()
             if config.control is not None and (self.link is None or self.slot == 0):
                 self.control = control_server(lambda: self.loaded)  # one worker serves it
                 await self.control.start([config.control])
@@ -314,10 +324,13 @@ class App:
         if self.link is None:
             sdnotify.reloading()
         ok = False
+        began = 0.0  # when the last pass began: it covers every request made before
         try:
             while True:
                 self._reload_again = False
+                began = time.monotonic()
                 ok = await self._reload_once()
+                self.reload_last_ok = ok
                 if not self._reload_again:
                     break
         finally:
@@ -325,7 +338,7 @@ class App:
             if self.link is None:
                 sdnotify.ready()
             else:
-                self._report("reloaded ok" if ok else "reloaded failed")
+                self._report(f"reloaded {'ok' if ok else 'failed'} {began!r}")
 
     # --- the pipe to a supervisor --------------------------------------------------
 
@@ -371,6 +384,7 @@ class App:
         if self.warning is not None:
             await self.warning.refresh()  # the templates, read again
         self.reloads += 1
+        self.reload_last_success = time.time()
         self._arm_clock()
         self._follow_zones(config)
         self._follow_lists(result, config)
@@ -597,7 +611,12 @@ class App:
         c = self.counters
         f = self.dispatcher.forwarder.stats
         return {
-            "outcomes": {o.name.lower(): v for o, v in c.by_outcome().items()},
+            **engine_stats(self.engine),  # outcomes, answers, blocks, latency, cache numbers
+            "upstreams": upstream_stats(self.dispatcher.forwarder, time.monotonic()),
+            "policy_files": policy_files(self.loaded.result if self.loaded else None),
+            "reload_last_success": self.reload_last_success,
+            "reload_last_ok": int(self.reload_last_ok),
+            "zones": zone_stats(self.secondary),
             "refused_clients": c.refused_clients,
             "responses_ignored": c.responses_ignored,
             **counter_fields("upstream_", [f]),  # upstream_sent, upstream_timeouts, ...
@@ -606,7 +625,6 @@ class App:
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
             "policy_names": self.engine.snapshot.policy.names(),
-            "cache_entries": len(self.engine.cache),
             "inflight": self.dispatcher.busy,
             "tcp_connections": len(self.tcp_state.connections) if self.tcp_state else 0,
             "tcp_rejected": self.tcp_state.rejected if self.tcp_state else 0,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from resolver.edge.http import HttpServer, Limits, route_app
-from resolver.service.observability import metrics_routes
+from resolver.service.metrics import metrics_routes
 from resolver.tools.control import Loaded, control_routes
 
 METRICS_LIMITS = Limits(read_timeout=30.0)  # a scrape is one small response

@@ -12,24 +12,20 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from dataclasses import fields
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
 import structlog.stdlib
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import Collector, CollectorRegistry
 from structlog.typing import Processor
 
 from resolver.core import wire
 from resolver.core.codes import rcode_name, type_name
 from resolver.core.engine import Outcome
 from resolver.core.matcher import CompiledPolicy
+from resolver.core.tally import NO_ANSWER
 from resolver.core.verdict import Verdict
-from resolver.edge.http import Reply, Route
 
 FLUSH_INTERVAL = 0.25
 MAX_BUFFERED = 100_000  # query-log records held between flushes; more are counted, not kept
@@ -37,7 +33,8 @@ FLUSH_SLICE = 1000  # records written per turn of the event loop
 WRITE_SIZE = 4096  # at most this much per write(2), whole lines: atomic on a shared pipe
 _worker: int | None = None  # this process's worker number, on every line
 # A query-log record: time, client, qname (wire and text), qtype, Outcome value, id() of the
-# verdict (0: none), rcode, upstream, latency in seconds.
+# verdict (0: none), rcode (NO_ANSWER: none sent, the line has no rcode), upstream, latency
+# in seconds.
 Record = tuple[float, str, bytes, str, int, int, int, int, str, float]
 
 
@@ -272,7 +269,9 @@ class QueryLog:
             text = json_string(name)
             code = rcodes.get(rcode)
             if code is None:
-                code = rcodes[rcode] = f', "rcode": "{rcode_name(rcode)}"'
+                code = rcodes[rcode] = (
+                    "" if rcode == NO_ANSWER else f', "rcode": "{rcode_name(rcode)}"'
+                )
             if verdict_id:
                 given = given_by.get(verdict_id)
                 if given is None:
@@ -343,211 +342,3 @@ def write_lines(lines: list[str]) -> None:
     if chunk:
         sys.stdout.write("".join(chunk))
     sys.stdout.flush()
-
-
-# Counters in the stats dict (App.stats, summed over workers): key, metric name, help.
-COUNTERS = (
-    (
-        "refused_clients",
-        "sinkhole_refused_clients",
-        "Queries refused because the client is not allowed",
-    ),
-    ("responses_ignored", "sinkhole_responses_ignored", "Packets with QR=1 received on a listener"),
-    ("upstream_sent", "sinkhole_upstream_queries", "Queries sent to upstreams"),
-    ("upstream_timeouts", "sinkhole_upstream_timeouts", "Upstream tries that timed out"),
-    (
-        "upstream_unexpected",
-        "sinkhole_upstream_unexpected_replies",
-        "Upstream packets that matched no query",
-    ),
-    ("reloads", "sinkhole_reloads", "Successful policy reloads"),
-    ("reload_failures", "sinkhole_reload_failures", "Failed policy reloads (old policy kept)"),
-    ("upstream_failed", "sinkhole_upstream_failed", "Questions no upstream answered (SERVFAIL)"),
-    (
-        "upstream_socket_errors",
-        "sinkhole_upstream_socket_errors",
-        "Upstream sends refused by the kernel and ICMP errors reported",
-    ),
-    (
-        "upstream_tcp_retries",
-        "sinkhole_upstream_tcp_retries",
-        "Truncated upstream answers asked again over TCP",
-    ),
-    (
-        "coalesced",
-        "sinkhole_upstream_coalesced",
-        "Queries that joined the same question already waiting for an upstream",
-    ),
-    (
-        "upstream_held_down",
-        "sinkhole_upstream_held_down",
-        "Times an upstream was held down after repeated failures",
-    ),
-    (
-        "upstream_tcp_failures",
-        "sinkhole_upstream_tcp_failures",
-        "TCP retries that failed (each counts as a failed try)",
-    ),
-    (
-        "upstream_late_replies",
-        "sinkhole_upstream_late_replies",
-        "Answers to an earlier try, taken after the next try went out",
-    ),
-    (
-        "upstream_exhausted",
-        "sinkhole_upstream_exhausted",
-        "Questions given up after the most tries one question may cost",
-    ),
-    (
-        "upstream_case_mismatches",
-        "sinkhole_upstream_case_mismatches",
-        "Upstream replies dropped: the name not in the letter case sent (0x20)",
-    ),
-    (
-        "upstream_stripped",
-        "sinkhole_upstream_stripped_records",
-        "Answer records left out of upstream replies: not in the query's CNAME chain",
-    ),
-    ("upstream_ports", "sinkhole_upstream_ports", "Upstream UDP sockets opened (source ports)"),
-    ("chased", "sinkhole_policy_cnames_followed", "Policy CNAMEs followed to their target"),
-    (
-        "unexpected_errors",
-        "sinkhole_unexpected_errors",
-        "Exceptions nobody expected, caught so one query cannot stop the rest (logged)",
-    ),
-    ("udp_received", "sinkhole_udp_received", "Datagrams received by the batched UDP listeners"),
-    ("udp_sent", "sinkhole_udp_sent", "Replies sent by the batched UDP listeners"),
-    ("udp_recv_calls", "sinkhole_udp_recv_calls", "recvfrom and recvmmsg calls that got datagrams"),
-    ("udp_send_calls", "sinkhole_udp_send_calls", "sendmmsg calls of the batched UDP listeners"),
-    (
-        "udp_queued",
-        "sinkhole_udp_queued",
-        "UDP replies that waited for the socket to become writable",
-    ),
-    ("udp_dropped", "sinkhole_udp_dropped", "UDP replies that could not be sent"),
-    ("udp_oversized", "sinkhole_udp_oversized", "UDP datagrams too large to answer"),
-    ("udp_errors", "sinkhole_udp_errors", "Unexpected errors in the batched UDP listeners"),
-    ("tcp_rejected", "sinkhole_tcp_rejected_connections", "TCP connections refused at the cap"),
-    ("worker_restarts", "sinkhole_worker_restarts", "Workers restarted after they exited"),
-    (
-        "inflight_limited",
-        "sinkhole_upstream_inflight_limited",
-        "Cache misses answered SERVFAIL at once: max_inflight questions were waiting",
-    ),
-    (
-        "tcp_evicted",
-        "sinkhole_tcp_evicted_connections",
-        "Idle TCP connections closed to make room at the cap",
-    ),
-    (
-        "tcp_client_limited",
-        "sinkhole_tcp_client_limited_connections",
-        "TCP connections refused: tcp_max_per_client were open from that address",
-    ),
-    (
-        "tcp_query_timeouts",
-        "sinkhole_tcp_query_timeouts",
-        "TCP connections closed: a query did not arrive whole within tcp_query_timeout",
-    ),
-    ("tcp_paused", "sinkhole_tcp_paused", "Times a TCP connection was not read: answers not taken"),
-    (
-        "tcp_overflowed",
-        "sinkhole_tcp_overflowed",
-        "TCP connections closed: they owed too many answers not taken",
-    ),
-    (
-        "tcp_stalled",
-        "sinkhole_tcp_stalled",
-        "TCP connections closed: answers not taken for tcp_idle_timeout",
-    ),
-    (
-        "rate_limited_dropped",
-        "sinkhole_rate_limited_dropped",
-        "UDP answers over the client network's rate, not sent",
-    ),
-    (
-        "rate_limited_truncated",
-        "sinkhole_rate_limited_truncated",
-        "UDP answers over the client network's rate, sent empty with TC=1 (slip)",
-    ),
-    ("list_fetches", "sinkhole_list_fetches", "Fetches of url lists that succeeded (304 included)"),
-    (
-        "list_fetch_failures",
-        "sinkhole_list_fetch_failures",
-        "Fetches of url lists that failed or were refused (the old copy kept)",
-    ),
-)
-GAUGES = (
-    ("policy_names", "sinkhole_policy_names", "Names in the compiled policy"),
-    ("cache_entries", "sinkhole_cache_entries", "Answers in the cache"),
-    ("inflight", "sinkhole_upstream_inflight", "Questions waiting for an upstream"),
-    ("tcp_connections", "sinkhole_tcp_connections", "Open client TCP connections"),
-    ("lists_fetched", "sinkhole_lists_fetched", "Lists fetched from a url"),
-    ("lists_failing", "sinkhole_lists_failing", "Url lists whose last fetch failed"),
-    ("lists_without_copy", "sinkhole_lists_without_copy", "Url lists never fetched (empty)"),
-    (
-        "list_last_success",
-        "sinkhole_list_last_success_seconds",
-        "Unix time of the stalest url list's last successful fetch (0: none)",
-    ),
-    (
-        "list_last_failure",
-        "sinkhole_list_last_failure_seconds",
-        "Unix time of the latest failed url list fetch (0: none)",
-    ),
-    (
-        "list_copy_age",
-        "sinkhole_list_copy_age_seconds",
-        "Age of the stalest url list's copy, from its last successful fetch",
-    ),
-)
-
-
-def counter_fields(prefix: str, stats: Iterable[Any]) -> dict[str, int]:
-    """The integer fields of dataclass instances ``stats``, summed, as ``prefix + name``."""
-    total: dict[str, int] = {}
-    for item in stats:
-        for f in fields(item):
-            value = getattr(item, f.name)
-            if isinstance(value, int):
-                total[prefix + f.name] = total.get(prefix + f.name, 0) + value
-    return total
-
-
-class StatsCollector(Collector):
-    """Reads the plain counters at scrape time, so counting costs nothing per query.
-    A key missing from the stats dict (a worker not yet reported) reads as 0."""
-
-    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
-        self._read = read
-
-    def collect(self) -> Iterator[Metric]:
-        s = self._read()
-        queries = CounterMetricFamily(
-            "sinkhole_queries", "Queries answered, by outcome", labels=["outcome"]
-        )
-        for outcome, value in s.get("outcomes", {}).items():
-            queries.add_metric([outcome], value)
-        yield queries
-        for key, name, doc in COUNTERS:
-            counter = CounterMetricFamily(name, doc)
-            counter.add_metric([], s.get(key, 0))
-            yield counter
-        for key, name, doc in GAUGES:
-            gauge = GaugeMetricFamily(name, doc)
-            gauge.add_metric([], s.get(key, 0))
-            yield gauge
-
-
-METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def metrics_routes(read: Callable[[], dict[str, Any]]) -> dict[str, Route]:
-    """GET /metrics: the counters of ``read`` in the Prometheus text format."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(read))
-
-    def metrics() -> Reply:
-        return 200, METRICS_TYPE, generate_latest(registry)
-
-    return {"/metrics": metrics}

@@ -7,8 +7,10 @@ workers (each a full server in its own process: own cache, own policy copy), tel
 systemd when all are ready, hands SIGHUP to every worker and reports READY again once
 all have reloaded, restarts a worker that dies (on sockets bound anew), serves
 /metrics with the workers' counters summed, and stops them all on SIGTERM or SIGINT.
-Workers talk back over a pipe, one line a message: ``ready``, ``reloaded ok|failed``,
-``stats {json}``.
+Workers talk back over a pipe, one line a message: ``ready``, ``reloaded ok|failed T``
+(T: when, on the system's monotonic clock, the reload began to read the files), ``stats
+{json}``. A reload is counted here, once, when every worker has applied it: reported a
+reload that began after it was sent the signal.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from resolver.edge.http import HttpServer
 from resolver.edge.sockets import LISTEN_FDS, Listener, ListenError, bind_for_workers, environment
 from resolver.service import sdnotify
 from resolver.service.endpoints import metrics_server
+from resolver.service.metrics import merge_stats, zone_stats
 from resolver.service.observability import get_logger
 from resolver.sources.config import Config, ZoneConfig, load_config
 
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 STOP_GRACE = 10.0
 RESTART_DELAY = 1.0
+PIPE_LINE_LIMIT = 1 << 24  # a stats line lists every policy file: room for many thousands
 
 
 class Worker:
@@ -46,6 +50,7 @@ class Worker:
         self.stats: dict[str, Any] = {}
         self.restarts = 0
         self.names = 0
+        self.asked = 0.0  # when its current process was last sent SIGHUP (monotonic)
 
 
 class Supervisor:
@@ -60,6 +65,11 @@ class Supervisor:
         self._all_ready = asyncio.Event()
         self._reload_waiting: set[int] = set()
         self._reload_failed = False
+        self._reload_pending = False  # a reload not yet applied by every worker
+        self.reloads = 0
+        self.reload_failures = 0
+        self.reload_last_success = 0.0
+        self.reload_last_ok = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self.metrics: HttpServer | None = None
         self.secondary: Secondary | None = None  # zone transfers: here, once for all workers
@@ -97,6 +107,7 @@ class Supervisor:
                     self._failed_start = True
                     self._stop.set()
             if not self._failed_start:
+                self.reload_last_success = time.time()
                 self.log.info("workers_ready", workers=len(self.workers))
                 names = max(w.names for w in self.workers)
                 sdnotify.ready(f"serving {names} blocked names ({len(self.workers)} workers)")
@@ -141,6 +152,7 @@ class Supervisor:
         env[LISTEN_FDS] = environment(listeners)
         fds = [s.fileno() for listener in listeners for s in (listener.udp, listener.tcp)]
         worker.ready = False
+        worker.asked = 0.0
         try:
             worker.process = await asyncio.create_subprocess_exec(
                 *self._argv(worker, write_fd), pass_fds=(write_fd, *fds), env=env
@@ -156,7 +168,7 @@ class Supervisor:
         self, worker: Worker, process: asyncio.subprocess.Process, read_fd: int
     ) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
+        reader = asyncio.StreamReader(limit=PIPE_LINE_LIMIT)
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
         )
@@ -175,15 +187,16 @@ class Supervisor:
             worker.names = int(rest) if rest.isdigit() else 0
             if worker.slot in self._missed_reload and worker.process is not None:
                 self._missed_reload.discard(worker.slot)
+                worker.asked = time.monotonic()
                 worker.process.send_signal(signal.SIGHUP)  # it may have read the files before
             if all(w.ready for w in self.workers):
                 self._all_ready.set()
         elif kind == "reloaded":
-            self._reload_failed |= rest != "ok"
-            self._reload_waiting.discard(worker.slot)
-            if not self._reload_waiting:
-                self.log.info("workers_reloaded", ok=not self._reload_failed)
-                sdnotify.ready()
+            outcome, _, began = rest.partition(" ")
+            if _seconds(began) >= worker.asked:  # not the report of an earlier reload
+                self._reload_failed |= outcome != "ok"
+                self._reload_waiting.discard(worker.slot)
+                self._reload_done()
         elif kind == "notify" and self.secondary is not None:
             zone, _, client = rest.partition(" ")
             self.secondary.notify(zone, client)  # checks the client against the primaries
@@ -199,6 +212,7 @@ class Supervisor:
         self._reload_waiting.discard(worker.slot)
         if self._stopping:
             return
+        self._reload_done()
         if not worker.ready and not self._all_ready.is_set():
             # A worker that cannot start (bad policy, address in use) fails the start.
             self.log.error("worker_start_failed", worker=worker.slot, exit_code=code)
@@ -229,6 +243,7 @@ class Supervisor:
     def _reload(self) -> None:
         sdnotify.reloading()
         self._reload_failed = False
+        self._reload_pending = True  # a reload still under way is taken into this one
         # A worker still starting reads the files as they are now; signalling it
         # before it has installed its handlers would kill it.
         self._reload_waiting = {
@@ -236,11 +251,28 @@ class Supervisor:
         }
         for worker in self.workers:
             if worker.slot in self._reload_waiting and worker.process is not None:
+                worker.asked = time.monotonic()
                 worker.process.send_signal(signal.SIGHUP)
             elif not worker.ready:
                 self._missed_reload.add(worker.slot)
         if not self._reload_waiting:
+            self._reload_pending = False
             sdnotify.ready()
+
+    def _reload_done(self) -> None:
+        """Count the reload under way once every worker it waits for has applied it."""
+        if self._reload_waiting or not self._reload_pending:
+            return
+        self._reload_pending = False
+        ok = not self._reload_failed
+        if ok:
+            self.reloads += 1
+            self.reload_last_success = time.time()
+        else:
+            self.reload_failures += 1
+        self.reload_last_ok = ok
+        self.log.info("workers_reloaded", ok=ok)
+        sdnotify.ready()
 
     # --- zones followed by zone transfer (resolver/secondary.py) --------------------------
 
@@ -327,32 +359,26 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
     def stats(self) -> dict[str, Any]:
-        """The workers' latest counters, summed."""
-        total: dict[str, Any] = {"outcomes": {}}
-        for worker in self.workers:
-            for key, value in worker.stats.items():
-                if key == "outcomes":
-                    for outcome, count in value.items():
-                        total["outcomes"][outcome] = total["outcomes"].get(outcome, 0) + count
-                elif key == "policy_names":
-                    total[key] = max(total.get(key, 0), value)
-                else:
-                    total[key] = total.get(key, 0) + value
-        for key in (
-            "refused_clients",
-            "responses_ignored",
-            "upstream_sent",
-            "upstream_timeouts",
-            "upstream_unexpected",
-            "reloads",
-            "reload_failures",
-            "policy_names",
-            "cache_entries",
-            "inflight",
-            "tcp_connections",
-        ):
-            total.setdefault(key, 0)
+        """The workers' latest counters, summed; reloads and zones as counted here."""
+        total = merge_stats(w.stats for w in self.workers)
+        total["reloads"] = self.reloads
+        total["reload_failures"] = self.reload_failures
+        total["reload_last_success"] = self.reload_last_success
+        total["reload_last_ok"] = int(self.reload_last_ok)
+        total["worker_reloads"] = {str(w.slot): w.stats.get("reloads", 0) for w in self.workers}
+        total["worker_reload_failures"] = {
+            str(w.slot): w.stats.get("reload_failures", 0) for w in self.workers
+        }
+        total["zones"] = zone_stats(self.secondary)
         total["worker_restarts"] = sum(w.restarts for w in self.workers)
         if self.feeds is not None:
             total.update(self.feeds.stats())
         return total
+
+
+def _seconds(text: str) -> float:
+    """A time a worker reported (infinite when it gave none: the report counts)."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("inf")

@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -40,6 +41,18 @@ from resolver.zones.store import load_copy, peek_soa
 from resolver.zones.timers import Timers, ZoneClock
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneState:
+    """What /metrics shows of a followed zone (wall-clock times; None: never, or no copy)."""
+
+    serial: int | None
+    refreshed: float | None  # the last successful check (a transfer, or nothing new)
+    transferred: float | None  # the last transfer applied by this process
+    failed: float | None  # the last check no primary answered well
+    expires: float | None  # when the copy expires without a successful check
+    expired: bool
 
 
 def in_thread(function: Callable[[], T]) -> asyncio.Future[T]:
@@ -86,6 +99,8 @@ class ZoneFollower:
         self.timer = ZoneClock(None, None, clock())
         self.busy = False
         self.again = False
+        self.transferred: float | None = None  # when this process last applied a transfer
+        self.failed: float | None = None  # when a check last failed
         self._handle: asyncio.TimerHandle | None = None
         self._check_timer = False  # the handle wakes for a check (else for the expiry)
         self._task: asyncio.Task[None] | None = None
@@ -94,6 +109,17 @@ class ZoneFollower:
     @property
     def serial(self) -> int | None:
         return int(self.saved.serial) if self.saved is not None else None
+
+    def state(self) -> ZoneState:
+        timer = self.timer
+        return ZoneState(
+            self.serial,
+            timer.confirmed,
+            self.transferred,
+            self.failed,
+            timer.expires_at(),
+            timer.expired,
+        )
 
     def prepare(self) -> None:
         """Before the first policy is built: date the saved copy (its modification time is
@@ -217,6 +243,7 @@ class ZoneFollower:
                 return
             self._succeeded(checked, primary, reason)
             return
+        self.failed = self.clock()
         self.timer.failed(self.clock())
         self._poll_expiry(self.clock())
 
@@ -231,6 +258,7 @@ class ZoneFollower:
                 os.utime(self.config.file)  # the copy is current as of now (survives restarts)
             self.log.debug("zone_current", primary=str(primary), serial=checked.serial)
         else:
+            self.transferred = now
             fields: dict[str, Any] = {}
             if checked.ixfr_error:
                 fields["ixfr_failed"] = checked.ixfr_error
@@ -372,6 +400,10 @@ class Secondary:
             return False
         follower.notify()
         return True
+
+    def states(self) -> dict[str, ZoneState]:
+        """Every followed zone's state, by zone name."""
+        return {name: follower.state() for name, follower in self.followers.items()}
 
     def close(self) -> None:
         for follower in self.followers.values():

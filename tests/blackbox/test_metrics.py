@@ -3,23 +3,37 @@ within limits (methods, slow clients, request size)."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import os
 import re
+import signal
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import dns.exception
+import dns.rcode
 import h2.config
 import h2.connection
 import h2.events
 import pytest
-from support.procs import WARNING_IPV4, Sinkhole, SinkholeFactory, free_port
+from prometheus_client.parser import text_string_to_metric_families
+from support.procs import (
+    WARNING_IPV4,
+    FakeUpstream,
+    Sinkhole,
+    SinkholeFactory,
+    dead_port,
+    free_port,
+    wait_until,
+)
 
 from blackbox.dnsclient import addresses, ask, unique, v4
-from blackbox.standard import BLOCKED, POLICIES
+from blackbox.standard import BLOCKED, DROP_ACTION, NXDOMAIN_ACTION, POLICIES
 
 pytestmark = pytest.mark.blackbox
 
@@ -98,10 +112,16 @@ SERIES = (  # every counter the server keeps, besides sinkhole_queries_total
     "sinkhole_tcp_stalled_total",
     "sinkhole_rate_limited_dropped_total",
     "sinkhole_rate_limited_truncated_total",
+    "sinkhole_cache_hits_total",
+    "sinkhole_cache_misses_total",
+    "sinkhole_cache_evictions_total",
     "sinkhole_policy_names",
     "sinkhole_cache_entries",
+    "sinkhole_cache_capacity",
     "sinkhole_upstream_inflight",
     "sinkhole_tcp_connections",
+    "sinkhole_reload_last_success_timestamp_seconds",
+    "sinkhole_reload_last_successful",
 )
 
 
@@ -267,3 +287,188 @@ def test_http2_cleartext(metrics_port: tuple[Sinkhole, int]) -> None:
     status, body = h2_request(port, "GET")
     assert status == 200 and b"sinkhole_queries_total" in body
     assert h2_request(port, "DELETE")[0] == 405
+
+
+# --- the series an operator runs a network on ------------------------------------------
+
+Labels = frozenset[tuple[str, str]]
+
+
+def series(text: str) -> dict[tuple[str, Labels], float]:
+    """Every sample of a scrape, by sample name and labels (parsed by prometheus_client)."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name, frozenset(s.labels.items())] = s.value
+    return out
+
+
+def moved(before: str, after: str, name: str, **labels: str) -> float:
+    """How much the sample ``name{labels}`` grew between two scrapes (absent: 0)."""
+    key = (name, frozenset(labels.items()))
+    return series(after).get(key, 0.0) - series(before).get(key, 0.0)
+
+
+def test_answers_by_transport_type_and_rcode_and_blocks_by_policy(
+    metrics_port: tuple[Sinkhole, int],
+) -> None:
+    server, port = metrics_port
+    _, _, before = scrape(port)
+    assert addresses(ask(v4(server), BLOCKED)) == [WARNING_IPV4]
+    assert addresses(ask(v4(server), BLOCKED)) == [WARNING_IPV4]  # replayed
+    ask(v4(server), "www." + BLOCKED, "HTTPS", tcp=True)
+    assert ask(v4(server), NXDOMAIN_ACTION).rcode() == dns.rcode.NXDOMAIN
+    ask(v4(server), unique())  # forwarded
+    ask(v4(server), unique(), "HINFO")  # a type counted as other
+    with pytest.raises(dns.exception.Timeout):
+        ask(v4(server), DROP_ACTION, timeout=0.3)
+    _, _, after = scrape(port)
+    answers = "sinkhole_answers_total"
+    assert moved(before, after, answers, transport="udp", qtype="A", rcode="NOERROR") == 3
+    assert moved(before, after, answers, transport="udp", qtype="A", rcode="NXDOMAIN") == 1
+    assert moved(before, after, answers, transport="tcp", qtype="HTTPS", rcode="NOERROR") == 1
+    assert moved(before, after, answers, transport="udp", qtype="other", rcode="NOERROR") == 1
+    blocks = "sinkhole_blocks_total"
+    assert moved(before, after, blocks, policy="court-order", action="warning-page") == 3
+    assert moved(before, after, blocks, policy="actions", action="nxdomain") == 1
+    assert moved(before, after, blocks, policy="actions", action="drop") == 1
+    total = sum(v for (n, _), v in series(after).items() if n == answers)
+    assert total - sum(v for (n, _), v in series(before).items() if n == answers) == 6
+
+
+def test_cache_hits_misses_and_evictions(sinkhole_factory: SinkholeFactory) -> None:
+    port = free_port()
+    server = sinkhole_factory(
+        POLICIES, metrics=f"127.0.0.1:{port}", cache={"max_entries": 2, "min_ttl": 0}
+    )
+    names = [unique() for _ in range(3)]
+    for name in names:
+        ask(v4(server), name)
+    for _ in range(2):
+        ask(v4(server), names[-1])  # a hit, then a replayed hit
+    _, _, text = scrape(port)
+    assert sample(text, "sinkhole_cache_misses_total") == 3
+    assert sample(text, "sinkhole_cache_hits_total") == 2
+    assert sample(text, "sinkhole_cache_evictions_total") == 1
+    assert sample(text, "sinkhole_cache_entries") == 2
+    assert sample(text, "sinkhole_cache_capacity") == 2
+
+
+def test_each_upstream_has_its_tries_timeouts_and_health(
+    sinkhole_factory: SinkholeFactory, fake_upstream: FakeUpstream
+) -> None:
+    """The first upstream is unreachable: its tries time out until it is held down; the
+    second answers every question."""
+    port = free_port()
+    dead = f"127.0.0.1:{dead_port()}"
+    server = sinkhole_factory(
+        POLICIES, metrics=f"127.0.0.1:{port}", upstreams=[dead, fake_upstream.endpoint]
+    )
+    for _ in range(4):
+        assert addresses(ask(v4(server), unique())) == ["198.51.100.7"]
+    _, _, text = scrape(port)
+    got = series(text)
+
+    def per(name: str, upstream: str) -> float:
+        return got[name, frozenset({("upstream", upstream)})]
+
+    assert per("sinkhole_upstream_server_timeouts_total", dead) == 3  # then held down
+    assert per("sinkhole_upstream_server_queries_total", dead) == 3
+    assert per("sinkhole_upstream_server_down", dead) == 1
+    assert per("sinkhole_upstream_server_failures", dead) == 3
+    assert per("sinkhole_upstream_server_queries_total", fake_upstream.endpoint) == 4
+    assert per("sinkhole_upstream_server_timeouts_total", fake_upstream.endpoint) == 0
+    assert per("sinkhole_upstream_server_down", fake_upstream.endpoint) == 0
+    assert sample(text, "sinkhole_upstream_queries_total") == 7
+
+
+def test_answer_times_of_forwarded_and_failed_queries(sinkhole_factory: SinkholeFactory) -> None:
+    port = free_port()
+    server = sinkhole_factory(POLICIES, metrics=f"127.0.0.1:{port}")
+    ask(v4(server), unique("slow3"))  # answered 0.3 s late by the fake upstream
+    assert ask(v4(server), unique("silent"), timeout=3.0).rcode() == dns.rcode.SERVFAIL
+    _, _, text = scrape(port)
+    got = series(text)
+    name = "sinkhole_answer_duration_seconds"
+
+    def bucket(outcome: str, le: str) -> float:
+        return got[f"{name}_bucket", frozenset({("outcome", outcome), ("le", le)})]
+
+    assert bucket("forwarded", "0.25") == 0 and bucket("forwarded", "0.5") == 1
+    assert got[f"{name}_count", frozenset({("outcome", "forwarded")})] == 1
+    assert 0.3 <= got[f"{name}_sum", frozenset({("outcome", "forwarded")})] < 0.5
+    assert bucket("servfail", "0.5") == 0 and bucket("servfail", "+Inf") == 1
+    assert 0.9 <= got[f"{name}_sum", frozenset({("outcome", "servfail")})] < 2.0
+
+
+def test_reloads_and_the_policy_files_loaded(sinkhole_factory: SinkholeFactory) -> None:
+    port = free_port()
+    server = sinkhole_factory(POLICIES, metrics=f"127.0.0.1:{port}")
+    path = server.policies_dir / "20-operator.yaml"
+
+    def info(text: str) -> dict[str, str]:
+        return {
+            dict(labels)["file"]: dict(labels)["sha256"]
+            for (n, labels), v in series(text).items()
+            if n == "sinkhole_policy_file_info" and v == 1
+        }
+
+    _, _, before = scrape(port)
+    assert info(before)[str(path)] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert len(info(before)) == len(POLICIES)
+    loaded = sample(before, "sinkhole_reload_last_success_timestamp_seconds")
+    assert abs(loaded - time.time()) < 60
+
+    path.write_text(POLICIES["20-operator.yaml"] + "  - more.example\n")
+    mark = server.mark()
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("policy_reloaded", 5.0, mark)
+    _, _, after = scrape(port)
+    assert info(after)[str(path)] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sample(after, "sinkhole_reloads_total") == 1
+    assert sample(after, "sinkhole_reload_last_success_timestamp_seconds") > loaded
+
+    path.write_text("id: [broken")
+    mark = server.mark()
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("policy_reload_failed", 5.0, mark)
+    _, _, failed = scrape(port)
+    assert sample(failed, "sinkhole_reload_failures_total") == 1
+    assert sample(failed, "sinkhole_reload_last_successful") == 0
+    assert info(failed) == info(after)  # the files still enforced
+
+
+ZONE = "rpz.example."
+ZONE_COPY = """\
+$TTL 300
+@ IN SOA ns.rpz.example. hostmaster.rpz.example. 7 3600 5 86400 300
+@ IN NS localhost.
+bad.test IN CNAME .
+"""
+
+
+def test_a_zone_whose_primary_is_unreachable(sinkhole_factory: SinkholeFactory) -> None:
+    """The saved copy (serial 7) is enforced; the check at start-up fails: the failure's
+    time is shown, the copy's serial, last refresh (its date) and expiry."""
+    port = free_port()
+    copy = sinkhole_factory.workdir / "rpz.zone"
+    copy.write_text(ZONE_COPY)
+    dated = time.time() - 3600
+    os.utime(copy, (dated, dated))
+    zone = {"name": ZONE, "file": str(copy), "primaries": [f"127.0.0.1:{dead_port()}"]}
+    server = sinkhole_factory(POLICIES, metrics=f"127.0.0.1:{port}", zones=[zone])
+    labels = frozenset({("zone", ZONE)})
+
+    def failed() -> dict[tuple[str, Labels], float] | None:
+        got = series(scrape(port)[2])
+        return got if got.get(("sinkhole_zone_last_failure_timestamp_seconds", labels)) else None
+
+    got = wait_until(failed, 10.0)
+    assert got, scrape(port)[2]
+    assert abs(got["sinkhole_zone_last_failure_timestamp_seconds", labels] - time.time()) < 60
+    assert got["sinkhole_zone_serial", labels] == 7
+    assert got["sinkhole_zone_last_refresh_timestamp_seconds", labels] == pytest.approx(dated)
+    assert got["sinkhole_zone_expiry_timestamp_seconds", labels] == pytest.approx(dated + 86400)
+    assert got["sinkhole_zone_last_transfer_timestamp_seconds", labels] == 0
+    assert got["sinkhole_zone_expired", labels] == 0
+    assert ask(v4(server), "bad.test").rcode() == dns.rcode.NXDOMAIN  # the copy is enforced

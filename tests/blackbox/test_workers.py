@@ -111,3 +111,68 @@ def test_metrics_sum_every_workers_counters(sinkhole_factory: SinkholeFactory) -
     victim = next(e for e in server.events("started") if e["worker"] == 1)
     os.kill(victim["pid"], signal.SIGKILL)
     wait_until(lambda: value(scrape(port), "sinkhole_worker_restarts_total") == 1 or None, 5.0)
+
+
+def test_a_reload_is_counted_once_for_all_workers(sinkhole_factory: SinkholeFactory) -> None:
+    """Three SIGHUPs to two workers (a good reload, a broken file, a good reload): two
+    reloads and one failure, each counted once; each worker's own figures by label."""
+    port = free_port()
+    server = sinkhole_factory({"p.yaml": POLICY}, workers=2, metrics=f"127.0.0.1:{port}")
+    server.wait_event("workers_ready", 10.0)
+    started = value(scrape(port), "sinkhole_reload_last_success_timestamp_seconds")
+    assert started is not None and started > 0
+    for text, ok in ((POLICY + "  - second.example\n", True), ("id: [broken", False)):
+        server.write_policy("p.yaml", text)
+        mark = server.mark()
+        server.send_signal(signal.SIGHUP)
+        assert server.wait_event("workers_reloaded", 10.0, mark)["ok"] is ok
+    text = scrape(port)
+    assert value(text, "sinkhole_reloads_total") == 1
+    assert value(text, "sinkhole_reload_failures_total") == 1
+    assert value(text, "sinkhole_reload_last_successful") == 0
+    succeeded = value(text, "sinkhole_reload_last_success_timestamp_seconds")
+    assert succeeded is not None and succeeded > started
+
+    server.write_policy("p.yaml", POLICY)
+    mark = server.mark()
+    server.send_signal(signal.SIGHUP)
+    assert server.wait_event("workers_reloaded", 10.0, mark)["ok"] is True
+    text = scrape(port)
+    assert value(text, "sinkhole_reloads_total") == 2
+    assert value(text, "sinkhole_reload_failures_total") == 1
+    assert value(text, "sinkhole_reload_last_successful") == 1
+    assert len(server.events("workers_reloaded")) == 3
+
+    def per_worker() -> str | None:  # the workers report their own figures every second
+        text = scrape(port)
+        done = all(
+            value(text, f'sinkhole_worker_reloads_total{{worker="{w}"}}') == 2
+            and value(text, f'sinkhole_worker_reload_failures_total{{worker="{w}"}}') == 1
+            for w in (0, 1)
+        )
+        return text if done else None
+
+    assert wait_until(per_worker, 5.0), scrape(port)
+
+
+def test_signals_in_quick_succession_end_in_one_counted_reload(
+    sinkhole_factory: SinkholeFactory,
+) -> None:
+    """SIGHUPs faster than the workers reload join the reload under way: every signal is
+    followed by a reload that read the files after it, and the count never runs ahead."""
+    port = free_port()
+    server = sinkhole_factory({"p.yaml": POLICY}, workers=2, metrics=f"127.0.0.1:{port}")
+    server.wait_event("workers_ready", 10.0)
+    server.write_policy("p.yaml", POLICY + "  - third.example\n")
+    for _ in range(5):
+        server.send_signal(signal.SIGHUP)
+    wait_until(lambda: server.events("workers_reloaded") or None, 10.0)
+    assert blocked_everywhere(server, "third.example") == {0, 1}
+
+    def settled() -> float | None:  # the count matches the reloads logged (polled: one may end)
+        reloads = value(scrape(port), "sinkhole_reloads_total")
+        logged = len([e for e in server.events("workers_reloaded") if e["ok"]])
+        return reloads if reloads == logged else None
+
+    reloads = wait_until(settled, 5.0)
+    assert reloads is not None and 1 <= reloads <= 5

@@ -30,6 +30,7 @@ PACKAGES: dict[str, str] = {
     "getent": "libc-bin",
     "kdig": "knot-dnsutils",
     "chromium": "chromium",
+    "promtool": "prometheus",
 }
 
 # Daemons live in sbin, which is not on an ordinary user's PATH.

@@ -8,12 +8,21 @@ import re
 from typing import Any
 
 from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from resolver.core.engine import Counters, Outcome
+from resolver.core.tally import LATENCY_BOUNDS
 from resolver.edge.batchudp import BatchStats
 from resolver.edge.upstream import ForwarderStats
-from resolver.service.observability import COUNTERS, GAUGES, StatsCollector, counter_fields
+from resolver.service.metrics import (
+    COUNTERS,
+    GAUGES,
+    StatsCollector,
+    counter_fields,
+    label_key,
+    merge_stats,
+)
 
 EXPORTED = {key for key, _, _ in COUNTERS + GAUGES}
 
@@ -68,3 +77,112 @@ def test_missing_keys_read_as_zero() -> None:
         assert f"\n{name}_total 0.0\n" in text
     for _, name, _ in GAUGES:
         assert f"\n{name} 0.0\n" in text
+
+
+def families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_labelled_series_and_the_histogram() -> None:
+    stats = {
+        "answers": {label_key("udp", "A", "NOERROR"): 7, label_key("tcp", "other", "NXDOMAIN"): 1},
+        "blocks": {label_key("court-order", "nxdomain"): 3},
+        "latency": {
+            "forwarded": {"counts": [1, 0, 2] + [0] * (len(LATENCY_BOUNDS) - 2), "sum": 0.5}
+        },
+        "upstreams": {
+            "127.0.0.1:53": {"sent": 4, "timeouts": 1, "down": 1, "consecutive_failures": 3}
+        },
+        "policy_files": {label_key("p", "/etc/p.yaml", "ab" * 32): 1},
+        "worker_reloads": {"1": 2, "0": 3},
+    }
+    got = families(render(stats))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in got.values() for s in f.samples
+    }
+    assert (
+        samples[
+            "sinkhole_answers_total", (("qtype", "A"), ("rcode", "NOERROR"), ("transport", "udp"))
+        ]
+        == 7
+    )
+    assert (
+        samples["sinkhole_blocks_total", (("action", "nxdomain"), ("policy", "court-order"))] == 3
+    )
+    assert samples["sinkhole_upstream_server_down", (("upstream", "127.0.0.1:53"),)] == 1
+    assert samples["sinkhole_upstream_server_failures", (("upstream", "127.0.0.1:53"),)] == 3
+    assert (
+        samples[
+            "sinkhole_policy_file_info",
+            (("file", "/etc/p.yaml"), ("policy", "p"), ("sha256", "ab" * 32)),
+        ]
+        == 1
+    )
+    assert samples["sinkhole_worker_reloads_total", (("worker", "0"),)] == 3
+    buckets = [
+        (s.labels["le"], s.value)
+        for s in got["sinkhole_answer_duration_seconds"].samples
+        if s.name.endswith("_bucket")
+    ]
+    assert buckets[:3] == [("0.001", 1), ("0.0025", 1), ("0.005", 3)]  # cumulative
+    assert buckets[-1] == ("+Inf", 3)
+    assert samples["sinkhole_answer_duration_seconds_sum", (("outcome", "forwarded"),)] == 0.5
+
+
+def test_zone_series_leave_out_what_a_zone_without_a_copy_lacks() -> None:
+    stats = {
+        "zones": {
+            "a.example.": {
+                "serial": 7,
+                "refreshed": 10.0,
+                "transferred": None,
+                "failed": 20.0,
+                "expires": 99.0,
+                "expired": 0,
+            },
+            "b.example.": {
+                "serial": None,
+                "refreshed": None,
+                "transferred": None,
+                "failed": 5.0,
+                "expires": None,
+                "expired": 0,
+            },
+        }
+    }
+    got = families(render(stats))
+    assert [s.labels["zone"] for s in got["sinkhole_zone_serial"].samples] == ["a.example."]
+    assert [s.value for s in got["sinkhole_zone_last_failure_timestamp_seconds"].samples] == [20, 5]
+    assert [s.value for s in got["sinkhole_zone_last_transfer_timestamp_seconds"].samples] == [0, 0]
+
+
+def test_merge_sums_workers_and_keeps_the_largest_where_each_sees_the_same() -> None:
+    one = {
+        "outcomes": {"blocked": 2},
+        "answers": {label_key("udp", "A", "NOERROR"): 2},
+        "latency": {"forwarded": {"counts": [1, 2], "sum": 0.25}},
+        "upstreams": {"u": {"sent": 3, "down": 1, "consecutive_failures": 4}},
+        "policy_names": 10,
+        "policy_files": {label_key("p", "f", "x"): 1},
+        "cache_entries": 5,
+    }
+    two = {
+        "outcomes": {"blocked": 1, "cached": 4},
+        "answers": {label_key("udp", "A", "NOERROR"): 1, label_key("tcp", "A", "NOERROR"): 1},
+        "latency": {"forwarded": {"counts": [0, 1], "sum": 0.5}},
+        "upstreams": {"u": {"sent": 1, "down": 0, "consecutive_failures": 1}},
+        "policy_names": 12,
+        "policy_files": {label_key("p", "f", "x"): 1, label_key("p", "f", "y"): 1},
+        "cache_entries": 6,
+    }
+    total = merge_stats([one, two, {}])
+    assert total["outcomes"] == {"blocked": 3, "cached": 4}
+    assert total["answers"] == {
+        label_key("udp", "A", "NOERROR"): 3,
+        label_key("tcp", "A", "NOERROR"): 1,
+    }
+    assert total["latency"]["forwarded"] == {"counts": [1, 3], "sum": 0.75}
+    assert total["upstreams"]["u"] == {"sent": 4, "down": 1, "consecutive_failures": 4}
+    assert total["policy_names"] == 12 and total["cache_entries"] == 11
+    assert total["policy_files"] == {label_key("p", "f", "x"): 1, label_key("p", "f", "y"): 1}
+    assert one["outcomes"] == {"blocked": 2}  # the workers' reports are left as they were

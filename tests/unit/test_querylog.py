@@ -16,6 +16,7 @@ import pytest
 from resolver.core import wire
 from resolver.core.engine import Outcome
 from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.tally import NO_ANSWER
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 from resolver.service import observability
 from resolver.service.observability import QueryLog, json_string, write_lines
@@ -182,3 +183,9 @@ def test_sampling_logs_every_nth_query_that_was_not_blocked() -> None:
     outcomes = [json.loads(line)["outcome"] for line in lines]
     assert outcomes.count("forwarded") == 25 and outcomes.count("blocked") == 3
     assert all(json.loads(line)["sample"] == 0.25 for line in lines)
+
+
+def test_a_query_that_got_no_answer_has_no_rcode() -> None:
+    [line] = logged((1.0, "::1", query("blocked.example"), Outcome.BLOCKED, VERDICT, NO_ANSWER))
+    fields = json.loads(line)
+    assert "rcode" not in fields and fields["action"] == "warning-page"
