@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.errors import FormError, ResolverError
 from resolver.core.tcpframe import Framer, frame
 from resolver.sources import lists, policy_yaml, rpz
@@ -59,7 +59,7 @@ def _text(data: bytes) -> str:
 
 
 def query(data: bytes) -> None:
-    """wire.parse_query; an accepted query's answer must read back with wire.parse_reply."""
+    """wire.parse_query; an accepted query's answer must read back with outbound.parse_reply."""
     try:
         parsed = wire.parse_query(data)
     except ResolverError as exc:
@@ -69,13 +69,13 @@ def query(data: bytes) -> None:
             raise AssertionError("an error answer exactly when there is a header") from None
         raise
     answer = wire.build_reply(parsed, wire.NOERROR)
-    reply = wire.parse_reply(answer, int.from_bytes(parsed.qid, "big"), parsed.question)
+    reply = outbound.parse_reply(answer, int.from_bytes(parsed.qid, "big"), parsed.question)
     if reply.rcode != wire.NOERROR or reply.body != parsed.question:
         raise AssertionError("our own answer did not read back")
 
 
 def reply(data: bytes) -> None:
-    """wire.parse_reply, for the ID and the question the packet itself carries."""
+    """outbound.parse_reply, for the ID and the question the packet itself carries."""
     qid = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
     question = b"\x07example\x00\x00\x01\x00\x01"
     try:
@@ -84,7 +84,7 @@ def reply(data: bytes) -> None:
             question = data[12:end]
     except FormError:
         pass
-    wire.parse_reply(data, qid, question)
+    outbound.parse_reply(data, qid, question)
 
 
 def tcp(data: bytes) -> None:

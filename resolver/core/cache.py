@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 
 COUNTS = struct.Struct("!HHHH")
 
@@ -35,7 +35,7 @@ KEY: Final = 8  # the cache key it is kept under
 
 
 def make_answer(
-    reply: wire.Reply, now: int, ttl: int, floor: int, ceiling: int, key: bytes = b""
+    reply: outbound.Reply, now: int, ttl: int, floor: int, ceiling: int, key: bytes = b""
 ) -> Answer:
     """``reply`` made ready to serve for ``ttl`` seconds from ``now``."""
     counts = COUNTS.pack(1, reply.ancount, reply.nscount, 0)
@@ -150,7 +150,7 @@ class Cache:
         self._entries.move_to_end(answer[KEY])
         return True
 
-    def answer(self, key: bytes, reply: wire.Reply, now: int) -> Answer:
+    def answer(self, key: bytes, reply: outbound.Reply, now: int) -> Answer:
         """Make ``reply`` servable and keep it if it may be cached (RFC 2308 for negatives)."""
         s = self.settings
         cacheable = reply.rcode in (wire.NOERROR, wire.NXDOMAIN) and reply.min_ttl is not None

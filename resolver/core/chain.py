@@ -13,6 +13,7 @@ import struct
 
 from resolver.core import wire
 from resolver.core.errors import FormError
+from resolver.core.verdict import Verdict
 
 MAX_CHAIN = 8
 EDE_OTHER = 0
@@ -177,3 +178,21 @@ def _copy_record(message: bytes, pos: int) -> tuple[bytes, int]:
         parts.append(message[at:end])
         rdata = b"".join(parts)
     return owner + wire.RR_FIXED.pack(rtype, rclass, ttl, len(rdata)) + rdata, end
+
+
+# Types asked for the CNAME itself (or for everything): answered with the bare CNAME.
+NOT_FOLLOWED = frozenset({wire.TYPE_CNAME, wire.TYPE_ANY})
+
+
+def cname_target(verdict: Verdict, name: bytes) -> bytes:
+    """The CNAME target a redirect sends ``name`` to (wire form), or b"" when it sends
+    it to addresses or local data, or when the rewritten name cannot exist."""
+    redirect = verdict.redirect
+    if redirect is None:
+        return b""
+    target = redirect.target()
+    if target.startswith(b"\x01*"):  # RPZ wildcard rewrite: the name, then the target's parent
+        target = name[:-1] + target[2:]
+        if len(target) > wire.MAX_NAME:
+            return b""
+    return target

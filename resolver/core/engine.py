@@ -11,71 +11,27 @@ upstream answers and a reload needs no flush.
 
 from __future__ import annotations
 
-import enum
-import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Protocol
 
 from resolver.core import cache as answers
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.cache import Answer, Cache
-from resolver.core.chain import Chase, cname_chain
+from resolver.core.chain import NOT_FOLLOWED, Chase, cname_chain, cname_target
+from resolver.core.clients import ClientAcl, client_address
 from resolver.core.ddr import RESOLVER_ARPA, Designated, under_resolver_arpa
 from resolver.core.errors import FormError, NotImplementedQuery
 from resolver.core.flight import Question, Waiter, Work
 from resolver.core.matcher import CompiledPolicy
+from resolver.core.outcome import Counters, Outcome, QueryLog
 from resolver.core.tally import NO_ANSWER, Latency, Tallies, Tally
 from resolver.core.verdict import Action, ClientScope, PolicyInfo, Verdict
 
 Facts = tuple[Answer, tuple[bytes, ...], tuple[bytes, ...]]  # answer, CNAME targets, addresses
 
 MAX_TCP = 65535
-
-
-class Outcome(enum.IntEnum):
-    """How a query was answered: drives metrics labels and query-log fields."""
-
-    BLOCKED = 1
-    CACHED = 2
-    FORWARDED = 3
-    REFUSED = 4
-    FORMERR = 5
-    NOTIMP = 6
-    SERVFAIL = 7
-    DROPPED = 8
-    LOCAL = 9  # answered here for resolver.arpa (RFC 9462), never forwarded
-    STALE = 10  # no upstream answered: an expired cache answer served (RFC 8767)
-
-
-@dataclass(slots=True)
-class Counters:
-    """Plain integer counters (one per Outcome, by its lower-case name), read by /metrics.
-
-    ``blocked`` and ``cached`` count the answers decided on the full path: a replayed
-    answer is counted in its replay entry's tally only, and ``Engine.outcomes`` adds them.
-    """
-
-    blocked: int = 0
-    cached: int = 0
-    forwarded: int = 0
-    refused: int = 0
-    formerr: int = 0
-    notimp: int = 0
-    servfail: int = 0
-    dropped: int = 0
-    local: int = 0
-    stale: int = 0
-    refused_clients: int = 0
-    responses_ignored: int = 0
-    coalesced: int = 0  # queries that joined a question already asked upstream
-    chased: int = 0  # policy CNAMEs followed to their target
-    cache_misses: int = 0  # queries not in the cache, asked upstream
-
-    def by_outcome(self) -> dict[Outcome, int]:
-        return {o: getattr(self, o.name.lower()) for o in Outcome}
 
 
 @dataclass(frozen=True)
@@ -85,53 +41,6 @@ class Snapshot:
     policy: CompiledPolicy
     policies: tuple[PolicyInfo, ...] = ()
     sources: tuple[str, ...] = ()
-
-
-class QueryLog(Protocol):
-    def record(
-        self,
-        client: str,
-        query: wire.Query,
-        outcome: Outcome,
-        verdict: Verdict | None,
-        rcode: int,
-        upstream: str = "",
-        latency: float = 0.0,
-    ) -> None: ...
-
-
-class ClientAcl:
-    """Which client addresses are served; decisions are memoised per address string."""
-
-    def __init__(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
-        self.networks = tuple(networks)
-        self.seen: dict[str, bool] = {}  # decisions by address text; the engine reads it directly
-
-    def allows(self, host: str) -> bool:
-        seen = self.seen.get(host)
-        if seen is None:
-            seen = self._decide(host)
-            if len(self.seen) >= 65536:
-                self.seen.clear()
-            self.seen[host] = seen
-        return seen
-
-    def _decide(self, host: str) -> bool:
-        address = client_address(host)
-        if address is None:
-            return False
-        return any(address in net for net in self.networks if net.version == address.version)
-
-
-def client_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """A client's address from the socket layer's text (scope ids and v4-mapped unwrapped)."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
 
 
 def udp_limit(query: wire.Query) -> int:
@@ -446,7 +355,7 @@ class Engine:
         return question
 
     def complete(
-        self, question: Question, reply: wire.Reply | None, upstream: str, clock: float
+        self, question: Question, reply: outbound.Reply | None, upstream: str, clock: float
     ) -> Work:
         """``question`` was answered by ``upstream`` (or, with ``reply`` None, no upstream
         answered in time): cache the answer, then decide each waiter's reply, count its
@@ -764,21 +673,3 @@ def answer_facts(answer: Answer) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     except FormError:
         pass  # parse_reply checked it; nothing more to read
     return tuple(targets), tuple(addresses)
-
-
-# Types asked for the CNAME itself (or for everything): answered with the bare CNAME.
-NOT_FOLLOWED = frozenset({wire.TYPE_CNAME, wire.TYPE_ANY})
-
-
-def cname_target(verdict: Verdict, name: bytes) -> bytes:
-    """The CNAME target a redirect sends ``name`` to (wire form), or b"" when it sends
-    it to addresses or local data, or when the rewritten name cannot exist."""
-    redirect = verdict.redirect
-    if redirect is None:
-        return b""
-    target = redirect.target()
-    if target.startswith(b"\x01*"):  # RPZ wildcard rewrite: the name, then the target's parent
-        target = name[:-1] + target[2:]
-        if len(target) > wire.MAX_NAME:
-            return b""
-    return target

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from time import monotonic
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.chain import Chase
 from resolver.core.engine import Engine
 from resolver.core.flight import Question, ReplySink, Waiter, Work
@@ -79,7 +79,7 @@ class Dispatcher:
         except Exception as exc:
             self.faults.report("send", exc)
 
-    def answered(self, question: Question, reply: wire.Reply | None, upstream: str) -> None:
+    def answered(self, question: Question, reply: outbound.Reply | None, upstream: str) -> None:
         """The forwarder ended ``question``: every waiter's reply goes out."""
         try:
             work = self.engine.complete(question, reply, upstream, monotonic())

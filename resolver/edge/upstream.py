@@ -17,7 +17,7 @@ them) does not keep case: it is asked without 0x20 from then on, logged once. A 
 that times out moves to the next upstream; a truncated reply is retried over TCP,
 and a failed TCP retry counts as a failed try. A question gets at most MAX_TRIES
 tries. Answer records outside the question's CNAME chain are left out
-(``wire.parse_reply``) and counted.
+(``outbound.parse_reply``) and counted.
 
 Queries go out in batches: those decided in one turn of the event loop leave
 together, on one socket of the pool chosen at random for that turn, in one
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.endpoint import Endpoint
 from resolver.core.errors import FormError
 from resolver.core.flight import Question
@@ -53,7 +53,7 @@ REPLY_SLOT = 65536  # bytes per reply buffer: any UDP datagram fits
 SWEEP = 0.05  # at most this late, a try that got no answer is given up
 MAX_TRIES = 6  # upstream queries (UDP and TCP) one question may cost, whatever happens
 
-Done = Callable[[Question, "wire.Reply | None", str], None]
+Done = Callable[[Question, "outbound.Reply | None", str], None]
 
 
 class Upstream:
@@ -142,21 +142,21 @@ class UpstreamSocket:
         self.uses = 0
         # Replaced after ``limit`` queries (drawn in [USES/2, 3*USES/2): not predictable
         # from the count) or at ``expires`` (monotonic seconds), whichever comes first.
-        self.limit = SOCKET_USES // 2 + wire.random_below(SOCKET_USES)
+        self.limit = SOCKET_USES // 2 + outbound.random_below(SOCKET_USES)
         self.expires = expires
         self.retired = False  # replaced: takes the replies still due, sends nothing more
         self.closed = False
 
     def received(self, data: bytes) -> None:
-        qid = wire.reply_qid(data)
+        qid = outbound.reply_qid(data)
         entry = self.pending.get(qid)
         if entry is None:
             self.forwarder.stats.unexpected += 1
             return
         flight, sent = entry
         try:
-            reply = wire.parse_reply(data, qid, flight.question.query.question, sent)
-        except wire.CaseMismatch:
+            reply = outbound.parse_reply(data, qid, flight.question.query.question, sent)
+        except outbound.CaseMismatch:
             self.forwarder.case_mismatch(flight, self.upstream)
             return
         except FormError:
@@ -165,15 +165,15 @@ class UpstreamSocket:
         self.forwarder.on_reply(flight, reply, self, qid)
 
     def send(self, flight: Flight) -> None:
-        qid = wire.random_id()
+        qid = outbound.random_id()
         while qid in self.pending:
-            qid = wire.random_id()
+            qid = outbound.random_id()
         query = flight.question.query
-        sent = wire.mix_case(query.question) if self.upstream.mix_case else b""
+        sent = outbound.mix_case(query.question) if self.upstream.mix_case else b""
         flight.sent.append((self, qid))
         self.pending[qid] = (flight, sent)
         self.uses += 1
-        self.outbox.append(wire.build_upstream_query(query, qid, sent))
+        self.outbox.append(outbound.build_upstream_query(query, qid, sent))
         if len(self.outbox) == 1:
             self.forwarder.outgoing(self)
 
@@ -360,7 +360,7 @@ class Forwarder:
         sock = upstream.current
         if sock is None:
             sockets = upstream.sockets
-            sock = sockets[wire.random_below(len(sockets))]
+            sock = sockets[outbound.random_below(len(sockets))]
             if sock.expires <= now:  # used too long: a new port before it is used again
                 sock = self._replace(upstream, sock)
             upstream.current = sock
@@ -437,7 +437,9 @@ class Forwarder:
             flight.timer = None
         self._try(flight, time.monotonic())
 
-    def on_reply(self, flight: Flight, reply: wire.Reply, sock: UpstreamSocket, qid: int) -> None:
+    def on_reply(
+        self, flight: Flight, reply: outbound.Reply, sock: UpstreamSocket, qid: int
+    ) -> None:
         if flight.sent[-1] != (sock, qid):
             self.stats.late_replies += 1  # an earlier try's answer: taken all the same
         self.stats.stripped += reply.stripped
@@ -517,19 +519,19 @@ class Forwarder:
         flight.timer = None
         self._try(flight, time.monotonic())
 
-    async def _query_tcp(self, query: wire.Query, upstream: Upstream) -> wire.Reply:
+    async def _query_tcp(self, query: wire.Query, upstream: Upstream) -> outbound.Reply:
         e = upstream.endpoint
         reader, writer = await asyncio.open_connection(e.host, e.port)
         try:
-            qid = wire.random_id()
-            writer.write(frame(wire.build_upstream_query(query, qid)))
+            qid = outbound.random_id()
+            writer.write(frame(outbound.build_upstream_query(query, qid)))
             framer = Framer()
             while True:
                 chunk = await reader.read(65537)
                 if not chunk:
                     raise FormError("upstream closed the connection")
                 for message in framer.feed(chunk):
-                    return wire.parse_reply(message, qid, query.question)
+                    return outbound.parse_reply(message, qid, query.question)
         finally:
             writer.close()
 
@@ -554,5 +556,5 @@ class Forwarder:
         return new
 
 
-def _nowhere(question: Question, reply: wire.Reply | None, upstream: str) -> None:
+def _nowhere(question: Question, reply: outbound.Reply | None, upstream: str) -> None:
     raise RuntimeError("the forwarder's done callback was never set")

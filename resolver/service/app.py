@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resolver.core.cache import Cache
+from resolver.core.clients import ClientAcl
 from resolver.core.ddr import Designated, designations
 from resolver.core.endpoint import Endpoint
-from resolver.core.engine import ClientAcl, Counters, Engine
+from resolver.core.engine import Engine
 from resolver.core.errors import SourceError
+from resolver.core.outcome import Counters
 from resolver.core.ratelimit import RateLimiter
 from resolver.edge.batchudp import BatchUdpListener
 from resolver.edge.dispatch import Dispatcher

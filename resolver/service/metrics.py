@@ -23,7 +23,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from resolver.core.codes import rcode_name, type_name
-from resolver.core.engine import Engine, Outcome
+from resolver.core.engine import Engine
+from resolver.core.outcome import Outcome
 from resolver.core.tally import LATENCY_BOUNDS, NO_ANSWER
 from resolver.edge.http import Reply, Route
 from resolver.edge.upstream import Forwarder

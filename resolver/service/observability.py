@@ -22,8 +22,8 @@ from structlog.typing import Processor
 
 from resolver.core import wire
 from resolver.core.codes import rcode_name, type_name
-from resolver.core.engine import Outcome
 from resolver.core.matcher import CompiledPolicy
+from resolver.core.outcome import Outcome
 from resolver.core.tally import NO_ANSWER
 from resolver.core.verdict import Verdict
 

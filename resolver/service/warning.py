@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from resolver.core import wire
-from resolver.core.engine import Engine, client_address
+from resolver.core.clients import client_address
+from resolver.core.engine import Engine
 from resolver.core.matcher import CompiledPolicy
 from resolver.core.verdict import Action, ClientScope, Verdict
 from resolver.edge.http import HttpServer, Limits, Request, Response, Tls, request_app

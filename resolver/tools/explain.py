@@ -21,8 +21,9 @@ from dnslib import DNSRecord
 from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.chain import Chase
+from resolver.core.clients import ClientAcl, client_address
 from resolver.core.codes import rcode_name, type_name
-from resolver.core.engine import ClientAcl, Engine, Snapshot, client_address
+from resolver.core.engine import Engine, Snapshot
 from resolver.core.flight import Waiter
 from resolver.core.layers import mapped
 from resolver.core.verdict import Action, ClientScope, Verdict

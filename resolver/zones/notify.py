@@ -29,7 +29,7 @@ import dns.rdatatype
 import dns.tsig
 
 from resolver.core import wire
-from resolver.core.engine import client_address
+from resolver.core.clients import client_address
 from resolver.core.errors import FormError
 from resolver.sources.config import ZoneConfig
 from resolver.zones.errors import TsigSecretError

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
-from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.clients import ClientAcl
+from resolver.core.engine import Engine, Snapshot
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 

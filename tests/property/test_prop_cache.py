@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.engine_driver import forward
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.cache import EXPIRES, Cache, CacheSettings, render
-from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.clients import ClientAcl
+from resolver.core.engine import Engine, Snapshot
 from resolver.core.matcher import CompiledPolicy
 
 QNAME = b"\x03www\x07example\x00"
@@ -62,7 +63,7 @@ def test_ttls_count_down_and_entries_expire(
     min_ttl = min(min_ttl, max_ttl)
     cache = Cache(CacheSettings(100, min_ttl, max_ttl))
     query = wire.parse_query(struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + QUESTION)
-    reply = wire.parse_reply(upstream(ttls, soa), 1, QUESTION)
+    reply = outbound.parse_reply(upstream(ttls, soa), 1, QUESTION)
     cache.answer(query.cache_key, reply, T0)
 
     source = [min(soa)] if soa is not None else ttls
@@ -97,10 +98,10 @@ def _query_bytes(qid: int, name: str) -> bytes:
     return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + b"\x00\x00\x01\x00\x01"
 
 
-def _reply_for(query: wire.Query, ttl: int, tag: int) -> wire.Reply:
+def _reply_for(query: wire.Query, ttl: int, tag: int) -> outbound.Reply:
     record = b"\xc0\x0c" + struct.pack("!HHIH", wire.TYPE_A, 1, ttl, 4) + bytes((198, 51, 100, tag))
     data = struct.pack("!HHHHHH", 9, 0x8180, 1, 1, 0, 0) + query.question + record
-    return wire.parse_reply(data, 9, query.question)
+    return outbound.parse_reply(data, 9, query.question)
 
 
 operations = st.lists(

@@ -15,9 +15,10 @@ import dnslib
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.cache import Cache, CacheSettings
-from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.clients import ClientAcl
+from resolver.core.engine import Engine, Snapshot
 from resolver.core.errors import FormError, NotImplementedQuery
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
@@ -111,7 +112,7 @@ def test_parse_reply_raises_only_form_error(data: bytes) -> None:
     question = data[12:40] if len(data) > 40 else b"\x00\x00\x01\x00\x01"
     qid = (data[0] << 8) | data[1] if len(data) >= 2 else 0
     try:
-        reply = wire.parse_reply(data, qid, question)
+        reply = outbound.parse_reply(data, qid, question)
     except FormError:
         return
     for offset, ttl in reply.ttls:
@@ -279,7 +280,7 @@ def test_the_answer_keeps_exactly_the_chain_from_the_query_name(
                 grew = True
     original = dnslib.DNSRecord.parse(wire_data)
     expected = [str(rr).lower() for rr in original.rr if str(rr.rname).lower() in reached]
-    reply = wire.parse_reply(wire_data, query.id, wire.parse_query(query.to_wire()).question)
+    reply = outbound.parse_reply(wire_data, query.id, wire.parse_query(query.to_wire()).question)
     assert reply.stripped == len(original.rr) - len(expected)
     decoded = dnslib.DNSRecord.parse(
         HEADER.pack(1, reply.flags, 1, reply.ancount, reply.nscount, 0) + reply.body

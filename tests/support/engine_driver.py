@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.chain import Chase
 from resolver.core.engine import Engine
 from resolver.core.flight import Waiter
@@ -21,7 +21,7 @@ class Replies:
 def forward(
     engine: Engine,
     query: wire.Query,
-    reply: wire.Reply | None,
+    reply: outbound.Reply | None,
     now: int,
     client: str = "127.0.0.1",
     tcp: bool = False,

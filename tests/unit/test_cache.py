@@ -10,7 +10,7 @@ import dns.rrset
 import dnslib
 import pytest
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.cache import (
     EXPIRES,
     STALE_TTL,
@@ -33,7 +33,7 @@ def upstream_reply(
     rcode: int = dns.rcode.NOERROR,
     soa: tuple[int, int] | None = None,
     ad: bool = False,
-) -> wire.Reply:
+) -> outbound.Reply:
     """An upstream answer parsed the way the forwarder parses it: one A record per TTL."""
     q = dns.message.make_query(qname, "A", use_edns=0)
     r = dns.message.make_response(q)
@@ -46,7 +46,7 @@ def upstream_reply(
         text = f"ns.example.com. host.example.com. 1 3600 600 86400 {minimum}"
         r.authority.append(dns.rrset.from_text("example.com.", soa_ttl, "IN", "SOA", text))
     question = wire.parse_query(q.to_wire()).question
-    return wire.parse_reply(r.to_wire(), q.id, question)
+    return outbound.parse_reply(r.to_wire(), q.id, question)
 
 
 def decode(raw: bytes) -> dnslib.DNSRecord:

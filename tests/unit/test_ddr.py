@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
+from resolver.core.clients import ClientAcl
 from resolver.core.ddr import (
     DDR_NAME,
     TYPE_SVCB,
@@ -25,8 +26,9 @@ from resolver.core.ddr import (
     under_resolver_arpa,
 )
 from resolver.core.endpoint import Endpoint
-from resolver.core.engine import ClientAcl, Engine, Outcome, Snapshot
+from resolver.core.engine import Engine, Snapshot
 from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.outcome import Outcome
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 from .test_engine import RecordingLog

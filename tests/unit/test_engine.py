@@ -13,10 +13,12 @@ import dnslib
 import pytest
 from support.engine_driver import forward
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.cache import Cache, CacheSettings
-from resolver.core.engine import ClientAcl, Engine, Outcome, Snapshot
+from resolver.core.clients import ClientAcl
+from resolver.core.engine import Engine, Snapshot
 from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.outcome import Outcome
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 from .packets import header, query, question
@@ -72,7 +74,7 @@ def make_engine(log: RecordingLog | None = None, log_all: bool = False) -> Engin
     return Engine(snap, Cache(CacheSettings()), acl, query_log=log, log_all=log_all)
 
 
-def upstream_reply(q: wire.Query, records: int = 1, ttl: int = 300) -> wire.Reply:
+def upstream_reply(q: wire.Query, records: int = 1, ttl: int = 300) -> outbound.Reply:
     """What the forwarder would get back for ``q``: ``records`` A records."""
     message = dns.message.make_query(q.text_name(), "A")
     response = dns.message.make_response(message)
@@ -80,7 +82,7 @@ def upstream_reply(q: wire.Query, records: int = 1, ttl: int = 300) -> wire.Repl
     for i in range(2, records + 1):
         rrset.add(dns.rdata.from_text("IN", "A", f"198.51.{100 + i // 250}.{i % 250}"))
     response.answer.append(rrset)
-    return wire.parse_reply(response.to_wire(), message.id, q.question)
+    return outbound.parse_reply(response.to_wire(), message.id, q.question)
 
 
 def reply_of(result: object) -> dnslib.DNSRecord:
@@ -311,7 +313,7 @@ def test_blocked_answer_over_512_is_truncated_over_udp() -> None:
 # --- serve-stale (RFC 8767) -------------------------------------------------------
 
 
-def _chain_reply(q: wire.Query, target: str, ttl: int = 30) -> wire.Reply:
+def _chain_reply(q: wire.Query, target: str, ttl: int = 30) -> outbound.Reply:
     """An upstream answer for ``q``: a CNAME to ``target`` and the target's A record."""
     message = dns.message.make_query(q.text_name(), "A")
     response = dns.message.make_response(message)
@@ -319,7 +321,7 @@ def _chain_reply(q: wire.Query, target: str, ttl: int = 30) -> wire.Reply:
         dns.rrset.from_text(q.text_name() + ".", ttl, "IN", "CNAME", target + ".")
     )
     response.answer.append(dns.rrset.from_text(target + ".", ttl, "IN", "A", "198.51.100.1"))
-    return wire.parse_reply(response.to_wire(), message.id, q.question)
+    return outbound.parse_reply(response.to_wire(), message.id, q.question)
 
 
 def _ede_codes(raw: bytes) -> list[int]:
@@ -354,7 +356,7 @@ def test_a_stale_nxdomain_carries_ede_19() -> None:
     response.set_rcode(dns.rcode.NXDOMAIN)
     soa = "ns.example.com. host.example.com. 1 3600 600 86400 60"
     response.authority.append(dns.rrset.from_text("example.com.", 60, "IN", "SOA", soa))
-    forward(engine, q, wire.parse_reply(response.to_wire(), message.id, q.question), T0)
+    forward(engine, q, outbound.parse_reply(response.to_wire(), message.id, q.question), T0)
     raw = forward(engine, q, None, T0 + 61)
     assert raw is not None
     assert dns.message.from_wire(raw).rcode() == dns.rcode.NXDOMAIN

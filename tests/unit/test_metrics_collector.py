@@ -11,7 +11,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from resolver.core.engine import Counters, Outcome
+from resolver.core.outcome import Counters, Outcome
 from resolver.core.tally import LATENCY_BOUNDS
 from resolver.edge.batchudp import BatchStats
 from resolver.edge.upstream import ForwarderStats

@@ -14,8 +14,8 @@ import dns.message
 import pytest
 
 from resolver.core import wire
-from resolver.core.engine import Outcome
 from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.outcome import Outcome
 from resolver.core.tally import NO_ANSWER
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 from resolver.service import observability

@@ -24,9 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.engine_driver import answer, forward
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.cache import Cache, CacheSettings
-from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.clients import ClientAcl
+from resolver.core.engine import Engine, Snapshot
 from resolver.core.errors import PolicyError
 from resolver.core.layers import LayeredPolicy, PolicyLayer
 from resolver.core.matcher import CompiledPolicy, Scope
@@ -814,7 +815,7 @@ def upstream(engine: Engine, name: str, *records: str, tcp: bool = False) -> byt
     for record in records:
         owner, rdtype, data = record.split(" ", 2)
         response.answer.append(dns.rrset.from_text(owner, 300, "IN", rdtype, data))
-    reply = wire.parse_reply(response.to_wire(), message.id, query.question)
+    reply = outbound.parse_reply(response.to_wire(), message.id, query.question)
     return forward(engine, query, reply, NOW, CLIENT, tcp)
 
 

@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 
 from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
+from resolver.core.clients import ClientAcl
 from resolver.core.endpoint import Endpoint
-from resolver.core.engine import ClientAcl, Engine, Snapshot
+from resolver.core.engine import Engine, Snapshot
 from resolver.core.errors import FormError, ResolverError
 from resolver.core.matcher import CompiledPolicy
 from resolver.sources.config import TsigKey, ZoneConfig

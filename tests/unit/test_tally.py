@@ -10,9 +10,10 @@ import dns.rrset
 import pytest
 from support.engine_driver import Replies, forward
 
-from resolver.core import wire
-from resolver.core.engine import Engine, Outcome
+from resolver.core import outbound, wire
+from resolver.core.engine import Engine
 from resolver.core.flight import Waiter
+from resolver.core.outcome import Outcome
 from resolver.core.tally import LATENCY_BOUNDS, NO_ANSWER, Latency, Tallies
 from resolver.core.verdict import Action
 
@@ -22,13 +23,13 @@ from .test_engine import CLIENT, T0, RecordingLog, make_engine, snapshot, upstre
 TYPE_HINFO = 13
 
 
-def empty_reply(q: wire.Query) -> wire.Reply:
+def empty_reply(q: wire.Query) -> outbound.Reply:
     """An upstream's NOERROR answer with no records (an SOA: cached), to any type."""
     message = dns.message.make_query(q.text_name(), q.qtype)
     response = dns.message.make_response(message)
     soa = "ns.example. h.example. 1 3600 600 86400 300"
     response.authority.append(dns.rrset.from_text("example.com.", 300, "IN", "SOA", soa))
-    return wire.parse_reply(response.to_wire(), message.id, q.question)
+    return outbound.parse_reply(response.to_wire(), message.id, q.question)
 
 
 def answers(engine: Engine) -> Counter[tuple[str, int, int]]:

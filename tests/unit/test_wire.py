@@ -14,7 +14,7 @@ import dns.rrset
 import dnslib
 import pytest
 
-from resolver.core import wire
+from resolver.core import outbound, wire
 from resolver.core.errors import FormError, NotImplementedQuery
 
 from .packets import header, name, opt, parsed, query, question, record, soa_rdata
@@ -380,7 +380,7 @@ def test_fit_truncates_only_over_the_limit() -> None:
 
 def test_build_upstream_query() -> None:
     q = parsed("Up.Example", flags=wire.CD, do=True)
-    raw = wire.build_upstream_query(q, 0x4242)
+    raw = outbound.build_upstream_query(q, 0x4242)
     message = dns.message.from_wire(raw)
     assert message.id == 0x4242
     assert message.flags & dns.flags.RD
@@ -426,13 +426,13 @@ def _negative(rcode: int, soa_ttl: int, minimum: int) -> tuple[dns.message.Messa
     return q, r.to_wire()
 
 
-def _reassemble(reply: wire.Reply, qid: int = 7) -> bytes:
+def _reassemble(reply: outbound.Reply, qid: int = 7) -> bytes:
     return header(qid, reply.flags, 1, reply.ancount, reply.nscount, 0) + reply.body
 
 
 def test_parse_reply_positive_strips_ns_authority_and_additional() -> None:
     q, data = _positive()
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.rcode == wire.NOERROR
     assert reply.flags & wire.AA
     assert reply.ancount == 3
@@ -448,7 +448,7 @@ def test_parse_reply_positive_strips_ns_authority_and_additional() -> None:
 
 def test_parse_reply_ttl_offsets_point_at_ttl_fields() -> None:
     q, data = _positive()
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert [ttl for _, ttl in reply.ttls] == [300, 300, 200]
     body = bytearray(reply.body)
     for i, (offset, _) in enumerate(reply.ttls):
@@ -466,7 +466,7 @@ def test_parse_reply_nxdomain_keeps_soa_and_negative_ttl(
     soa_ttl: int, minimum: int, expected: int
 ) -> None:
     q, data = _negative(dns.rcode.NXDOMAIN, soa_ttl, minimum)
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.rcode == wire.NXDOMAIN
     assert reply.negative
     assert reply.min_ttl == expected
@@ -478,7 +478,7 @@ def test_parse_reply_nxdomain_keeps_soa_and_negative_ttl(
 
 def test_parse_reply_authority_ttl_offsets() -> None:
     q, data = _negative(dns.rcode.NXDOMAIN, 900, 300)
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert [ttl for _, ttl in reply.ttls] == [900, 3600]
     body = bytearray(reply.body)
     for offset, ttl in reply.ttls:
@@ -490,7 +490,7 @@ def test_parse_reply_authority_ttl_offsets() -> None:
 
 def test_parse_reply_nodata_is_negative() -> None:
     q, data = _negative(dns.rcode.NOERROR, 900, 120)
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.negative
     assert reply.ancount == 0
     assert reply.min_ttl == 120
@@ -501,7 +501,7 @@ def test_parse_reply_negative_without_soa_has_no_ttl() -> None:
     r = dns.message.make_response(q)
     r.set_rcode(dns.rcode.NXDOMAIN)
     r.authority.append(dns.rrset.from_text("example.com.", 3600, "IN", "NS", "ns1.example.com."))
-    reply = wire.parse_reply(r.to_wire(), q.id, _question_of(q))
+    reply = outbound.parse_reply(r.to_wire(), q.id, _question_of(q))
     assert reply.negative
     assert reply.min_ttl is None
     assert reply.nscount == 0
@@ -512,7 +512,7 @@ def test_parse_reply_servfail() -> None:
     q = _upstream_query()
     r = dns.message.make_response(q)
     r.set_rcode(dns.rcode.SERVFAIL)
-    reply = wire.parse_reply(r.to_wire(), q.id, _question_of(q))
+    reply = outbound.parse_reply(r.to_wire(), q.id, _question_of(q))
     assert reply.rcode == wire.SERVFAIL
     assert not reply.negative
 
@@ -521,28 +521,28 @@ def test_parse_reply_accepts_other_letter_case() -> None:
     q = _upstream_query("www.example.com")
     r = dns.message.make_response(dns.message.make_query("WWW.EXAMPLE.COM", "A"))
     r.id = q.id
-    reply = wire.parse_reply(r.to_wire(), q.id, _question_of(q))
+    reply = outbound.parse_reply(r.to_wire(), q.id, _question_of(q))
     assert reply.rcode == wire.NOERROR
 
 
 def test_parse_reply_rejects_wrong_id() -> None:
     q, data = _positive()
     with pytest.raises(FormError):
-        wire.parse_reply(data, (q.id + 1) & 0xFFFF, _question_of(q))
+        outbound.parse_reply(data, (q.id + 1) & 0xFFFF, _question_of(q))
 
 
 def test_parse_reply_rejects_wrong_question() -> None:
     q, data = _positive()
     other = _question_of(_upstream_query("www.example.org"))
     with pytest.raises(FormError):
-        wire.parse_reply(data, q.id, other)
+        outbound.parse_reply(data, q.id, other)
 
 
 def test_parse_reply_rejects_wrong_type() -> None:
     q, data = _positive()
     aaaa = _question_of(_upstream_query("www.example.com", "AAAA"))
     with pytest.raises(FormError):
-        wire.parse_reply(data, q.id, aaaa)
+        outbound.parse_reply(data, q.id, aaaa)
 
 
 def test_parse_reply_rejects_type_differing_only_by_ascii_case_bit() -> None:
@@ -553,29 +553,29 @@ def test_parse_reply_rejects_type_differing_only_by_ascii_case_bit() -> None:
     qend = 12 + len(_question_of(q))
     struct.pack_into("!H", data, qend - 4, 97)
     with pytest.raises(FormError):
-        wire.parse_reply(bytes(data), q.id, _question_of(q))
+        outbound.parse_reply(bytes(data), q.id, _question_of(q))
 
 
 def test_parse_reply_rejects_a_query() -> None:
     q = _upstream_query()
     with pytest.raises(FormError):
-        wire.parse_reply(q.to_wire(), q.id, _question_of(q))
+        outbound.parse_reply(q.to_wire(), q.id, _question_of(q))
 
 
 def test_parse_reply_rejects_short_and_questionless_packets() -> None:
     q, data = _positive()
     question_ = _question_of(q)
     with pytest.raises(FormError):
-        wire.parse_reply(data[:11], q.id, question_)
+        outbound.parse_reply(data[:11], q.id, question_)
     no_question = header(q.id, wire.QR, 0, 0, 0, 0)
     with pytest.raises(FormError):
-        wire.parse_reply(no_question, q.id, question_)
+        outbound.parse_reply(no_question, q.id, question_)
 
 
 def test_parse_reply_rejects_missing_records() -> None:
     q, data = _positive()
     with pytest.raises(FormError):
-        wire.parse_reply(data[:-20], q.id, _question_of(q))
+        outbound.parse_reply(data[:-20], q.id, _question_of(q))
 
 
 def test_parse_reply_rejects_soa_with_short_rdata() -> None:
@@ -585,7 +585,7 @@ def test_parse_reply_rejects_soa_with_short_rdata() -> None:
         soa = record(b"\xc0\x0c", wire.TYPE_SOA, 300, rdata)
         data = header(0x1234, wire.QR | wire.NXDOMAIN, 1, 0, 1, 0) + q.question + soa
         with pytest.raises(FormError):
-            wire.parse_reply(data, 0x1234, q.question)
+            outbound.parse_reply(data, 0x1234, q.question)
 
 
 # --- parse_reply: records outside the CNAME chain ---------------------------------
@@ -604,14 +604,14 @@ def _reply_with(
     return q, r.to_wire()
 
 
-def _answer_of(reply: wire.Reply, qid: int = 7) -> list[str]:
+def _answer_of(reply: outbound.Reply, qid: int = 7) -> list[str]:
     """The answer section of ``reply`` as dnspython reads it back, one text line per
     record, TTLs included (checks every compression pointer of the body)."""
     message = dns.message.from_wire(_reassemble(reply, qid))
     return [line for rrset in message.answer for line in rrset.to_text().splitlines()]
 
 
-def _check_ttl_offsets(reply: wire.Reply) -> None:
+def _check_ttl_offsets(reply: outbound.Reply) -> None:
     for offset, ttl in reply.ttls:
         assert struct.unpack_from("!I", reply.body, offset)[0] == ttl
 
@@ -623,7 +623,7 @@ def test_parse_reply_strips_records_of_other_names() -> None:
         ("victim.test.", 60, "A", "192.0.2.1"),
         ("www.bank.test.", 300, "A", "203.0.113.67"),
     )
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.stripped == 2
     assert reply.ancount == 1
     assert _answer_of(reply) == ["victim.test. 60 IN A 192.0.2.1"]
@@ -639,7 +639,7 @@ def test_parse_reply_keeps_the_whole_chain_untouched() -> None:
         ("a.example.net.", 200, "CNAME", "b.example.org."),
         ("b.example.org.", 100, "A", "192.0.2.7"),
     )
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.stripped == 0
     assert reply.body == data[12 : 12 + len(reply.body)]  # not written again
     assert reply.targets == (wire.text_to_name("a.example.net"), wire.text_to_name("b.example.org"))
@@ -653,7 +653,7 @@ def test_parse_reply_keeps_a_chain_given_out_of_order() -> None:
         ("a.example.net.", 200, "CNAME", "b.example.org."),
         ("www.example.com.", 300, "CNAME", "a.example.net."),
     )
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.stripped == 0
     assert reply.ancount == 3
 
@@ -667,7 +667,7 @@ def test_parse_reply_strips_records_past_the_end_of_a_broken_chain() -> None:
         ("bank.test.", 300, "CNAME", "evil.test."),
         ("evil.test.", 300, "A", "203.0.113.66"),
     )
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.stripped == 2
     assert _answer_of(reply) == [
         "www.example.com. 300 IN CNAME a.example.net.",
@@ -692,7 +692,7 @@ def test_a_kept_record_pointing_into_a_stripped_one_is_written_whole() -> None:
     r.authority.append(dns.rrset.from_text("victim.test.", 60, "IN", "NSEC", "bank.test. A MX"))
     data = r.to_wire()
     assert data.count(b"\x04bank\x04test\x00") == 1  # every later bank.test is a pointer
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.stripped == 1
     message = dns.message.from_wire(_reassemble(reply))
     assert [rrset.to_text() for rrset in message.answer] == [
@@ -713,7 +713,7 @@ def test_a_kept_record_pointing_into_a_stripped_one_is_written_whole() -> None:
 
 def test_parse_reply_strips_everything_when_nothing_answers_the_name() -> None:
     q, data = _reply_with("victim.test", ("bank.test.", 300, "A", "203.0.113.66"))
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.stripped == 1
     assert reply.ancount == 0
     assert reply.negative and reply.min_ttl is None  # no SOA: not cached
@@ -731,7 +731,7 @@ def test_parse_reply_keeps_a_dname_above_the_chain_and_its_signature() -> None:
         ("example.org.", 300, "DNAME", "evil.test."),
         ("bank.test.", 300, "RRSIG", "A 8 2 300 20300101000000 20200101000000 1 test. AAAA"),
     )
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.stripped == 2
     assert [line.split()[3] for line in _answer_of(reply)] == ["DNAME", "RRSIG", "CNAME", "A"]
 
@@ -742,7 +742,7 @@ def test_parse_reply_compares_owner_names_ignoring_case() -> None:
         ("WWW.Example.COM.", 300, "CNAME", "A.Example.NET."),
         ("a.example.net.", 300, "A", "192.0.2.7"),
     )
-    reply = wire.parse_reply(data, q.id, _question_of(q))
+    reply = outbound.parse_reply(data, q.id, _question_of(q))
     assert reply.stripped == 0 and reply.ancount == 2
 
 
@@ -753,20 +753,20 @@ def test_mix_case_changes_only_the_case_of_letters() -> None:
     q = parsed("www-1.Example.com", wire.TYPE_AAAA)
     seen = set()
     for _ in range(20):
-        mixed = wire.mix_case(q.question)
+        mixed = outbound.mix_case(q.question)
         assert len(mixed) == len(q.question)
         assert mixed.lower() == q.question.lower()
         assert mixed[-4:] == q.question[-4:]  # type and class untouched
         assert b"-1" in mixed
         seen.add(mixed)
     assert len(seen) > 10
-    assert wire.mix_case(b"\x00\x00\x01\x00\x01") == b"\x00\x00\x01\x00\x01"
+    assert outbound.mix_case(b"\x00\x00\x01\x00\x01") == b"\x00\x00\x01\x00\x01"
 
 
 def test_build_upstream_query_sends_the_question_given() -> None:
     q = parsed("www.example.com")
     mixed = b"\x03wWw\x07EXAMPLE\x03cOm\x00\x00\x01\x00\x01"
-    raw = wire.build_upstream_query(q, 0x4242, mixed)
+    raw = outbound.build_upstream_query(q, 0x4242, mixed)
     assert raw[12 : 12 + len(mixed)] == mixed
 
 
@@ -781,29 +781,29 @@ def _echo(q: wire.Query, asked: bytes, owner: str = "", qid: int = 0x1234) -> by
 def test_parse_reply_wants_the_case_it_sent() -> None:
     q = parsed("www.example.com")
     sent = b"\x03wWw\x07EXAMPLE\x03cOm\x00\x00\x01\x00\x01"
-    reply = wire.parse_reply(_echo(q, sent), 0x1234, q.question, sent)
+    reply = outbound.parse_reply(_echo(q, sent), 0x1234, q.question, sent)
     assert reply.body.startswith(q.question)  # the client's own case
     assert reply.ancount == 1
     for other in (q.question, b"\x03WWW\x07EXAMPLE\x03COM\x00\x00\x01\x00\x01"):
-        with pytest.raises(wire.CaseMismatch):
-            wire.parse_reply(_echo(q, other), 0x1234, q.question, sent)
+        with pytest.raises(outbound.CaseMismatch):
+            outbound.parse_reply(_echo(q, other), 0x1234, q.question, sent)
     other_name = question("www.example.org")
     with pytest.raises(FormError) as caught:
-        wire.parse_reply(_echo(q, other_name), 0x1234, q.question, sent)
-    assert not isinstance(caught.value, wire.CaseMismatch)
+        outbound.parse_reply(_echo(q, other_name), 0x1234, q.question, sent)
+    assert not isinstance(caught.value, outbound.CaseMismatch)
 
 
 def test_parse_reply_without_0x20_takes_any_case_and_keeps_the_clients() -> None:
     q = parsed("Www.Example.com")
     echoed = question("www.example.com")
-    reply = wire.parse_reply(_echo(q, echoed), 0x1234, q.question)
+    reply = outbound.parse_reply(_echo(q, echoed), 0x1234, q.question)
     assert reply.body.startswith(q.question)
 
 
 def test_an_owner_spelled_out_in_the_case_sent_gets_the_clients_case() -> None:
     q = parsed("www.example.com")
     sent = question("wWw.EXAMPLE.cOm")
-    reply = wire.parse_reply(_echo(q, sent, owner="wWw.EXAMPLE.cOm"), 0x1234, q.question, sent)
+    reply = outbound.parse_reply(_echo(q, sent, owner="wWw.EXAMPLE.cOm"), 0x1234, q.question, sent)
     assert b"EXAMPLE" not in reply.body
     assert _answer_of(reply) == ["www.example.com. 300 IN A 192.0.2.1"]
 
