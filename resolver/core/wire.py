@@ -1,4 +1,4 @@
-"""DNS wire format for the per-query path: read queries and replies, build answers (sans I/O).
+"""DNS wire format for the per-query path: read queries, build answers (sans I/O).
 
 Everything here works on bytes and is bounded: every read is checked against the
 packet length, names are limited to 255 octets, compression pointers must point
