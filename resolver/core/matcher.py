@@ -8,11 +8,12 @@ with the number of labels, not the number of rules (pure, no I/O).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
+from resolver.core.nametable import MAX_VALUE, NameTable, TableError
 from resolver.core.verdict import ClientScope, PolicyInfo, Verdict, unscoped
 
 
@@ -234,3 +235,136 @@ class CompiledPolicy:
 
     def names(self) -> int:
         return len(self.table)
+
+
+Outcome = Verdict | _Split
+
+
+def _side_key(side: Side) -> object:
+    if isinstance(side, _Choice):
+        return tuple(id(v) for v in side.candidates)
+    return id(side)
+
+
+class Outcomes:
+    """The distinct values of a table, each given a number once (for a packed table)."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[Outcome, frozenset[int]]] = []
+        self._index: dict[object, int] = {}
+
+    def number(self, value: Outcome, tags: frozenset[int] = frozenset()) -> int:
+        """The number of ``value`` with ``tags`` (the caller's labels, such as which lists
+        named the name); equal splits share one number."""
+        if type(value) is _Split:
+            key: object = ("split", _side_key(value.here), _side_key(value.below), tags)
+        else:
+            key = (id(value), tags)
+        found = self._index.get(key)
+        if found is None:
+            found = self._index[key] = len(self.values)
+            if found > MAX_VALUE:
+                raise TableError("too many distinct verdicts for one table")
+            self.values.append((value, tags))
+        return found
+
+
+@dataclass
+class PackedPolicy(CompiledPolicy):
+    """A CompiledPolicy whose names live in a NameTable (a flat buffer several processes can
+    map) and whose values are numbers into ``outcomes``. Matches exactly as the dict-based
+    table does; ``table`` is empty."""
+
+    packed: NameTable | None = None
+    outcomes: tuple[Outcome, ...] = ()
+    tags: tuple[frozenset[int], ...] = ()
+
+    @classmethod
+    def of(
+        cls, compiled: CompiledPolicy, names: NameTable, numbered: Outcomes
+    ) -> PackedPolicy:
+        return cls(
+            {},
+            compiled.entries,
+            compiled.dynamic,
+            compiled.dated,
+            names,
+            tuple(v for v, _ in numbered.values),
+            tuple(t for _, t in numbered.values),
+        )
+
+    def match(self, qname: bytes) -> Verdict | None:
+        assert self.packed is not None
+        names = self.packed
+        slots = names.slots
+        keys = names.keys
+        mask = names.mask
+        outcomes = self.outcomes
+        suffix = qname
+        pos = 0
+        while True:
+            i = hash(suffix) & mask
+            entry = slots[i]
+            if entry:
+                length = len(suffix)
+                while entry:
+                    if entry & 0xFF == length:
+                        offset = entry >> 32
+                        if keys[offset : offset + length] == suffix:
+                            hit = outcomes[(entry >> 8) & MAX_VALUE]
+                            if type(hit) is Verdict:
+                                return hit
+                            side = hit.here if pos == 0 else hit.below  # type: ignore[union-attr]
+                            if side is not None:
+                                return side  # type: ignore[no-any-return]
+                            break
+                    i = (i + 1) & mask
+                    entry = slots[i]
+            n = qname[pos]
+            if n == 0:
+                return None
+            pos += n + 1
+            suffix = qname[pos:]
+
+    def match_client(
+        self, qname: bytes, applies: Callable[[ClientScope], bool] = unscoped
+    ) -> tuple[Verdict | None, bytes, bool]:
+        assert self.packed is not None
+        find = self.packed.get
+        outcomes = self.outcomes
+        depends = False
+        suffix = qname
+        pos = 0
+        while True:
+            number = find(suffix)
+            if number is not None:
+                hit = outcomes[number]
+                side: Side = (
+                    hit if type(hit) is Verdict else hit.here if pos == 0 else hit.below  # type: ignore[union-attr]
+                )
+                if type(side) is _Choice:
+                    depends = True
+                    side = side.pick(applies)
+                if side is not None:
+                    return side, suffix, depends  # type: ignore[return-value]
+            n = qname[pos]
+            if n == 0:
+                return None, b"", depends
+            pos += n + 1
+            suffix = qname[pos:]
+
+    def names(self) -> int:
+        return len(self.packed) if self.packed is not None else 0
+
+    def items(self) -> Iterator[tuple[bytes, Outcome]]:
+        """Every name with its value, as the dict-based table would hold it."""
+        assert self.packed is not None
+        outcomes = self.outcomes
+        for name, number in self.packed.items():
+            yield name, outcomes[number]
+
+    def tagged(self, tag: int) -> Iterator[bytes]:
+        """The names whose outcome carries ``tag``."""
+        assert self.packed is not None
+        wanted = frozenset(i for i, tags in enumerate(self.tags) if tag in tags)
+        return self.packed.values_of(wanted) if wanted else iter(())

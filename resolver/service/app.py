@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from resolver.core.cache import Cache
 from resolver.core.engine import ClientAcl, Counters, Engine
 from resolver.core.errors import SourceError
+from resolver.core.nametable import TableError
 from resolver.edge.batchudp import BatchUdpListener
 from resolver.edge.dispatch import Dispatcher
 from resolver.edge.faults import Faults
@@ -26,9 +27,11 @@ from resolver.edge.server import TcpConnection, TcpServerState, UdpListener
 from resolver.edge.sockets import ListenError, open_listeners
 from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
+from resolver.service.builder import IMAGE_ENV
 from resolver.service.endpoints import control_server, metrics_server
 from resolver.service.observability import QueryLog, configure_logging, counter_fields, get_logger
 from resolver.sources.config import Config, load_config
+from resolver.sources.shared import materialized, pack, read_image
 from resolver.sources.snapshot import BuildResult, build_snapshot
 from resolver.tools.check import reload_errors
 from resolver.tools.control import Loaded, name_changes, removed_policies
@@ -64,6 +67,27 @@ def build_frozen(config: Config) -> BuildResult:
     finally:
         gc.enable()
         gc.freeze()
+
+
+Changes = dict[str, tuple[int, int]]  # policy id -> (names added, names removed)
+
+
+def build_packed(config: Config, previous: BuildResult | None) -> tuple[BuildResult, Changes]:
+    """Build here, then keep the names packed in one buffer (resolver.sources.shared): a
+    fraction of the memory of the table they were compiled into. With ``previous`` (a
+    reload), the names each policy gained and lost are counted first."""
+    full = build_frozen(config)
+    changes: Changes = {}
+    if previous is not None:
+        changes = name_changes(materialized(previous), full)
+    _, light = pack(full)
+    return light, changes
+
+
+def mapped(path: Path) -> tuple[BuildResult, Changes]:
+    """The build a supervisor wrote for its workers (resolver.service.builder), mapped."""
+    light, extra = read_image(path)
+    return light, dict(extra.get("changes", {}))
 
 
 def source_error_fields(exc: SourceError) -> dict[str, Any]:
@@ -109,6 +133,14 @@ class App:
         self.loaded: Loaded | None = None  # what the control endpoint shows
         self._clock: asyncio.TimerHandle | None = None
         self.secondary: Secondary | None = None  # zone transfers, when not a worker
+        # A worker maps the image the supervisor built; a lone server builds its own.
+        image = os.environ.get(IMAGE_ENV) if link is not None else None
+        self.image = Path(image) if image else None
+
+    def _build(self, config: Config, previous: BuildResult | None) -> tuple[BuildResult, Changes]:
+        if self.image is not None:
+            return mapped(self.image)
+        return build_packed(config, previous)
 
     # --- start-up ------------------------------------------------------------
 
@@ -121,14 +153,18 @@ class App:
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         self._follow_zones(config)
         try:
-            result = build_frozen(config)
+            result, _ = self._build(config, None)
         except SourceError as exc:
             self.log.error("policy_load_failed", **source_error_fields(exc))
             return 1
-        for warning in result.warnings:
-            self.log.warning("list_lines_skipped", detail=warning)
-        for warning in result.zone_warnings:
-            self.log.warning("zone_warning", detail=warning)
+        except (OSError, TableError) as exc:
+            self.log.error("policy_load_failed", file=str(self.image), error=str(exc))
+            return 1
+        if self.image is None:  # a supervisor's builder reported them once for every worker
+            for warning in result.warnings:
+                self.log.warning("list_lines_skipped", detail=warning)
+            for warning in result.zone_warnings:
+                self.log.warning("zone_warning", detail=warning)
         if not config.upstreams:
             self.log.warning(
                 "no_upstreams", detail="nothing can be forwarded: every allowed name gets SERVFAIL"
@@ -264,7 +300,14 @@ class App:
         started = time.monotonic()
         try:
             config = load_config(self.config_path) if self.config_path else self.config
-            result: BuildResult = await asyncio.to_thread(build_frozen, config)
+            previous = self.loaded.result if self.loaded is not None else None
+            result, changes = await asyncio.to_thread(self._build, config, previous)
+        except (OSError, TableError) as exc:
+            self.reload_failures += 1
+            self.log.error(
+                "policy_reload_failed", kept="previous policy", file=str(self.image), error=str(exc)
+            )
+            return False
         except SourceError as exc:
             self.reload_failures += 1
             errors = await asyncio.to_thread(reload_errors, self.config_path, self.config, exc)
@@ -286,13 +329,12 @@ class App:
         self._arm_clock()
         self._follow_zones(config)
         self._set_notify(config)
-        for warning in result.warnings:
-            self.log.warning("list_lines_skipped", detail=warning)
-        for warning in result.zone_warnings:
-            self.log.warning("zone_warning", detail=warning)
+        if self.image is None:
+            for warning in result.warnings:
+                self.log.warning("list_lines_skipped", detail=warning)
+            for warning in result.zone_warnings:
+                self.log.warning("zone_warning", detail=warning)
         swapped = time.monotonic()
-        previous = self.loaded.result if self.loaded is not None else None
-        changes = await asyncio.to_thread(name_changes, previous, result)
         self.loaded = Loaded(result, datetime.now(UTC), changes)
         self.log.info(
             "policy_reloaded",
