@@ -293,8 +293,10 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
         print()
-        print("| workers | ready (s) | PSS total (MiB) | per process (MiB) | reload (s) "
-              "| lost / sent during reload | PSS after reload | broken reload keeps old |")
+        print(
+            "| workers | ready (s) | PSS total (MiB) | per process (MiB) | reload (s) "
+            "| lost / sent during reload | PSS after reload | broken reload keeps old |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from resolver.core.nametable import MAX_VALUE, NameTable, TableError
+from resolver.core.nametable import pack as pack_names
 from resolver.core.verdict import ClientScope, PolicyInfo, Verdict, unscoped
 
 
@@ -75,6 +76,73 @@ def _in_every_scope(scope: ClientScope) -> bool:
     return True
 
 
+class TableBuilder:
+    """Collects entries in order, then compiles them (CompiledPolicy.build)."""
+
+    def __init__(self) -> None:
+        self.table: dict[bytes, Verdict | _Split] = {}
+        self.building: list[tuple[bytes, _Split]] = []  # names whose candidates are collected
+        self.dated: dict[int, Verdict] = {}
+        self.count = 0
+
+    def add_all(self, entries: Iterable[tuple[bytes, Scope, Verdict]]) -> None:
+        table = self.table
+        building = self.building
+        get = table.get
+        count = 0
+        static: dict[int, bool] = {}  # a verdict's static, asked once
+        for name, scope, verdict in entries:
+            count += 1
+            fixed = static.get(id(verdict))
+            if fixed is None:
+                fixed = static[id(verdict)] = verdict.static
+                if verdict.dated:
+                    self.dated[id(verdict)] = verdict
+            old = get(name)
+            if old is None and scope is Scope.SUBTREE and fixed:
+                table[name] = verdict
+                continue
+            if type(old) is _Split:
+                node = old
+            else:
+                node = _Split([], [])  # type: ignore[arg-type]
+                if old is not None:
+                    node.here.append(old)  # type: ignore[union-attr]
+                    node.below.append(old)  # type: ignore[union-attr]
+                table[name] = node
+                building.append((name, node))
+            if scope is not Scope.BELOW:
+                node.here.append(verdict)  # type: ignore[union-attr]
+            if scope is not Scope.EXACT:
+                node.below.append(verdict)  # type: ignore[union-attr]
+        self.count += count
+
+    def add_names(self, names: set[bytes], verdict: Verdict, count: int) -> None:
+        """``names`` (``count`` of them before duplicates went) each with ``verdict`` for the
+        name and everything under it: as add_all of them in any order, in bulk."""
+        if not verdict.static:
+            self.add_all((name, Scope.SUBTREE, verdict) for name in names)
+            self.count += count - len(names)
+            return
+        fresh = names.difference(self.table)
+        self.table.update(dict.fromkeys(fresh, verdict))
+        if len(fresh) < len(names):
+            self.add_all((name, Scope.SUBTREE, verdict) for name in names.difference(fresh))
+            self.count -= len(names) - len(fresh)
+        self.count += count
+
+    def finish(self, cls: type[CompiledPolicy]) -> CompiledPolicy:
+        table = self.table
+        dynamic = False
+        for name, node in self.building:
+            node.here = _finish(node.here)  # type: ignore[arg-type]
+            node.below = _finish(node.below)  # type: ignore[arg-type]
+            dynamic = dynamic or isinstance(node.here, _Choice) or isinstance(node.below, _Choice)
+            if node.here is node.below and isinstance(node.here, Verdict):
+                table[name] = node.here
+        return cls(table, self.count, dynamic, tuple(self.dated.values()))
+
+
 @dataclass
 class CompiledPolicy:
     """Every entry of every policy, compiled into one table keyed by wire-form name.
@@ -98,40 +166,9 @@ class CompiledPolicy:
 
     @classmethod
     def build(cls, entries: Iterable[tuple[bytes, Scope, Verdict]]) -> CompiledPolicy:
-        table: dict[bytes, Verdict | _Split] = {}
-        building: list[tuple[bytes, _Split]] = []  # names whose candidates are collected
-        dated: dict[int, Verdict] = {}
-        count = 0
-        get = table.get
-        for name, scope, verdict in entries:
-            count += 1
-            if verdict.dated:
-                dated[id(verdict)] = verdict
-            old = get(name)
-            if old is None and scope is Scope.SUBTREE and verdict.static:
-                table[name] = verdict
-                continue
-            if type(old) is _Split:
-                node = old
-            else:
-                node = _Split([], [])  # type: ignore[arg-type]
-                if old is not None:
-                    node.here.append(old)  # type: ignore[union-attr]
-                    node.below.append(old)  # type: ignore[union-attr]
-                table[name] = node
-                building.append((name, node))
-            if scope is not Scope.BELOW:
-                node.here.append(verdict)  # type: ignore[union-attr]
-            if scope is not Scope.EXACT:
-                node.below.append(verdict)  # type: ignore[union-attr]
-        dynamic = False
-        for name, node in building:
-            node.here = _finish(node.here)  # type: ignore[arg-type]
-            node.below = _finish(node.below)  # type: ignore[arg-type]
-            dynamic = dynamic or isinstance(node.here, _Choice) or isinstance(node.below, _Choice)
-            if node.here is node.below and isinstance(node.here, Verdict):
-                table[name] = node.here
-        return cls(table, count, dynamic, tuple(dated.values()))
+        builder = TableBuilder()
+        builder.add_all(entries)
+        return builder.finish(cls)
 
     def match(self, qname: bytes) -> Verdict | None:
         """The verdict for a wire-form, lower-cased name, or None when no entry covers it.
@@ -250,23 +287,28 @@ class Outcomes:
     """The distinct values of a table, each given a number once (for a packed table)."""
 
     def __init__(self) -> None:
-        self.values: list[tuple[Outcome, frozenset[int]]] = []
+        self.values: list[Outcome] = []
         self._index: dict[object, int] = {}
 
-    def number(self, value: Outcome, tags: frozenset[int] = frozenset()) -> int:
-        """The number of ``value`` with ``tags`` (the caller's labels, such as which lists
-        named the name); equal splits share one number."""
+    def number(self, value: Outcome) -> int:
+        """The number of ``value``; equal splits share one number."""
         if type(value) is _Split:
-            key: object = ("split", _side_key(value.here), _side_key(value.below), tags)
+            key: object = ("split", _side_key(value.here), _side_key(value.below))
         else:
-            key = (id(value), tags)
+            key = id(value)
         found = self._index.get(key)
         if found is None:
             found = self._index[key] = len(self.values)
             if found > MAX_VALUE:
                 raise TableError("too many distinct verdicts for one table")
-            self.values.append((value, tags))
+            self.values.append(value)
         return found
+
+    def pack(self, table: dict[bytes, Outcome], extra: bytes = b"") -> bytearray:
+        """The table packed (resolver.core.nametable), its values numbered here."""
+        # Verdicts and splits hash by identity: the distinct ones, then a lookup per name.
+        numbers = {value: self.number(value) for value in set(table.values())}
+        return pack_names(table, map(numbers.__getitem__, table.values()), len(table), extra)
 
 
 @dataclass
@@ -277,20 +319,16 @@ class PackedPolicy(CompiledPolicy):
 
     packed: NameTable | None = None
     outcomes: tuple[Outcome, ...] = ()
-    tags: tuple[frozenset[int], ...] = ()
 
     @classmethod
-    def of(
-        cls, compiled: CompiledPolicy, names: NameTable, numbered: Outcomes
-    ) -> PackedPolicy:
+    def of(cls, compiled: CompiledPolicy, names: NameTable, numbered: Outcomes) -> PackedPolicy:
         return cls(
             {},
             compiled.entries,
             compiled.dynamic,
             compiled.dated,
             names,
-            tuple(v for v, _ in numbered.values),
-            tuple(t for _, t in numbered.values),
+            tuple(numbered.values),
         )
 
     def match(self, qname: bytes) -> Verdict | None:
@@ -314,7 +352,7 @@ class PackedPolicy(CompiledPolicy):
                             hit = outcomes[(entry >> 8) & MAX_VALUE]
                             if type(hit) is Verdict:
                                 return hit
-                            side = hit.here if pos == 0 else hit.below  # type: ignore[union-attr]
+                            side = hit.here if pos == 0 else hit.below
                             if side is not None:
                                 return side  # type: ignore[no-any-return]
                             break
@@ -362,9 +400,3 @@ class PackedPolicy(CompiledPolicy):
         outcomes = self.outcomes
         for name, number in self.packed.items():
             yield name, outcomes[number]
-
-    def tagged(self, tag: int) -> Iterator[bytes]:
-        """The names whose outcome carries ``tag``."""
-        assert self.packed is not None
-        wanted = frozenset(i for i, tags in enumerate(self.tags) if tag in tags)
-        return self.packed.values_of(wanted) if wanted else iter(())

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import array
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,38 +45,36 @@ def check_value() -> int:
     return hash(_CHECK_KEY) & _U64
 
 
-def pack(items: Iterable[tuple[bytes, int]], count: int, extra: bytes = b"") -> bytearray:
-    """The buffer for ``count`` distinct names with their values, followed by ``extra``
-    (any bytes the caller keeps with the table)."""
+def pack(
+    names: Collection[bytes], values: Iterable[int], count: int, extra: bytes = b""
+) -> bytearray:
+    """The buffer for ``count`` distinct ``names`` (read twice, in the same order) with
+    their ``values``, followed by ``extra`` (any bytes the caller keeps with the table)."""
     size = 1 << max(4, (2 * count - 1).bit_length())
     mask = size - 1
     slots = array.array("Q", bytes(8 * size))
-    names = bytearray()
-    base = HEADER_SIZE + 8 * size
-    end = base
-    n = 0
-    for name, value in items:
-        length = len(name)
-        if not 0 < length <= MAX_LENGTH:
-            raise TableError(f"a name of {length} bytes cannot be stored")
-        if not 0 <= value <= MAX_VALUE:
-            raise TableError(f"value {value} is out of range")
+    start = HEADER_SIZE + 8 * size
+    end = start
+    if len(names) != count:
+        raise TableError(f"{len(names)} names, not {count} as announced")
+    if names and not 0 < min(map(len, names)) <= max(map(len, names)) <= MAX_LENGTH:
+        raise TableError(f"a name longer than {MAX_LENGTH} bytes cannot be stored")
+    for name, value in zip(names, values, strict=True):
         i = hash(name) & mask
         while slots[i]:
             i = (i + 1) & mask
+        length = len(name)
         slots[i] = (end << 32) | (value << 8) | length
-        names += name
         end += length
-        n += 1
-        if n > count:
-            raise TableError("more names than announced")
     if end >= 1 << 32:
         raise TableError("the names take more than 4 GiB")
-    out = bytearray(HEADER.pack(MAGIC, check_value(), size, n, end, end + len(extra)))
+    out = bytearray(HEADER.pack(MAGIC, check_value(), size, count, end, end + len(extra)))
     out += bytes(HEADER_SIZE - len(out))
     out += slots.tobytes()
     del slots
-    out += names
+    out += b"".join(names)
+    if len(out) != end:
+        raise TableError("the names changed while they were packed")
     out += extra
     return out
 
@@ -116,13 +114,13 @@ class NameTable:
             if entry & 0xFF == length:
                 offset = entry >> 32
                 if self.keys[offset : offset + length] == name:
-                    return (entry >> 8) & MAX_VALUE
+                    return int((entry >> 8) & MAX_VALUE)
             i = (i + 1) & mask
             entry = slots[i]
         return None
 
     def __len__(self) -> int:
-        return self.count
+        return int(self.count)
 
     def items(self) -> Iterator[tuple[bytes, int]]:
         """Every (name, value), in slot order."""
@@ -130,12 +128,4 @@ class NameTable:
         for entry in self.slots:
             if entry:
                 offset = entry >> 32
-                yield bytes(keys[offset : offset + (entry & 0xFF)]), (entry >> 8) & MAX_VALUE
-
-    def values_of(self, wanted: frozenset[int] | set[int]) -> Iterator[bytes]:
-        """The names whose value is in ``wanted``."""
-        keys = self.keys
-        for entry in self.slots:
-            if entry and (entry >> 8) & MAX_VALUE in wanted:
-                offset = entry >> 32
-                yield bytes(keys[offset : offset + (entry & 0xFF)])
+                yield bytes(keys[offset : offset + (entry & 0xFF)]), int((entry >> 8) & MAX_VALUE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return FAILED
     configure_logging(config.log_level)
     log = get_logger()
+    started = time.monotonic()
     try:
         light = build_image(config, args.image)
     except SourceError as exc:
@@ -85,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, TableError) as exc:
         log.error(event, error=f"cannot write the policy image {args.image}: {exc}")
         return FAILED
+    log.info(
+        "policy_built",
+        image=str(args.image),
+        names=light.snapshot.policy.names(),
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )
     for warning in light.warnings:
         log.warning("list_lines_skipped", detail=warning)
     for warning in light.zone_warnings:

@@ -1,17 +1,18 @@
 """Several serving processes on SO_REUSEPORT sockets, one per core, under one supervisor.
 
 The supervisor serves no queries. It builds the policy once per start and reload
-(resolver.service.builder, in a process of its own) into an image file that every worker
-maps: the names exist once on the machine, and a reload costs one build whatever the
-number of workers; a build that fails leaves every worker with the policy it has. It binds every listening socket itself, once it has
-made sure no other program holds the address (a port held by anyone else fails the
-start), and passes each worker its own set (resolver/edge/sockets.py). It starts the
-workers (each a full server in its own process: own cache, the shared policy image),
-tells systemd when all are ready, on SIGHUP builds and then hands SIGHUP to every worker
-(each maps the new image and swaps) and reports READY again once all have reloaded, restarts a worker that dies (on sockets bound anew), serves
-/metrics with the workers' counters summed, and stops them all on SIGTERM or SIGINT.
-Workers talk back over a pipe, one line a message: ``ready``, ``reloaded ok|failed``,
-``stats {json}``.
+(resolver.service.builder, in a process of its own) into an image file that every
+worker maps: the names exist once on the machine, a reload costs one build whatever the
+number of workers, and a build that fails leaves every worker with the policy it has.
+It binds every listening socket itself, once it has made sure no other program holds
+the address (a port held by anyone else fails the start), and passes each worker its
+own set (resolver/edge/sockets.py). It starts the workers (each a full server in its
+own process: own cache, the shared policy image), tells systemd when all are ready, on
+SIGHUP builds and then hands SIGHUP to every worker (each maps the new image and swaps)
+and reports READY again once all have reloaded, restarts a worker that dies (on sockets
+bound anew), serves /metrics with the workers' counters summed, and stops them all on
+SIGTERM or SIGINT. Workers talk back over a pipe, one line a message: ``ready``,
+``reloaded ok|failed``, ``stats {json}``.
 """
 
 from __future__ import annotations

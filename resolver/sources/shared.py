@@ -22,6 +22,7 @@ import io
 import mmap
 import os
 import pickle
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,39 +30,22 @@ from typing import Any, cast, overload
 
 from resolver.core.layers import LayeredPolicy
 from resolver.core.matcher import CompiledPolicy, Outcomes, PackedPolicy, Scope
-from resolver.core.nametable import NameTable, TableError, pack as pack_names
+from resolver.core.nametable import NameTable, TableError
 from resolver.core.verdict import Action
 from resolver.sources.policy_entries import Entry
 from resolver.sources.snapshot import BuildResult, PolicyReport
 
 SMALL = 2000  # a policy with more entries than this keeps them in the image
 _TABLE = "names"
+_NAMES = re.compile(rb"[^\x00]*\x00")
 
 
-class ListedView:
-    """The names of one policy's lists (wire form), read from the shared table."""
-
-    def __init__(self, policy: PackedPolicy, order: int, count: int) -> None:
-        self.policy = policy
-        self.order = order
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self.policy.tagged(self.order)
-
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, bytes) or self.policy.packed is None:
-            return False
-        number = self.policy.packed.get(name)
-        return number is not None and self.order in self.policy.tags[number]
+CHUNK = 1 << 20  # bytes of names split at once when a view is read
 
 
 @dataclass(frozen=True)
-class EntryView(Sequence[Entry]):
-    """A policy's entries kept in the image, one line each: name, form, action."""
+class ListedView:
+    """The names of one policy's lists (wire form), kept in the image one after another."""
 
     table: NameTable
     start: int
@@ -70,6 +54,35 @@ class EntryView(Sequence[Entry]):
 
     def __len__(self) -> int:
         return self.count
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Every name ends at its one zero byte (the root label), so a run of names splits
+        # at them; a chunk is cut after the last zero byte it holds.
+        extra = self.table.extra
+        position = self.start
+        while position < self.end:
+            chunk = bytes(extra[position : min(position + CHUNK, self.end)])
+            cut = chunk.rfind(b"\x00") + 1
+            if cut == 0:
+                raise TableError("a damaged list of names")
+            position += cut
+            yield from _NAMES.findall(chunk, 0, cut)
+
+    def __contains__(self, name: object) -> bool:
+        return any(name == listed for listed in self)
+
+
+class EntryView(Sequence[Entry]):
+    """A policy's entries kept in the image, one line each: name, form, action."""
+
+    def __init__(self, table: NameTable, start: int, end: int, count: int) -> None:
+        self.table = table
+        self.start = start
+        self.end = end
+        self.count_ = count
+
+    def __len__(self) -> int:
+        return self.count_
 
     def __iter__(self) -> Iterator[Entry]:
         text = bytes(self.table.extra[self.start : self.end]).decode()
@@ -85,44 +98,50 @@ class EntryView(Sequence[Entry]):
         return list(self)[index]
 
 
+Span = tuple[int, int, int]  # start and end in the image's extra bytes, and a count
+
+
 def pack(result: BuildResult) -> tuple[bytearray, BuildResult]:
     """The image of ``result`` and the result as it reads from it (see the module doc)."""
     policy = result.snapshot.policy
-    layered = isinstance(policy, LayeredPolicy)
-    compiled = policy.layers[0].qname if layered and policy.layers else policy
-    if layered and (not policy.layers or policy.layers[0].source):
-        compiled = CompiledPolicy()  # zones only: the policy files' layer is empty
-    listed = [report.listed for report in result.reports]
-    numbered = Outcomes()
-
-    def items() -> Iterator[tuple[bytes, int]]:
-        for name, value in compiled.table.items():
-            tags = frozenset(k for k, names in enumerate(listed) if name in names)
-            yield name, numbered.number(value, tags)
-
+    compiled = policy
+    if isinstance(policy, LayeredPolicy):
+        first = policy.layers[0] if policy.layers else None
+        compiled = first.qname if first is not None and not first.source else CompiledPolicy()
     extra = bytearray()
-    spans: list[tuple[int, int, int] | None] = []
+    listed: list[Span | None] = []
+    for report in result.reports:
+        start = len(extra)
+        extra += b"".join(report.listed)
+        # A name with a zero byte inside could not be split off again: keep the set then.
+        whole = extra.count(b"\x00", start) == len(report.listed)
+        listed.append((start, len(extra), len(report.listed)) if whole else None)
+        if not whole:
+            del extra[start:]
+    entries: list[Span | None] = []
     for file in result.policies:
         if len(file.entries) <= SMALL:
-            spans.append(None)
+            entries.append(None)
             continue
         start = len(extra)
         extra += "".join(
             f"{e.name}\t{int(e.scope)}\t{int(e.action)}\n" for e in file.entries
         ).encode()
-        spans.append((start, len(extra), len(file.entries)))
-    image = pack_names(items(), len(compiled.table), bytes(extra))
+        entries.append((start, len(extra), len(file.entries)))
+    numbered = Outcomes()
+    image = numbered.pack(compiled.table, bytes(extra))
     del extra
     names = NameTable(image)
     packed = PackedPolicy.of(compiled, names, numbered)
-    return image, _light(result, packed, names, spans)
+    return image, _light(result, packed, names, listed, entries)
 
 
 def _light(
     result: BuildResult,
     packed: PackedPolicy,
     names: NameTable,
-    spans: list[tuple[int, int, int] | None],
+    listed: list[Span | None],
+    entries: list[Span | None],
 ) -> BuildResult:
     policy: CompiledPolicy = packed
     old = result.snapshot.policy
@@ -132,12 +151,14 @@ def _light(
             layers[0] = replace(layers[0], qname=packed)
         policy = LayeredPolicy(layers)
     reports = [
-        replace(report, listed=cast(set[bytes], ListedView(packed, order, len(report.listed))))
-        for order, report in enumerate(result.reports)
+        report
+        if span is None
+        else replace(report, listed=cast(set[bytes], ListedView(names, *span)))
+        for report, span in zip(result.reports, listed, strict=True)
     ]
     policies = tuple(
         file if span is None else replace(file, entries=cast(Any, EntryView(names, *span)))
-        for file, span in zip(result.policies, spans, strict=True)
+        for file, span in zip(result.policies, entries, strict=True)
     )
     snapshot = replace(result.snapshot, policy=policy)
     return BuildResult(snapshot, reports, policies, result.zones)

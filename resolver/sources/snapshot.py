@@ -14,7 +14,7 @@ from resolver.core import wire
 from resolver.core.engine import Snapshot
 from resolver.core.errors import PolicyError
 from resolver.core.layers import LayeredPolicy, PolicyLayer
-from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.matcher import CompiledPolicy, Scope, TableBuilder
 from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdict
 from resolver.sources.config import Config
 from resolver.sources.files import DEFAULT_MAX_SIZE
@@ -89,11 +89,10 @@ def build_snapshot(config: Config) -> BuildResult:
     policies = load_policies(config)
     reports = [PolicyReport(p.info.id, p.info.source, p.sha256) for p in policies]
 
-    def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
-        for order, (policy, report) in enumerate(zip(policies, reports, strict=True)):
-            yield from _policy_entries(policy, order, report, config.answers, config.max_file_size)
-
-    compiled = CompiledPolicy.build(entries())
+    builder = TableBuilder()
+    for order, (file, report) in enumerate(zip(policies, reports, strict=True)):
+        _add_policy(builder, file, order, report, config.answers, config.max_file_size)
+    compiled = builder.finish(CompiledPolicy)
     policy = compiled
     zones = []
     if config.zones:
@@ -120,15 +119,16 @@ def build_snapshot(config: Config) -> BuildResult:
     return BuildResult(snapshot, reports, tuple(policies), zones)
 
 
-def _policy_entries(
+def _add_policy(
+    builder: TableBuilder,
     policy: PolicyFile,
     order: int,
     report: PolicyReport,
     answers: Answers,
     limit: int = DEFAULT_MAX_SIZE,
-) -> Iterator[tuple[bytes, Scope, Verdict]]:
-    """One policy's entries and list names, each with its (shared) verdict; ``limit``: the
-    most bytes read from one list."""
+) -> None:
+    """One policy's entries, then its list names (in bulk), each with its (shared)
+    verdict; ``limit``: the most bytes read from one list."""
     if policy.warning_page is not None:
         answers = policy.warning_page
     if policy.ttl is not None:
@@ -146,20 +146,25 @@ def _policy_entries(
             )
         return found
 
-    for entry in policy.entries:
-        report.entries += 1
-        scope = entry.clients if entry.clients is not None else policy.clients
-        redirect = entry.redirect if entry.redirect is not None else policy.redirect
-        yield (
-            wire.text_to_name(entry.name),
-            entry.scope,
-            verdict(entry.action, entry.reference, scope, redirect),
-        )
+    def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
+        for entry in policy.entries:
+            scope = entry.clients if entry.clients is not None else policy.clients
+            redirect = entry.redirect if entry.redirect is not None else policy.redirect
+            yield (
+                wire.text_to_name(entry.name),
+                entry.scope,
+                verdict(entry.action, entry.reference, scope, redirect),
+            )
+
+    report.entries += len(policy.entries)
+    builder.add_all(entries())
     shared = verdict(policy.action, "", policy.clients, policy.redirect)
     for ref in policy.lists:
         listed = ListReport(str(ref.path))
         report.lists.append(listed)
-        keep = report.listed.add
-        for name in read_list(ref, listed, limit):
-            keep(name)
-            yield name, Scope.SUBTREE, shared
+        names = set(read_list(ref, listed, limit))
+        builder.add_names(names, shared, listed.names)
+        if report.listed:
+            report.listed |= names
+        else:
+            report.listed = names
