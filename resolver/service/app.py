@@ -31,10 +31,10 @@ from resolver.service.builder import IMAGE_ENV
 from resolver.service.endpoints import control_server, metrics_server
 from resolver.service.observability import QueryLog, configure_logging, counter_fields, get_logger
 from resolver.sources.config import Config, load_config
-from resolver.sources.shared import materialized, pack, read_image
+from resolver.sources.shared import name_changes, pack, read_image
 from resolver.sources.snapshot import BuildResult, build_snapshot
 from resolver.tools.check import reload_errors
-from resolver.tools.control import Loaded, name_changes, removed_policies
+from resolver.tools.control import Loaded, removed_policies
 
 if TYPE_CHECKING:
     from resolver.zones.follower import Secondary
@@ -79,7 +79,7 @@ def build_packed(config: Config, previous: BuildResult | None) -> tuple[BuildRes
     full = build_frozen(config)
     changes: Changes = {}
     if previous is not None:
-        changes = name_changes(materialized(previous), full)
+        changes = name_changes(previous, full)
     _, light = pack(full)
     return light, changes
 

@@ -23,10 +23,10 @@ from resolver.core.errors import SourceError
 from resolver.core.nametable import TableError
 from resolver.service.observability import configure_logging, get_logger
 from resolver.sources.config import Config, default_config, load_config
-from resolver.sources.shared import materialized, pack, read_image, write_image
+from resolver.sources.shared import name_changes, pack, read_image, write_image
 from resolver.sources.snapshot import BuildResult, build_snapshot
 from resolver.tools.check import reload_errors
-from resolver.tools.control import name_changes, removed_policies
+from resolver.tools.control import removed_policies
 
 IMAGE_ENV = "SINKHOLE_POLICY_IMAGE"  # the image a worker maps (set by the supervisor)
 FAILED = 1
@@ -49,7 +49,7 @@ def build_image(config: Config, image: Path) -> BuildResult:
     """Build from ``config``, compare with the image at ``image``, and replace it."""
     result = build_snapshot(config)
     old = previous(image)
-    changes = name_changes(materialized(old) if old is not None else None, result)
+    changes = name_changes(old, result)
     removed = removed_policies(old, result)
     del old
     data, light = pack(result)

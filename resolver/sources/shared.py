@@ -33,6 +33,7 @@ from resolver.core.matcher import CompiledPolicy, Outcomes, PackedPolicy, Scope
 from resolver.core.nametable import NameTable, TableError
 from resolver.core.verdict import Action
 from resolver.sources.policy_entries import Entry
+from resolver.sources.policy_plain import PlainEntries
 from resolver.sources.snapshot import BuildResult, PolicyReport
 
 SMALL = 2000  # a policy with more entries than this keeps them in the image
@@ -109,38 +110,48 @@ def pack(result: BuildResult) -> tuple[bytearray, BuildResult]:
         first = policy.layers[0] if policy.layers else None
         compiled = first.qname if first is not None and not first.source else CompiledPolicy()
     extra = bytearray()
-    listed: list[Span | None] = []
-    for report in result.reports:
+
+    def keep(found: set[bytes]) -> Span | None:
         start = len(extra)
-        extra += b"".join(report.listed)
+        extra.extend(b"".join(found))
         # A name with a zero byte inside could not be split off again: keep the set then.
-        whole = extra.count(b"\x00", start) == len(report.listed)
-        listed.append((start, len(extra), len(report.listed)) if whole else None)
-        if not whole:
+        if extra.count(b"\x00", start) != len(found):
             del extra[start:]
+            return None
+        return start, len(extra), len(found)
+
+    listed = [(keep(r.listed), keep(r.named)) for r in result.reports]
     entries: list[Span | None] = []
     for file in result.policies:
         if len(file.entries) <= SMALL:
             entries.append(None)
             continue
         start = len(extra)
-        extra += "".join(
-            f"{e.name}\t{int(e.scope)}\t{int(e.action)}\n" for e in file.entries
-        ).encode()
+        extra += _entry_lines(file.entries).encode()
         entries.append((start, len(extra), len(file.entries)))
     numbered = Outcomes()
     image = numbered.pack(compiled.table, bytes(extra))
-    del extra
+    extra.clear()
     names = NameTable(image)
     packed = PackedPolicy.of(compiled, names, numbered)
     return image, _light(result, packed, names, listed, entries)
+
+
+def _entry_lines(entries: Sequence[Entry]) -> str:
+    def line(e: Entry) -> str:
+        return f"{e.name}\t{int(e.scope)}\t{int(e.action)}\n"
+
+    if isinstance(entries, PlainEntries):  # names alone: entries of the common form
+        tail = f"\t{int(Scope.SUBTREE)}\t{int(entries.action)}\n"
+        return "".join(i + tail if isinstance(i, str) else line(i) for i in entries.items)
+    return "".join(map(line, entries))
 
 
 def _light(
     result: BuildResult,
     packed: PackedPolicy,
     names: NameTable,
-    listed: list[Span | None],
+    listed: list[tuple[Span | None, Span | None]],
     entries: list[Span | None],
 ) -> BuildResult:
     policy: CompiledPolicy = packed
@@ -150,11 +161,13 @@ def _light(
         if layers and not layers[0].source:
             layers[0] = replace(layers[0], qname=packed)
         policy = LayeredPolicy(layers)
+
+    def view(found: set[bytes], span: Span | None) -> set[bytes]:
+        return found if span is None else cast(set[bytes], ListedView(names, *span))
+
     reports = [
-        report
-        if span is None
-        else replace(report, listed=cast(set[bytes], ListedView(names, *span)))
-        for report, span in zip(result.reports, listed, strict=True)
+        replace(report, listed=view(report.listed, a), named=view(report.named, b))
+        for report, (a, b) in zip(result.reports, listed, strict=True)
     ]
     policies = tuple(
         file if span is None else replace(file, entries=cast(Any, EntryView(names, *span)))
@@ -214,11 +227,28 @@ def read_image(path: Path) -> tuple[BuildResult, Any]:
     return light, extra
 
 
-def materialized(result: BuildResult) -> BuildResult:
-    """``result`` with real sets and tuples where it has views (for set arithmetic)."""
-    reports = [replace(r, listed=set(r.listed)) for r in result.reports]
-    policies = tuple(replace(p, entries=tuple(p.entries)) for p in result.policies)
-    return BuildResult(result.snapshot, reports, policies, result.zones)
+Changes = dict[str, tuple[int, int]]  # policy id -> (names added, names removed)
+
+
+def name_changes(old: BuildResult | None, new: BuildResult) -> Changes:
+    """Per policy id of ``new``: the names (of its lists and its entries) it has that it did
+    not have in ``old``, and those it no longer has; a new policy counts every name added.
+    Either side may read from an image."""
+
+    def names(result: BuildResult) -> dict[str, set[bytes]]:
+        out = {}
+        for file, report in zip(result.policies, result.reports, strict=True):
+            found = set(report.listed)
+            found.update(report.named)
+            out[file.info.id] = found
+        return out
+
+    before = names(old) if old is not None else {}
+    out: Changes = {}
+    for policy_id, now in names(new).items():
+        was = before.pop(policy_id, set())
+        out[policy_id] = (len(now.difference(was)), len(was.difference(now)))
+    return out
 
 
 __all__ = [
@@ -226,7 +256,7 @@ __all__ = [
     "ListedView",
     "PolicyReport",
     "TableError",
-    "materialized",
+    "name_changes",
     "pack",
     "read_image",
     "write_image",

@@ -19,6 +19,8 @@ from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdic
 from resolver.sources.config import Config
 from resolver.sources.files import DEFAULT_MAX_SIZE
 from resolver.sources.lists import ListReport, read_list
+from resolver.sources.policy_entries import Entry
+from resolver.sources.policy_plain import PlainEntries
 from resolver.sources.policy_yaml import PolicyFile, load_policy
 from resolver.sources.rpz import ZoneReport, load_zone
 
@@ -33,6 +35,8 @@ class PolicyReport:
     # Wire names read from the lists (shared with the compiled table's keys): what the
     # control endpoint lists and what a reload compares to count names added and removed.
     listed: set[bytes] = field(default_factory=set, repr=False)
+    # Wire names of the policy file's own entries (what a reload counts besides the lists).
+    named: set[bytes] = field(default_factory=set, repr=False)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -146,15 +150,38 @@ def _add_policy(
             )
         return found
 
+    plain: dict[Action, Verdict] = {}  # for entries that override nothing but the action
+    named = report.named.add
+
+    def entry_of(entry: Entry) -> tuple[bytes, Scope, Verdict]:
+        name = wire.text_to_name(entry.name)
+        named(name)
+        if entry.clients is None and entry.redirect is None and not entry.reference:
+            found = plain.get(entry.action)
+            if found is None:
+                found = plain[entry.action] = verdict(
+                    entry.action, "", policy.clients, policy.redirect
+                )
+            return name, entry.scope, found
+        scope = entry.clients if entry.clients is not None else policy.clients
+        redirect = entry.redirect if entry.redirect is not None else policy.redirect
+        return name, entry.scope, verdict(entry.action, entry.reference, scope, redirect)
+
     def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
-        for entry in policy.entries:
-            scope = entry.clients if entry.clients is not None else policy.clients
-            redirect = entry.redirect if entry.redirect is not None else policy.redirect
-            yield (
-                wire.text_to_name(entry.name),
-                entry.scope,
-                verdict(entry.action, entry.reference, scope, redirect),
-            )
+        items = policy.entries
+        if not isinstance(items, PlainEntries):
+            yield from map(entry_of, items)
+            return
+        # A name alone is an entry of the common form, checked when read: straight to wire.
+        common = verdict(items.action, "", policy.clients, policy.redirect)
+        subtree = Scope.SUBTREE
+        for item in items.items:
+            if type(item) is str:
+                name = _ascii_wire(item)
+                named(name)
+                yield name, subtree, common
+            else:
+                yield entry_of(item)  # type: ignore[arg-type]
 
     report.entries += len(policy.entries)
     builder.add_all(entries())
@@ -168,3 +195,11 @@ def _add_policy(
             report.listed |= names
         else:
             report.listed = names
+
+
+_LENGTH = tuple(bytes((n,)) for n in range(64))
+
+
+def _ascii_wire(name: str) -> bytes:
+    """The wire form of a name already checked (ASCII, lower case, labels of 1 to 63)."""
+    return b"".join([_LENGTH[len(label)] + label for label in name.encode().split(b".")]) + b"\x00"

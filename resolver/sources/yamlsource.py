@@ -15,6 +15,7 @@ try:
 except AttributeError:  # PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
+LOADER: Any = _Loader  # the loader every policy and configuration file is read with
 _construct = yaml.SafeLoader("").construct_object
 
 ErrorType = Callable[[str, str, int, int], SourceError]

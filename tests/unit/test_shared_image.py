@@ -14,7 +14,7 @@ from resolver.core import wire
 from resolver.core.matcher import PackedPolicy
 from resolver.core.nametable import TableError
 from resolver.sources.config import load_config
-from resolver.sources.shared import SMALL, materialized, pack, read_image, write_image
+from resolver.sources.shared import SMALL, name_changes, pack, read_image, write_image
 from resolver.sources.snapshot import BuildResult, build_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,8 +89,9 @@ def test_an_image_read_back_decides_as_the_build(built: BuildResult, tmp_path: P
         (e.name, e.scope, e.action) for e in built.policies[0].entries
     ]
     assert mapped.policies[1].entries == built.policies[1].entries  # few: kept as they are
-    again = materialized(mapped)
-    assert again.reports[0].listed == built.reports[0].listed
+    assert set(mapped.reports[0].named) == built.reports[0].named
+    assert name_changes(mapped, built) == {"a": (0, 0), "b": (0, 0)}
+    assert name_changes(None, mapped) == {"a": (len(LISTED) + len(ENTRIES) + 3, 0), "b": (2, 0)}
 
 
 def test_a_damaged_or_foreign_image_is_refused(built: BuildResult, tmp_path: Path) -> None:
@@ -151,3 +152,15 @@ def test_processes_with_one_hash_seed_share_an_image(tmp_path: Path) -> None:
     run(WRITER, "1234", config, path)
     assert run(READER, "1234", path) == "blocked"
     assert run(READER, "4321", path).startswith("refused: built by a process with another")
+
+
+def test_names_gained_and_lost_count_as_the_control_endpoint_counts(
+    built: BuildResult, tmp_path: Path
+) -> None:
+    from resolver.tools import control
+
+    (tmp_path / "names.txt").write_text("\n".join(LISTED[100:]) + "\nfresh.example\n")
+    later = build_snapshot(load_config(tmp_path / "sinkhole.yaml"))
+    _, light = pack(built)
+    assert name_changes(light, later) == control.name_changes(built, later)
+    assert name_changes(light, later)["a"] == (1, 100)
