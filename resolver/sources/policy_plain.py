@@ -66,16 +66,19 @@ class PlainList:
 
 def cut(text: str) -> PlainList | None:
     """The ``block:`` list of ``text`` cut out, or None when there is none to cut."""
-    key = _KEY.search(text)
-    if key is None or _KEY.search(text, key.end()) is not None:
+    key = _search(_KEY, text, 0)
+    if key is None or _search(_KEY, text, key.end()) is not None:
         return None  # no such key, or twice (the YAML parser reports that)
     start = key.end()
-    end_match = _END.search(text, start)
+    end_match = _search(_END, text, start)
     end = end_match.start() if end_match is not None else len(text)
     stop = end - 1 if end > start and text[end - 1] == "\n" else end  # the last line's end
     first = _FIRST.search(text, start, stop)
     indent = first.group(1) if first is not None else ""
-    rows = _rows(indent).findall(text, start, stop)
+    pattern = _rows(indent)
+    rows: list[str] = []
+    for a, b in _windows(text, start, stop):
+        rows += pattern.findall(text, a, b)
     count = text.count("\n", start, stop) + 1 if stop > start else 0
     if len(rows) != count:
         return None
@@ -112,6 +115,7 @@ class PlainEntries(Sequence[Entry]):
         self.lines = lines
         self.action = action
         self.column = column
+        self._made: tuple[Entry, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -132,12 +136,41 @@ class PlainEntries(Sequence[Entry]):
         return self._entry(range(len(self.items))[index])
 
     def __iter__(self) -> Iterator[Entry]:
-        return map(self._entry, range(len(self.items)))
+        # Made once and kept: the tools read the entries over and over; the server reads
+        # ``items`` alone, so it never holds a million Entry objects.
+        if self._made is None:
+            self._made = tuple(map(self._entry, range(len(self.items))))
+        return iter(self._made)
 
     def extend(self, entries: list[Entry]) -> None:
         """Entries after the list (those under ``allow:``)."""
         self.items.extend(entries)
         self.lines.extend(e.line for e in entries)
+
+
+WINDOW = 1 << 20  # characters a regular expression scans at once (the GIL is held meanwhile)
+
+
+def _windows(text: str, start: int, stop: int) -> Iterator[tuple[int, int]]:
+    """``text[start:stop]`` in windows of about WINDOW characters, each of whole lines (the
+    newline that ends one is left out of both)."""
+    while start < stop:
+        cut = text.rfind("\n", start, min(start + WINDOW, stop))
+        end = stop if start + WINDOW >= stop or cut < 0 else cut
+        yield start, end
+        start = end + 1
+    if start == stop and stop > 0 and text[stop - 1] == "\n":
+        yield start, stop  # the empty last line
+
+
+def _search(pattern: re.Pattern[str], text: str, start: int) -> re.Match[str] | None:
+    """``pattern.search(text, start)`` for a pattern that matches within one line, a window
+    at a time: a file of a million lines does not stop the other threads."""
+    for a, b in _windows(text, start, len(text)):
+        found = pattern.search(text, a, b + 1 if b < len(text) else b)
+        if found is not None:
+            return found
+    return None
 
 
 def read_plain(ctx: EntryContext, plain: PlainList) -> PlainEntries:

@@ -89,8 +89,9 @@ def load_policies(config: Config) -> list[PolicyFile]:
     return policies
 
 
-def build_snapshot(config: Config) -> BuildResult:
-    policies = load_policies(config)
+def build_snapshot(config: Config, loaded: list[PolicyFile] | None = None) -> BuildResult:
+    """Compile ``config``'s policies (``loaded``: as already read, in order) and zones."""
+    policies = load_policies(config) if loaded is None else loaded
     reports = [PolicyReport(p.info.id, p.info.source, p.sha256) for p in policies]
 
     builder = TableBuilder()

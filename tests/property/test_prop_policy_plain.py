@@ -145,3 +145,19 @@ def test_a_policy_over_the_yaml_limit_must_be_plain(tmp_path: Path) -> None:
         assert "larger than 16 MiB, the limit for YAML" in exc.message
     else:
         raise AssertionError("a large policy that is not plain was read")
+
+
+@given(documents(), st.integers(1, 40))
+def test_reading_in_small_windows_changes_nothing(text: str, window: int) -> None:
+    from resolver.sources import policy_plain
+
+    whole = cut(text)
+    saved = policy_plain.WINDOW
+    policy_plain.WINDOW = window
+    try:
+        parts = cut(text)
+    finally:
+        policy_plain.WINDOW = saved
+    assert (whole is None) == (parts is None)
+    if whole is not None and parts is not None:
+        assert (whole.rest, whole.line, whole.rows) == (parts.rest, parts.line, parts.rows)
