@@ -89,9 +89,9 @@ def load_policies(config: Config) -> list[PolicyFile]:
     return policies
 
 
-def build_snapshot(config: Config, loaded: list[PolicyFile] | None = None) -> BuildResult:
-    """Compile ``config``'s policies (``loaded``: as already read, in order) and zones."""
-    policies = load_policies(config) if loaded is None else loaded
+def build_snapshot(config: Config, read: list[PolicyFile] | None = None) -> BuildResult:
+    """Compile ``config``'s policies (``read``: as already read, in order) and zones."""
+    policies = load_policies(config) if read is None else read
     reports = [PolicyReport(p.info.id, p.info.source, p.sha256) for p in policies]
 
     builder = TableBuilder()
