@@ -8,11 +8,13 @@ with the number of labels, not the number of rules (pure, no I/O).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
+from resolver.core.nametable import MAX_VALUE, NameTable, TableError
+from resolver.core.nametable import pack as pack_names
 from resolver.core.verdict import ClientScope, PolicyInfo, Verdict, unscoped
 
 
@@ -74,6 +76,73 @@ def _in_every_scope(scope: ClientScope) -> bool:
     return True
 
 
+class TableBuilder:
+    """Collects entries in order, then compiles them (CompiledPolicy.build)."""
+
+    def __init__(self) -> None:
+        self.table: dict[bytes, Verdict | _Split] = {}
+        self.building: list[tuple[bytes, _Split]] = []  # names whose candidates are collected
+        self.dated: dict[int, Verdict] = {}
+        self.count = 0
+
+    def add_all(self, entries: Iterable[tuple[bytes, Scope, Verdict]]) -> None:
+        table = self.table
+        building = self.building
+        get = table.get
+        count = 0
+        static: dict[int, bool] = {}  # a verdict's static, asked once
+        for name, scope, verdict in entries:
+            count += 1
+            fixed = static.get(id(verdict))
+            if fixed is None:
+                fixed = static[id(verdict)] = verdict.static
+                if verdict.dated:
+                    self.dated[id(verdict)] = verdict
+            old = get(name)
+            if old is None and scope is Scope.SUBTREE and fixed:
+                table[name] = verdict
+                continue
+            if type(old) is _Split:
+                node = old
+            else:
+                node = _Split([], [])  # type: ignore[arg-type]
+                if old is not None:
+                    node.here.append(old)  # type: ignore[union-attr]
+                    node.below.append(old)  # type: ignore[union-attr]
+                table[name] = node
+                building.append((name, node))
+            if scope is not Scope.BELOW:
+                node.here.append(verdict)  # type: ignore[union-attr]
+            if scope is not Scope.EXACT:
+                node.below.append(verdict)  # type: ignore[union-attr]
+        self.count += count
+
+    def add_names(self, names: set[bytes], scope: Scope, verdict: Verdict, count: int) -> None:
+        """``names`` (``count`` of them before duplicates went) each with ``verdict`` at
+        ``scope``: as add_all of them in any order, in bulk."""
+        if scope is not Scope.SUBTREE or not verdict.static:
+            self.add_all((name, scope, verdict) for name in names)
+            self.count += count - len(names)
+            return
+        fresh = names.difference(self.table)
+        self.table.update(dict.fromkeys(fresh, verdict))
+        if len(fresh) < len(names):
+            self.add_all((name, scope, verdict) for name in names.difference(fresh))
+            self.count -= len(names) - len(fresh)
+        self.count += count
+
+    def finish(self, cls: type[CompiledPolicy]) -> CompiledPolicy:
+        table = self.table
+        dynamic = False
+        for name, node in self.building:
+            node.here = _finish(node.here)  # type: ignore[arg-type]
+            node.below = _finish(node.below)  # type: ignore[arg-type]
+            dynamic = dynamic or isinstance(node.here, _Choice) or isinstance(node.below, _Choice)
+            if node.here is node.below and isinstance(node.here, Verdict):
+                table[name] = node.here
+        return cls(table, self.count, dynamic, tuple(self.dated.values()))
+
+
 @dataclass
 class CompiledPolicy:
     """Every entry of every policy, compiled into one table keyed by wire-form name.
@@ -100,40 +169,9 @@ class CompiledPolicy:
 
     @classmethod
     def build(cls, entries: Iterable[tuple[bytes, Scope, Verdict]]) -> CompiledPolicy:
-        table: dict[bytes, Verdict | _Split] = {}
-        building: list[tuple[bytes, _Split]] = []  # names whose candidates are collected
-        dated: dict[int, Verdict] = {}
-        count = 0
-        get = table.get
-        for name, scope, verdict in entries:
-            count += 1
-            if verdict.dated:
-                dated[id(verdict)] = verdict
-            old = get(name)
-            if old is None and scope is Scope.SUBTREE and verdict.static:
-                table[name] = verdict
-                continue
-            if type(old) is _Split:
-                node = old
-            else:
-                node = _Split([], [])  # type: ignore[arg-type]
-                if old is not None:
-                    node.here.append(old)  # type: ignore[union-attr]
-                    node.below.append(old)  # type: ignore[union-attr]
-                table[name] = node
-                building.append((name, node))
-            if scope is not Scope.BELOW:
-                node.here.append(verdict)  # type: ignore[union-attr]
-            if scope is not Scope.EXACT:
-                node.below.append(verdict)  # type: ignore[union-attr]
-        dynamic = False
-        for name, node in building:
-            node.here = _finish(node.here)  # type: ignore[arg-type]
-            node.below = _finish(node.below)  # type: ignore[arg-type]
-            dynamic = dynamic or isinstance(node.here, _Choice) or isinstance(node.below, _Choice)
-            if node.here is node.below and isinstance(node.here, Verdict):
-                table[name] = node.here
-        return cls(table, count, dynamic, tuple(dated.values()))
+        builder = TableBuilder()
+        builder.add_all(entries)
+        return builder.finish(cls)
 
     def match(self, qname: bytes) -> Verdict | None:
         """The verdict for a wire-form, lower-cased name, or None when no entry covers it.
@@ -239,3 +277,131 @@ class CompiledPolicy:
 
     def names(self) -> int:
         return len(self.table)
+
+
+Outcome = Verdict | _Split
+
+
+def _side_key(side: Side) -> object:
+    if isinstance(side, _Choice):
+        return tuple(id(v) for v in side.candidates)
+    return id(side)
+
+
+class Outcomes:
+    """The distinct values of a table, each given a number once (for a packed table)."""
+
+    def __init__(self) -> None:
+        self.values: list[Outcome] = []
+        self._index: dict[object, int] = {}
+
+    def number(self, value: Outcome) -> int:
+        """The number of ``value``; equal splits share one number."""
+        if type(value) is _Split:
+            key: object = ("split", _side_key(value.here), _side_key(value.below))
+        else:
+            key = id(value)
+        found = self._index.get(key)
+        if found is None:
+            found = self._index[key] = len(self.values)
+            if found > MAX_VALUE:
+                raise TableError("too many distinct verdicts for one table")
+            self.values.append(value)
+        return found
+
+    def pack(self, table: dict[bytes, Outcome], extra: bytes = b"") -> bytearray:
+        """The table packed (resolver.core.nametable), its values numbered here."""
+        # Verdicts and splits hash by identity: the distinct ones, then a lookup per name.
+        numbers = {value: self.number(value) for value in set(table.values())}
+        return pack_names(table, map(numbers.__getitem__, table.values()), len(table), extra)
+
+
+@dataclass
+class PackedPolicy(CompiledPolicy):
+    """A CompiledPolicy whose names live in a NameTable (a flat buffer several processes can
+    map) and whose values are numbers into ``outcomes``. Matches exactly as the dict-based
+    table does; ``table`` is empty."""
+
+    packed: NameTable | None = None
+    outcomes: tuple[Outcome, ...] = ()
+
+    @classmethod
+    def of(cls, compiled: CompiledPolicy, names: NameTable, numbered: Outcomes) -> PackedPolicy:
+        return cls(
+            {},
+            compiled.entries,
+            compiled.dynamic,
+            compiled.dated,
+            names,
+            tuple(numbered.values),
+        )
+
+    def match(self, qname: bytes) -> Verdict | None:
+        assert self.packed is not None
+        names = self.packed
+        slots = names.slots
+        keys = names.keys
+        mask = names.mask
+        outcomes = self.outcomes
+        suffix = qname
+        pos = 0
+        while True:
+            i = hash(suffix) & mask
+            entry = slots[i]
+            if entry:
+                length = len(suffix)
+                while entry:
+                    if entry & 0xFF == length:
+                        offset = entry >> 32
+                        if keys[offset : offset + length] == suffix:
+                            hit = outcomes[(entry >> 8) & MAX_VALUE]
+                            if type(hit) is Verdict:
+                                return hit
+                            side = hit.here if pos == 0 else hit.below
+                            if side is not None:
+                                return side  # type: ignore[no-any-return]
+                            break
+                    i = (i + 1) & mask
+                    entry = slots[i]
+            n = qname[pos]
+            if n == 0:
+                return None
+            pos += n + 1
+            suffix = qname[pos:]
+
+    def match_client(
+        self, qname: bytes, applies: Callable[[ClientScope], bool] = unscoped
+    ) -> tuple[Verdict | None, bytes, bool]:
+        assert self.packed is not None
+        find = self.packed.get
+        outcomes = self.outcomes
+        depends = False
+        suffix = qname
+        pos = 0
+        while True:
+            number = find(suffix)
+            if number is not None:
+                hit = outcomes[number]
+                side: Side = (
+                    hit if type(hit) is Verdict else hit.here if pos == 0 else hit.below  # type: ignore[union-attr]
+                )
+                if type(side) is _Choice:
+                    depends = True
+                    side = side.pick(applies)
+                if side is not None:
+                    return side, suffix, depends  # type: ignore[return-value]
+            n = qname[pos]
+            if n == 0:
+                return None, b"", depends
+            pos += n + 1
+            suffix = qname[pos:]
+
+    def names(self) -> int:
+        return len(self.packed) if self.packed is not None else 0
+
+    def items(self) -> Iterator[tuple[bytes, Outcome]]:
+        """Every name with its value, as the dict-based table would hold it."""
+        assert self.packed is not None
+        outcomes = self.outcomes
+        for name, number in self.packed.items():
+            yield name, outcomes[number]

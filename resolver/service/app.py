@@ -20,6 +20,7 @@ from resolver.core.ddr import Designated, designations
 from resolver.core.endpoint import Endpoint
 from resolver.core.engine import Engine
 from resolver.core.errors import SourceError
+from resolver.core.nametable import TableError
 from resolver.core.outcome import Counters
 from resolver.core.ratelimit import RateLimiter
 from resolver.edge.batchudp import BatchUdpListener
@@ -33,6 +34,7 @@ from resolver.edge.sockets import ListenError, open_listeners
 from resolver.edge.tlscert import TlsError, certificate_facts
 from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
+from resolver.service.builder import IMAGE_ENV
 from resolver.service.endpoints import control_server, metrics_server
 from resolver.service.metrics import (
     counter_fields,
@@ -44,9 +46,10 @@ from resolver.service.metrics import (
 from resolver.service.observability import QueryLog, configure_logging, get_logger
 from resolver.service.warning import WarningService, WarningSetupError
 from resolver.sources.config import Config, load_config
+from resolver.sources.shared import name_changes, pack, read_image
 from resolver.sources.snapshot import BuildResult, build_snapshot
 from resolver.tools.check import reload_errors, reload_summary
-from resolver.tools.control import Loaded, name_changes, removed_policies
+from resolver.tools.control import Loaded, removed_policies
 
 if TYPE_CHECKING:
     from resolver.service.feeds import Feeds
@@ -96,6 +99,27 @@ def refreeze() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+Changes = dict[str, tuple[int, int]]  # policy id -> (names added, names removed)
+
+
+def build_packed(config: Config, previous: BuildResult | None) -> tuple[BuildResult, Changes]:
+    """Build here, then keep the names packed in one buffer (resolver.sources.shared): a
+    fraction of the memory of the table they were compiled into. With ``previous`` (a
+    reload), the names each policy gained and lost are counted first."""
+    full = build_frozen(config)
+    changes: Changes = {}
+    if previous is not None:
+        changes = name_changes(previous, full)
+    _, light = pack(full)
+    return light, changes
+
+
+def mapped(path: Path) -> tuple[BuildResult, Changes]:
+    """The build a supervisor wrote for its workers (resolver.service.builder), mapped."""
+    light, extra = read_image(path)
+    return light, dict(extra.get("changes", {}))
 
 
 def source_error_fields(exc: SourceError) -> dict[str, Any]:
@@ -148,6 +172,14 @@ class App:
         self.encrypted: EncryptedListeners | None = None  # DoT and DoH (the first worker)
         self.encrypted_endpoints: tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]] | None = None
         self.feeds: Feeds | None = None  # lists fetched from a url, when not a worker
+        # A worker maps the image the supervisor built; a lone server builds its own.
+        image = os.environ.get(IMAGE_ENV) if link is not None else None
+        self.image = Path(image) if image else None
+
+    def _build(self, config: Config, previous: BuildResult | None) -> tuple[BuildResult, Changes]:
+        if self.image is not None:
+            return mapped(self.image)
+        return build_packed(config, previous)
 
     # --- start-up ------------------------------------------------------------
 
@@ -160,14 +192,18 @@ class App:
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         self._follow_zones(config)
         try:
-            result = build_frozen(config)
+            result, _ = self._build(config, None)
         except SourceError as exc:
             self.log.error("policy_load_failed", **source_error_fields(exc))
             return 1
-        for warning in result.warnings:
-            self.log.warning("list_lines_skipped", detail=warning)
-        for warning in result.zone_warnings:
-            self.log.warning("zone_warning", detail=warning)
+        except (OSError, TableError) as exc:
+            self.log.error("policy_load_failed", file=str(self.image), error=str(exc))
+            return 1
+        if self.image is None:  # a supervisor's builder reported them once for every worker
+            for warning in result.warnings:
+                self.log.warning("list_lines_skipped", detail=warning)
+            for warning in result.zone_warnings:
+                self.log.warning("zone_warning", detail=warning)
         self._follow_lists(result, config)
         if not config.upstreams:
             self.log.warning(
@@ -362,7 +398,14 @@ class App:
         started = time.monotonic()
         try:
             config = load_config(self.config_path) if self.config_path else self.config
-            result: BuildResult = await asyncio.to_thread(build_frozen, config)
+            previous = self.loaded.result if self.loaded is not None else None
+            result, changes = await asyncio.to_thread(self._build, config, previous)
+        except (OSError, TableError) as exc:
+            self.reload_failures += 1
+            self.log.error(
+                "policy_reload_failed", kept="previous policy", file=str(self.image), error=str(exc)
+            )
+            return False
         except SourceError as exc:
             self.reload_failures += 1
             errors = await asyncio.to_thread(reload_errors, self.config_path, self.config, exc)
@@ -391,13 +434,12 @@ class App:
         self._follow_zones(config)
         self._follow_lists(result, config)
         self._set_notify(config)
-        for warning in result.warnings:
-            self.log.warning("list_lines_skipped", detail=warning)
-        for warning in result.zone_warnings:
-            self.log.warning("zone_warning", detail=warning)
+        if self.image is None:
+            for warning in result.warnings:
+                self.log.warning("list_lines_skipped", detail=warning)
+            for warning in result.zone_warnings:
+                self.log.warning("zone_warning", detail=warning)
         swapped = time.monotonic()
-        previous = self.loaded.result if self.loaded is not None else None
-        changes = await asyncio.to_thread(name_changes, previous, result)
         self.loaded = Loaded(result, datetime.now(UTC), changes)
         self.log.info(
             "policy_reloaded",

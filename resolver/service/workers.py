@@ -1,16 +1,21 @@
 """Several serving processes on SO_REUSEPORT sockets, one per core, under one supervisor.
 
-The supervisor serves no queries. It binds every listening socket itself, once it has
-made sure no other program holds the address (a port held by anyone else fails the
-start), and passes each worker its own set (resolver/edge/sockets.py). It starts the
-workers (each a full server in its own process: own cache, own policy copy), tells
-systemd when all are ready, hands SIGHUP to every worker and reports READY again once
-all have reloaded, restarts a worker that dies (on sockets bound anew), serves
-/metrics with the workers' counters summed, and stops them all on SIGTERM or SIGINT.
-Workers talk back over a pipe, one line a message: ``ready``, ``reloaded ok|failed T``
-(T: when, on the system's monotonic clock, the reload began to read the files), ``stats
-{json}``. A reload is counted here, once, when every worker has applied it: reported a
-reload that began after it was sent the signal.
+The supervisor serves no queries. It builds the policy once per start and reload
+(resolver.service.builder, in a process of its own) into an image file that every
+worker maps: the names exist once on the machine, a reload costs one build whatever the
+number of workers, and a build that fails leaves every worker with the policy it has.
+It binds every listening socket itself, once it has made sure no other program holds
+the address (a port held by anyone else fails the start), and passes each worker its
+own set (resolver/edge/sockets.py). It starts the workers (each a full server in its
+own process: own cache, the shared policy image), tells systemd when all are ready, on
+SIGHUP (or a changed zone copy or fetched list) builds and then hands SIGHUP to every
+worker (each maps the new image and swaps) and reports READY again once all have
+reloaded, restarts a worker that dies (on sockets bound anew), serves /metrics with the
+workers' counters summed, and stops them all on SIGTERM or SIGINT. Workers talk back
+over a pipe, one line a message: ``ready``, ``reloaded ok|failed T`` (T: when, on the
+system's monotonic clock, the reload began to read the image), ``stats {json}``. A
+reload is counted here, once: as failed when its build fails, else when every worker
+has applied it (reported a reload that began after it was sent the signal).
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +36,7 @@ from resolver.core.errors import SourceError
 from resolver.edge.http import HttpServer
 from resolver.edge.sockets import LISTEN_FDS, Listener, ListenError, bind_for_workers, environment
 from resolver.service import sdnotify
+from resolver.service.builder import IMAGE_ENV
 from resolver.service.endpoints import metrics_server
 from resolver.service.metrics import merge_stats, zone_stats
 from resolver.service.observability import get_logger
@@ -77,6 +86,34 @@ class Supervisor:
         self._missed_reload: set[int] = set()  # workers that were starting during a reload
         self._unpassed: dict[int, list[Listener]] = {}  # bound, not yet handed to the worker
         self._starting = asyncio.Lock()  # one start at a time: binds then spawns, as one step
+        # The policy image: built by a builder process, mapped by every worker. They hash
+        # names with one seed, so that they all find the builder's slots.
+        self._seed = str(secrets.randbelow(2**32 - 1) + 1)
+        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+        self._dir = Path(tempfile.mkdtemp(prefix="sinkhole-", dir=runtime))  # mode 0700
+        self.image = self._dir / "policy.image"
+        self._builder: asyncio.subprocess.Process | None = None
+        self._building = False
+        self._build_again = False
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        env["PYTHONHASHSEED"] = self._seed
+        env[IMAGE_ENV] = str(self.image)
+        return env
+
+    async def _build(self, start: bool = False) -> bool:
+        """Build the policy image once (a process of its own, which logs what is wrong)."""
+        argv = [sys.executable, "-m", "resolver.service.builder", str(self.image)]
+        if self.config_path is not None:
+            argv += ["--config", str(self.config_path)]
+        if start:
+            argv.append("--start")
+        self._builder = await asyncio.create_subprocess_exec(*argv, env=self._environment())
+        try:
+            return await self._builder.wait() == 0
+        finally:
+            self._builder = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -87,14 +124,21 @@ class Supervisor:
             sets = bind_for_workers(self.config.listen, len(self.workers))
         except ListenError as exc:
             self.log.error("listen_failed", **exc.fields())
+            shutil.rmtree(self._dir, ignore_errors=True)
             return 1
         self._unpassed = dict(enumerate(sets))
         self._follow_zones(self.config.zones)
         self._follow_lists(self.config)
+        stop = asyncio.ensure_future(self._stop.wait())
+        built = asyncio.ensure_future(self._build(start=True))
+        await asyncio.wait({built, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not built.done() or not built.result():
+            self._failed_start = built.done()  # a stop asked for while building is clean
+            stop.cancel()
+            return await self._shutdown()
         for worker in self.workers:
             await self._start(worker)
         ready = asyncio.ensure_future(self._all_ready.wait())
-        stop = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
         if self._all_ready.is_set() and not self._stop.is_set():
             if self.config.metrics is not None:
@@ -148,7 +192,7 @@ class Supervisor:
     async def _start_alone(self, worker: Worker) -> None:
         listeners = self._listeners(worker)
         read_fd, write_fd = os.pipe()
-        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        env = self._environment()
         env[LISTEN_FDS] = environment(listeners)
         fds = [s.fileno() for listener in listeners for s in (listener.udp, listener.tcp)]
         worker.ready = False
@@ -241,10 +285,39 @@ class Supervisor:
         self._spawn(restart)
 
     def _reload(self) -> None:
+        """Build the new image, then have every worker map it; repeated requests coalesce."""
+        if self._building:
+            self._build_again = True
+            return
+        self._building = True
         sdnotify.reloading()
+        self._spawn(self._rebuild)
+
+    async def _rebuild(self) -> None:
+        ok = False
+        try:
+            while True:
+                self._build_again = False
+                ok = await self._build()
+                if not self._build_again or self._stopping:
+                    break
+        finally:
+            self._building = False
+        if self._stopping:
+            return
+        if not ok:  # the builder logged why; every worker keeps the policy it has
+            self.reload_failures += 1
+            self.reload_last_ok = False
+            self.log.info("workers_reloaded", ok=False)
+            sdnotify.ready()
+            return
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """SIGHUP to every worker: each maps the image just built and swaps."""
         self._reload_failed = False
         self._reload_pending = True  # a reload still under way is taken into this one
-        # A worker still starting reads the files as they are now; signalling it
+        # A worker still starting maps the image as it is now; signalling it
         # before it has installed its handlers would kill it.
         self._reload_waiting = {
             w.slot for w in self.workers if w.ready and w.process and w.process.returncode is None
@@ -284,7 +357,7 @@ class Supervisor:
                 self._follow_zones(config.zones)
                 self._follow_lists(config)
             except SourceError:
-                pass  # the workers report the broken configuration and keep the old one
+                pass  # the builder reports the broken configuration; the old policy stays
         self._reload()
 
     def _follow_zones(self, zones: tuple[ZoneConfig, ...]) -> None:
@@ -301,14 +374,14 @@ class Supervisor:
 
     def _follow_lists(self, config: Config) -> None:
         """Lists named by a url are fetched here, once; a changed copy makes every worker
-        reload. The policies are read for their lists alone (the workers build them)."""
+        reload. The policies are read for their lists alone (the builder builds them)."""
         from resolver.service.feeds import Feeds, fetched_lists
         from resolver.sources.snapshot import load_policies
 
         try:
             refs = fetched_lists(load_policies(config))
         except SourceError:
-            return  # the workers report the broken policy and keep the old one
+            return  # the builder reports the broken policy; the old one stays
         if self.feeds is None and refs:
             self.feeds = Feeds(self._reload, self.log)
             if self._all_ready.is_set():
@@ -321,6 +394,8 @@ class Supervisor:
     async def _shutdown(self) -> int:
         self._stopping = True
         sdnotify.stopping()
+        if self._builder is not None and self._builder.returncode is None:
+            self._builder.kill()
         for listeners in self._unpassed.values():
             for listener in listeners:
                 listener.close()
@@ -347,6 +422,7 @@ class Supervisor:
                 codes.append(await process.wait())
         for task in self._tasks:
             task.cancel()
+        shutil.rmtree(self._dir, ignore_errors=True)
         self.log.info("stopped", workers=len(self.workers))
         if self._failed_start:
             return 1

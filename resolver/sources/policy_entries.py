@@ -61,6 +61,36 @@ class Entry:
     allow_public_suffix: bool = False
 
 
+_new = object.__new__
+_SET = {name: Entry.__dict__[name].__set__ for name in Entry.__slots__}
+_set_name, _set_scope, _set_action = _SET["name"], _SET["scope"], _SET["action"]
+_set_line, _set_column = _SET["line"], _SET["column"]
+_DEFAULTS = [
+    (_SET[name], default)
+    for name, default in (
+        ("reference", ""),
+        ("reason", ""),
+        ("clients", None),
+        ("redirect", None),
+        ("allow_public_suffix", False),
+    )
+]
+
+
+def plain_entry(name: str, scope: Scope, action: Action, line: int, column: int) -> Entry:
+    """Entry(name, scope, action, line=line, column=column), made without the frozen
+    dataclass's checked assignments (half the time, for a list of a million entries)."""
+    entry: Entry = _new(Entry)
+    _set_name(entry, name)
+    _set_scope(entry, scope)
+    _set_action(entry, action)
+    _set_line(entry, line)
+    _set_column(entry, column)
+    for setter, default in _DEFAULTS:
+        setter(entry, default)
+    return entry
+
+
 @dataclass
 class EntryContext:
     """What entries inherit from their policy, and what the entries seen so far were."""
@@ -70,14 +100,21 @@ class EntryContext:
     clients: ClientScope
     redirect: Redirect | None
     seen: dict[tuple[str, Scope, ClientScope | None], int] = field(default_factory=dict)
+    # The lines of the entries without a client scope, by the entry as written in its
+    # normal form (name, =name, *.name): one string per entry, not a tuple.
+    plain: dict[str, int] = field(default_factory=dict)
 
 
 def read_entries(ctx: EntryContext, node: yaml.Node, key: str) -> list[Entry]:
     """The entries under ``block`` or ``allow`` (``key``), in file order."""
-    return [_entry(ctx, item, key) for item in ctx.doc.sequence(node, key)]
+    return [read_entry(ctx, item, key) for item in ctx.doc.sequence(node, key)]
 
 
-def _entry(ctx: EntryContext, item: yaml.Node, key: str) -> Entry:
+_PREFIX = {Scope.SUBTREE: "", Scope.EXACT: "=", Scope.BELOW: "*."}
+
+
+def read_entry(ctx: EntryContext, item: yaml.Node, key: str) -> Entry:
+    """One entry (a name, or a mapping with a name) under ``block`` or ``allow``."""
     doc = ctx.doc
     line, column = item.start_mark.line + 1, item.start_mark.column + 1
     fields: Keys = {}
@@ -171,14 +208,18 @@ def _entry(ctx: EntryContext, item: yaml.Node, key: str) -> Entry:
         _public_suffix_error(doc, name_node, raw, name, fields)
     clients = _entry_clients(ctx, fields)
     dup_key = (name, scope, clients)
-    first = ctx.seen.get(dup_key)
+    plain_key = _PREFIX[scope] + name
+    first = ctx.seen.get(dup_key) if clients is not None else ctx.plain.get(plain_key)
     if first is not None:
         doc.fail(
             name_node,
             f"{quote(raw)} is already listed on line {first} of this policy; "
             "keep one of the entries",
         )
-    ctx.seen[dup_key] = line
+    if clients is not None:
+        ctx.seen[dup_key] = line
+    else:
+        ctx.plain[plain_key] = line
     return Entry(
         name,
         scope,

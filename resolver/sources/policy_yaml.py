@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
+
+import yaml
 
 from resolver.core.errors import PolicyError, quote
 from resolver.core.verdict import (
@@ -25,10 +28,12 @@ from resolver.core.verdict import (
 from resolver.sources import files
 from resolver.sources.policy_entries import BLOCK_ACTIONS, Entry, EntryContext, read_entries
 from resolver.sources.policy_lists import ListRef, read_lists
+from resolver.sources.policy_plain import PlainEntries, PlainList, cut, read_plain
 from resolver.sources.yamlsource import Doc
 from resolver.sources.yamlvalues import (
     MAX_TTL,
     REDIRECT_EXAMPLE,
+    Keys,
     read_action,
     read_moment,
     read_networks,
@@ -41,6 +46,10 @@ from resolver.sources.yamlvalues import (
 
 # The fields a policy may give in several languages (``message: {ko: ..., en: ...}``).
 TRANSLATED = ("title", "authority", "legal_basis", "message")
+# A policy file's size: YAML at most files.MAX_YAML_SIZE; past that, only a file whose
+# bulk is a plain list under block: (resolver.sources.policy_plain), read line by line.
+MAX_POLICY_SIZE = 128 * files.MiB
+COMPACT = 2000  # a longer plain block: list is kept as PlainEntries, not as Entry objects
 
 POLICY_KEYS = frozenset(
     {
@@ -87,18 +96,62 @@ class PolicyFile:
 
 
 def load_policy(path: Path, state_dir: Path | None = None) -> PolicyFile:
-    """A policy file (a regular file of at most files.MAX_YAML_SIZE, UTF-8), checked;
+    """A policy file (a regular file of at most MAX_POLICY_SIZE, UTF-8), checked;
     ``state_dir`` holds the copies of its fetched lists (the default one when None)."""
     source = str(path)
-    raw = files.read_bytes(path, "policy file", files.MAX_YAML_SIZE, PolicyError)
+    raw = files.read_bytes(path, "policy file", MAX_POLICY_SIZE, PolicyError)
     digest = hashlib.sha256(raw).hexdigest()
+    size = len(raw)
     text = files.decode(raw, source, PolicyError)
     del raw  # parsed from the text alone
-    return parse_policy(text, source, path.parent, digest, state_dir)
+    return parse_policy(text, source, path.parent, digest, state_dir, size)
+
+
+class _NotPlain(Exception):
+    """The block: list cut out was not the file's block: list of plain items after all."""
 
 
 def parse_policy(
-    text: str, source: str, base_dir: Path, sha256: str = "", state_dir: Path | None = None
+    text: str,
+    source: str,
+    base_dir: Path,
+    sha256: str = "",
+    state_dir: Path | None = None,
+    size: int | None = None,
+) -> PolicyFile:
+    """A policy from its ``text`` (``size``: its length in bytes, when known; ``state_dir``
+    holds the copies of its fetched lists, the default one when None).
+
+    A long ``block:`` list of plain items is read line by line (resolver.sources.policy_plain),
+    the rest as YAML. Whatever goes wrong that way, a file small enough for the YAML
+    parser is read again by it alone, so its result and its errors are the parser's."""
+    size = len(text) if size is None else size
+    plain = cut(text)
+    if plain is not None:
+        try:
+            return _parse(plain.rest, source, base_dir, sha256, plain, state_dir)
+        except (PolicyError, _NotPlain) as exc:
+            if size > files.MAX_YAML_SIZE and isinstance(exc, PolicyError):
+                raise
+    if size > files.MAX_YAML_SIZE:
+        raise PolicyError(
+            f"{files.too_big('policy file', files.MAX_YAML_SIZE)} for YAML; a larger policy "
+            "lists its names under block: one per line, as '  - name', or in a list file "
+            "under lists:",
+            source,
+            0,
+            0,
+        )
+    return _parse(text, source, base_dir, sha256, None, state_dir)
+
+
+def _parse(
+    text: str,
+    source: str,
+    base_dir: Path,
+    sha256: str,
+    plain: PlainList | None,
+    state_dir: Path | None = None,
 ) -> PolicyFile:
     doc = Doc(text, source, PolicyError)
     if doc.root is None:
@@ -176,14 +229,22 @@ def parse_policy(
     clients = ClientScope(include, exclude) if include or exclude else EVERYONE
     context = EntryContext(doc, action, clients, redirect)
     entries: list[Entry] = []
+    compact: PlainEntries | None = None
     for key in ("block", "allow"):
-        if key in keys:
+        if key == "block" and plain is not None:
+            compact = _plain_entries(context, plain, keys)
+        elif key in keys:
             entries.extend(read_entries(context, keys[key][1], key))
+    if compact is not None and len(compact) > COMPACT:
+        compact.extend(entries)
+        all_entries: tuple[Entry, ...] = cast(tuple[Entry, ...], compact)
+    else:
+        all_entries = (*(compact or ()), *entries)
     lists = tuple(read_lists(doc, keys["lists"][1], base_dir, state_dir)) if "lists" in keys else ()
     return PolicyFile(
         info,
         action,
-        tuple(entries),
+        all_entries,
         lists,
         sha256,
         contact,
@@ -193,3 +254,16 @@ def parse_policy(
         ttl,
         warning_page,
     )
+
+
+def _plain_entries(context: EntryContext, plain: PlainList, keys: Keys) -> PlainEntries:
+    """The entries of the list cut out, once the YAML parser confirmed where it was."""
+    node = keys["block"][1] if "block" in keys else None
+    if not (
+        isinstance(node, yaml.SequenceNode)
+        and not node.value
+        and node.flow_style
+        and node.start_mark.line == plain.line
+    ):
+        raise _NotPlain
+    return read_plain(context, plain)

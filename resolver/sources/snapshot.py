@@ -14,11 +14,13 @@ from resolver.core import wire
 from resolver.core.engine import Snapshot
 from resolver.core.errors import PolicyError
 from resolver.core.layers import LayeredPolicy, PolicyLayer
-from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.matcher import CompiledPolicy, Scope, TableBuilder
 from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdict
 from resolver.sources.config import Config
 from resolver.sources.files import DEFAULT_MAX_SIZE
 from resolver.sources.lists import ListReport, read_list
+from resolver.sources.policy_entries import Entry
+from resolver.sources.policy_plain import PlainEntries
 from resolver.sources.policy_yaml import PolicyFile, load_policy
 from resolver.sources.rpz import ZoneReport, load_zone
 
@@ -33,6 +35,8 @@ class PolicyReport:
     # Wire names read from the lists (shared with the compiled table's keys): what the
     # control endpoint lists and what a reload compares to count names added and removed.
     listed: set[bytes] = field(default_factory=set, repr=False)
+    # Wire names of the policy file's own entries (what a reload counts besides the lists).
+    named: set[bytes] = field(default_factory=set, repr=False)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -85,15 +89,15 @@ def load_policies(config: Config) -> list[PolicyFile]:
     return policies
 
 
-def build_snapshot(config: Config) -> BuildResult:
-    policies = load_policies(config)
+def build_snapshot(config: Config, read: list[PolicyFile] | None = None) -> BuildResult:
+    """Compile ``config``'s policies (``read``: as already read, in order) and zones."""
+    policies = load_policies(config) if read is None else read
     reports = [PolicyReport(p.info.id, p.info.source, p.sha256) for p in policies]
 
-    def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
-        for order, (policy, report) in enumerate(zip(policies, reports, strict=True)):
-            yield from _policy_entries(policy, order, report, config.answers, config.max_file_size)
-
-    compiled = CompiledPolicy.build(entries())
+    builder = TableBuilder()
+    for order, (file, report) in enumerate(zip(policies, reports, strict=True)):
+        _add_policy(builder, file, order, report, config.answers, config.max_file_size)
+    compiled = builder.finish(CompiledPolicy)
     policy = compiled
     zones = []
     if config.zones:
@@ -120,15 +124,16 @@ def build_snapshot(config: Config) -> BuildResult:
     return BuildResult(snapshot, reports, tuple(policies), zones)
 
 
-def _policy_entries(
+def _add_policy(
+    builder: TableBuilder,
     policy: PolicyFile,
     order: int,
     report: PolicyReport,
     answers: Answers,
     limit: int = DEFAULT_MAX_SIZE,
-) -> Iterator[tuple[bytes, Scope, Verdict]]:
-    """One policy's entries and list names, each with its (shared) verdict; ``limit``: the
-    most bytes read from one list."""
+) -> None:
+    """One policy's entries, then its list names (in bulk), each with its (shared)
+    verdict; ``limit``: the most bytes read from one list."""
     if policy.warning_page is not None:
         answers = policy.warning_page
     if policy.ttl is not None:
@@ -146,21 +151,57 @@ def _policy_entries(
             )
         return found
 
-    for entry in policy.entries:
-        report.entries += 1
+    plain: dict[Action, Verdict] = {}  # for entries that override nothing but the action
+    named = report.named.add
+
+    def entry_of(entry: Entry) -> tuple[bytes, Scope, Verdict]:
+        name = wire.text_to_name(entry.name)
+        named(name)
+        if entry.clients is None and entry.redirect is None and not entry.reference:
+            found = plain.get(entry.action)
+            if found is None:
+                found = plain[entry.action] = verdict(
+                    entry.action, "", policy.clients, policy.redirect
+                )
+            return name, entry.scope, found
         scope = entry.clients if entry.clients is not None else policy.clients
         redirect = entry.redirect if entry.redirect is not None else policy.redirect
-        yield (
-            wire.text_to_name(entry.name),
-            entry.scope,
-            verdict(entry.action, entry.reference, scope, redirect),
-        )
+        return name, entry.scope, verdict(entry.action, entry.reference, scope, redirect)
+
+    def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
+        items = policy.entries
+        if not isinstance(items, PlainEntries):
+            yield from map(entry_of, items)
+            return
+        # A name alone is an entry of the common form, checked when read: straight to wire.
+        common = verdict(items.action, "", policy.clients, policy.redirect)
+        subtree = Scope.SUBTREE
+        for item in items.items:
+            if type(item) is str:
+                name = _ascii_wire(item)
+                named(name)
+                yield name, subtree, common
+            else:
+                yield entry_of(item)  # type: ignore[arg-type]
+
+    report.entries += len(policy.entries)
+    builder.add_all(entries())
     shared = verdict(policy.action, "", policy.clients, policy.redirect)
     for ref in policy.lists:
         listed = ListReport(str(ref.path))
         report.lists.append(listed)
-        keep = report.listed.add
-        match = ref.scope  # subtree, or exact for the names of a hosts file
-        for name in read_list(ref, listed, limit):
-            keep(name)
-            yield name, match, shared
+        names = set(read_list(ref, listed, limit))
+        # subtree, or exact for the names of a hosts file
+        builder.add_names(names, ref.scope, shared, listed.names)
+        if report.listed:
+            report.listed |= names
+        else:
+            report.listed = names
+
+
+_LENGTH = tuple(bytes((n,)) for n in range(64))
+
+
+def _ascii_wire(name: str) -> bytes:
+    """The wire form of a name already checked (ASCII, lower case, labels of 1 to 63)."""
+    return b"".join([_LENGTH[len(label)] + label for label in name.encode().split(b".")]) + b"\x00"

@@ -15,6 +15,8 @@ try:
 except AttributeError:  # PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
+LOADER: Any = _Loader  # the loader every policy and configuration file is read with
+
 ErrorType = Callable[[str, str, int, int], SourceError]
 
 

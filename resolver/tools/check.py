@@ -266,7 +266,7 @@ def _build(config: Config, result: CheckResult) -> None:
     from resolver.sources.snapshot import build_snapshot
 
     try:
-        built = build_snapshot(config)
+        built = build_snapshot(config, result.policies)  # read once: no error in any of them
     except SourceError as exc:
         if not any(d.severity == "error" and d.message == exc.message for d in result.diagnostics):
             result.diagnostics.append(error_of(exc))

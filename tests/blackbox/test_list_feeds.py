@@ -203,9 +203,11 @@ DOMAINS = "cdn.domains.example\n"
 WIDE = "0.0.0.0 cdn.wide.example\n"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_hosts_list_blocks_its_names_alone_a_domains_list_their_subtrees(
-    sinkhole_factory: SinkholeFactory, tmp_path: Path
+    sinkhole_factory: SinkholeFactory, tmp_path: Path, workers: int
 ) -> None:
+    """Alone, and with workers (the supervisor's builder adds each list's names in bulk)."""
     text = (
         "id: match\n"
         "lists:\n"
@@ -218,7 +220,9 @@ def test_a_hosts_list_blocks_its_names_alone_a_domains_list_their_subtrees(
     (workdir / "policies" / "lists" / "ads.hosts").write_text(HOSTS)
     (workdir / "policies" / "lists" / "ads.domains").write_text(DOMAINS)
     (workdir / "policies" / "lists" / "wide.hosts").write_text(WIDE)
-    server = sinkhole_factory({"match.yaml": text}, name="match")
+    server = sinkhole_factory({"match.yaml": text}, name="match", workers=workers)
+    if workers > 1:
+        server.wait_event("workers_ready", 10.0)
     assert blocked(server, "cdn.hosts.example")
     assert blocked(server, "ads.hosts.example")
     assert not blocked(server, "www.cdn.hosts.example")

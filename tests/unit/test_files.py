@@ -136,7 +136,7 @@ def test_a_file_over_the_cap_is_refused_before_reading(tmp_path: Path) -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert error.message == "the policy file is larger than 16 MiB, the limit"
+    assert error.message == "the policy file is larger than 128 MiB, the limit"
     assert peak < 1 * MiB
 
 
