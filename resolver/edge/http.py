@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,65 +107,27 @@ class Limits:
 
 def route_app(routes: Mapping[str, Route], limits: Limits) -> ASGIFramework:
     """An ASGI app answering GET and HEAD on ``routes``, within ``limits``."""
-    busy = 0
     not_found = f"not found; paths: {' '.join(sorted(routes))}\n".encode()
 
-    async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        nonlocal busy
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return  # a WebSocket upgrade: hypercorn refuses it when the app does not accept
-        if _too_large(scope, limits):
-            await _reply(send, 431, TEXT, b"request head too large\n")
-            return
+    def find(scope: HTTPScope) -> Serve | None:
         route = routes.get(scope["path"])
         if route is None:
-            await _reply(send, 404, TEXT, not_found)
-            return
-        if scope["method"] not in METHODS:
-            await _reply(send, 405, TEXT, b"only GET and HEAD\n", [(b"allow", ALLOW)])
-            return
-        if busy >= limits.max_requests:
-            await _reply(send, 503, TEXT, b"busy, try again\n", [(b"retry-after", b"1")])
-            return
-        busy += 1
-        try:
-            await _answer(send, route(), scope["method"] == "HEAD", limits.send_timeout)
-        except TimeoutError:
-            structlog.get_logger("sinkhole").warning(
-                "http_client_too_slow", path=scope["path"], timeout=limits.send_timeout
-            )
-        finally:
-            busy -= 1
+            return None
 
-    return app
+        async def answer(send: ASGISendCallable) -> None:
+            await _answer(send, route(), scope["method"] == "HEAD", limits.send_timeout)
+
+        return answer
+
+    return _guarded(limits, find, not_found)
 
 
 def request_app(handler: Handler, limits: Limits) -> ASGIFramework:
     """An ASGI app answering GET and HEAD on any path with ``handler``, within ``limits``.
     ``handler`` runs on the event loop: it must be quick and never block."""
-    busy = 0
 
-    async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        nonlocal busy
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        if _too_large(scope, limits):
-            await _reply(send, 431, TEXT, b"request head too large\n")
-            return
-        if scope["method"] not in METHODS:
-            await _reply(send, 405, TEXT, b"only GET and HEAD\n", [(b"allow", ALLOW)])
-            return
-        if busy >= limits.max_requests:
-            await _reply(send, 503, TEXT, b"busy, try again\n", [(b"retry-after", b"1")])
-            return
-        busy += 1
-        try:
+    def find(scope: HTTPScope) -> Serve:
+        async def answer(send: ASGISendCallable) -> None:
             client = scope.get("client")
             request = Request(
                 scope["method"],
@@ -184,6 +146,47 @@ def request_app(handler: Handler, limits: Limits) -> ASGIFramework:
                     extra,
                     len(response.body),
                 )
+
+        return answer
+
+    return _guarded(limits, find)
+
+
+# Sends the answer to one request (``find`` made it for that request's scope).
+Serve = Callable[[ASGISendCallable], Awaitable[None]]
+
+
+def _guarded(
+    limits: Limits, find: Callable[[HTTPScope], Serve | None], not_found: bytes = b""
+) -> ASGIFramework:
+    """The checks every endpoint makes before it answers: a head within its size, a path
+    ``find`` knows (else 404), GET or HEAD (else 405), and at most ``limits.max_requests``
+    answered at once (else 503); a client too slow to take the answer is logged."""
+    busy = 0
+
+    async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        nonlocal busy
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # a WebSocket upgrade: hypercorn refuses it when the app does not accept
+        if _too_large(scope, limits):
+            await _reply(send, 431, TEXT, b"request head too large\n")
+            return
+        serve = find(scope)
+        if serve is None:
+            await _reply(send, 404, TEXT, not_found)
+            return
+        if scope["method"] not in METHODS:
+            await _reply(send, 405, TEXT, b"only GET and HEAD\n", [(b"allow", ALLOW)])
+            return
+        if busy >= limits.max_requests:
+            await _reply(send, 503, TEXT, b"busy, try again\n", [(b"retry-after", b"1")])
+            return
+        busy += 1
+        try:
+            await serve(send)
         except TimeoutError:
             structlog.get_logger("sinkhole").warning(
                 "http_client_too_slow", path=scope["path"], timeout=limits.send_timeout
