@@ -248,16 +248,11 @@ class LayeredPolicy(CompiledPolicy):
         in the layers that could not decide before the answer (see ``deferred``)."""
         depends = False
         for compiled, response_ip, waited in self._responses:
-            if waited and qname:
-                verdict, _, late = compiled.match_client(qname, applies)
-                depends = depends or late
-                if verdict is not None:
-                    return verdict, depends
-            for target in targets:
-                verdict, _, late = compiled.match_client(target, applies)
-                depends = depends or late
-                if verdict is not None:
-                    return verdict, depends
+            names = (qname, *targets) if waited and qname else targets
+            verdict, late = compiled.screen(names, applies=applies)
+            depends = depends or late
+            if verdict is not None:
+                return verdict, depends
             if response_ip is not None and addresses:
                 entry = response_ip.find(addresses)
                 if entry is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from resolver.core import wire
+from resolver.core.clients import client_address
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -93,7 +94,7 @@ class RateLimiter:
         return None
 
     def _bucket_of(self, client: str, now: float) -> _Bucket:
-        address = _address(client)
+        address = client_address(client)
         bucket = _EXEMPT
         if address is not None and not any(
             address in net for net in self.settings.exempt if net.version == address.version
@@ -138,14 +139,3 @@ def truncated(reply: bytes) -> bytes:
         return wire.build_truncated(reply)
     flags = reply[2] | 0x02  # TC, in the high octet of the flags
     return reply[:2] + bytes((flags,)) + reply[3:4] + bytes(8)
-
-
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """A client's address from the socket layer's text (scope ids and v4-mapped unwrapped)."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address

@@ -90,13 +90,7 @@ class Tallies:
     def answer(self, qtype: int, rcode: int, verdict: Verdict | None, tcp: bool) -> Tally:
         """Count an answer decided on the full path; the tally its replays count in."""
         key = (qtype if qtype in COUNTED_TYPES else 0, rcode, verdict)
-        tally = self.live.get(key)
-        if tally is None:
-            tally = self.live[key] = Tally()
-        if tcp:
-            tally.tcp += 1
-        else:
-            tally.udp += 1
+        self._add(key, tcp)
         replays = self.replayed.get(key)
         if replays is None:
             replays = self.replayed[key] = Tally()
@@ -104,7 +98,9 @@ class Tallies:
 
     def count(self, qtype: int, rcode: int, verdict: Verdict | None, tcp: bool) -> None:
         """Count one answer (rcode NO_ANSWER: a block without one, or one answered later)."""
-        key = (qtype if qtype in COUNTED_TYPES else 0, rcode, verdict)
+        self._add((qtype if qtype in COUNTED_TYPES else 0, rcode, verdict), tcp)
+
+    def _add(self, key: LiveKey, tcp: bool) -> None:
         tally = self.live.get(key)
         if tally is None:
             tally = self.live[key] = Tally()

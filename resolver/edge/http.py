@@ -46,6 +46,7 @@ from hypercorn.typing import (
 )
 
 from resolver.core.endpoint import Endpoint
+from resolver.edge.sockets import bind_tcp
 
 # What a route gives: status, content type, and the body whole or as chunks to stream.
 Reply = tuple[int, str, bytes | Iterable[bytes]]
@@ -302,12 +303,8 @@ def _text(message: str, args: tuple[Any, ...]) -> str:
 
 
 def _bind(endpoint: Endpoint, limits: Limits) -> socket.socket:
-    family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = bind_tcp(endpoint, listen=False)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if hasattr(socket, "TCP_USER_TIMEOUT"):
             # Accepted connections inherit it: the kernel ends one whose sent data stays
@@ -315,7 +312,6 @@ def _bind(endpoint: Endpoint, limits: Limits) -> socket.socket:
             # that stops reading keeps its connection, and a task, until it goes away.
             timeout_ms = int(limits.send_timeout * 1000)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
-        sock.bind((endpoint.host, endpoint.port))
         sock.listen(limits.backlog)  # connections queue from now on, before hypercorn accepts
     except BaseException:
         sock.close()
