@@ -158,7 +158,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def _dns_address(text: str | None, config: Config) -> Any:
     """--dns, or the first listen address of the configuration (loopback for a wildcard)."""
     from resolver.core.endpoint import Endpoint
-    from resolver.sources.config import parse_endpoint
+    from resolver.sources.config_sections import parse_endpoint
 
     if text:
         return parse_endpoint(text, 53)
@@ -169,7 +169,7 @@ def _dns_address(text: str | None, config: Config) -> Any:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from resolver.sources.config import parse_endpoint
+    from resolver.sources.config_sections import parse_endpoint
     from resolver.tools import verify, verify_plan, verify_report
 
     servers = []

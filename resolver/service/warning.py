@@ -21,7 +21,7 @@ from resolver.core.engine import Engine
 from resolver.core.matcher import CompiledPolicy
 from resolver.core.verdict import Action, ClientScope, Verdict
 from resolver.edge.http import HttpServer, Limits, Request, Response, Tls, request_app
-from resolver.sources.config import WarningServer
+from resolver.sources.config_sections import WarningServer
 from resolver.tools.warningpage import (
     SECURITY_HEADERS,
     Blocked,

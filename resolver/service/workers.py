@@ -40,7 +40,8 @@ from resolver.service.builder import IMAGE_ENV
 from resolver.service.endpoints import metrics_server
 from resolver.service.metrics import merge_stats, zone_stats
 from resolver.service.observability import get_logger
-from resolver.sources.config import Config, ZoneConfig, load_config
+from resolver.sources.config import Config, load_config
+from resolver.sources.config_sections import ZoneConfig
 
 if TYPE_CHECKING:
     from resolver.service.feeds import Feeds

@@ -44,7 +44,7 @@ from resolver.core.errors import PolicyError
 from resolver.core.layers import AddressTriggers, ClientTriggers, IpEntry, PolicyLayer
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.verdict import EVERYONE, Action, Answers, Network, PolicyInfo, Redirect, Verdict
-from resolver.sources.config import ZoneConfig
+from resolver.sources.config_sections import ZoneConfig
 from resolver.sources.zonefile import ROOT, Record, ZoneReader
 
 CLIENT_IP = b"\x0drpz-client-ip\x00"

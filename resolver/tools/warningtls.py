@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from resolver.sources.config import WarningTls
+from resolver.sources.config_sections import WarningTls
 
 
 class TlsSetupError(Exception):

@@ -26,7 +26,7 @@ import dns.tsig
 
 from resolver.core.endpoint import Endpoint
 from resolver.core.errors import FormError
-from resolver.sources.config import ZoneConfig
+from resolver.sources.config_sections import ZoneConfig
 from resolver.zones.errors import (
     BrokenTransfer,
     TransferCut,

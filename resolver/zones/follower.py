@@ -32,7 +32,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from resolver.core.endpoint import Endpoint
-from resolver.sources.config import ZoneConfig
+from resolver.sources.config_sections import ZoneConfig
 from resolver.zones.errors import TransferFailed, describe
 from resolver.zones.fetch import Checked, Fetcher
 from resolver.zones.notify import NotifyGate

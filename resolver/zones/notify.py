@@ -31,7 +31,7 @@ import dns.tsig
 from resolver.core import wire
 from resolver.core.clients import client_address
 from resolver.core.errors import FormError
-from resolver.sources.config import ZoneConfig
+from resolver.sources.config_sections import ZoneConfig
 from resolver.zones.errors import TsigSecretError
 from resolver.zones.tsig import read_secret
 

@@ -24,7 +24,7 @@ import dns.rdatatype
 import dns.zone
 
 from resolver.core.endpoint import Endpoint
-from resolver.sources.config import ZoneConfig
+from resolver.sources.config_sections import ZoneConfig
 from resolver.zones.errors import CopyError
 from resolver.zones.records import Records, Soa, rdata_text, soa_from_wire, type_code
 

@@ -16,7 +16,7 @@ import dns.rdatatype
 import dns.tsig
 
 from resolver.core import wire
-from resolver.sources.config import TsigKey
+from resolver.sources.config_sections import TsigKey
 from resolver.zones.errors import BrokenTransfer, TsigSecretError
 
 MAX_UNSIGNED = 99  # RFC 8945 5.3.1: unsigned messages allowed between signed ones

@@ -17,9 +17,9 @@ from resolver.sources.config import (
     Endpoint,
     load_config,
     parse_config,
-    parse_endpoint,
     resolv_conf_upstreams,
 )
+from resolver.sources.config_sections import parse_endpoint
 
 SOURCE = "/etc/sinkhole/sinkhole.yaml"
 BASE = Path("/etc/sinkhole")

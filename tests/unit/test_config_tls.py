@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from resolver.core.errors import ConfigError
-from resolver.sources.config import Config, Endpoint, TlsConfig, parse_config
+from resolver.sources.config import Config, Endpoint, parse_config
+from resolver.sources.config_sections import TlsConfig
 
 SOURCE = "/etc/sinkhole/sinkhole.yaml"
 BASE = Path("/etc/sinkhole")

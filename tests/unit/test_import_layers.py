@@ -37,6 +37,7 @@ PURE_SOURCES = (
     "policy_lists",
     "listcopy",
     "config",
+    "config_sections",
     "yamlsource",
     "yamlvalues",
 )

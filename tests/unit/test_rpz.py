@@ -33,7 +33,8 @@ from resolver.core.layers import LayeredPolicy, PolicyLayer
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.verdict import Action, Answers, ClientScope, PolicyInfo, Verdict
 from resolver.sources import zonefile
-from resolver.sources.config import ZoneConfig, parse_config
+from resolver.sources.config import parse_config
+from resolver.sources.config_sections import ZoneConfig
 from resolver.sources.rpz import LoadedZone, ip_trigger, load_zone, parse_zone
 from resolver.sources.snapshot import build_snapshot
 

@@ -33,7 +33,7 @@ from resolver.core.endpoint import Endpoint
 from resolver.core.engine import Engine, Snapshot
 from resolver.core.errors import FormError, ResolverError
 from resolver.core.matcher import CompiledPolicy
-from resolver.sources.config import TsigKey, ZoneConfig
+from resolver.sources.config_sections import TsigKey, ZoneConfig
 from resolver.zones import errors
 from resolver.zones.errors import BrokenTransfer
 from resolver.zones.follower import ZoneFollower

@@ -23,7 +23,7 @@ import dns.tsigkeyring
 import pytest
 
 from resolver.core.endpoint import Endpoint
-from resolver.sources.config import TsigKey, ZoneConfig
+from resolver.sources.config_sections import TsigKey, ZoneConfig
 from resolver.zones.errors import TransferFailed
 from resolver.zones.fetch import Checked, Fetcher
 from resolver.zones.follower import Secondary, ZoneFollower

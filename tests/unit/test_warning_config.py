@@ -9,7 +9,8 @@ import pytest
 
 from resolver.core.endpoint import Endpoint
 from resolver.core.errors import ConfigError
-from resolver.sources.config import WarningServer, WarningTls, parse_config
+from resolver.sources.config import parse_config
+from resolver.sources.config_sections import WarningServer, WarningTls
 
 BASE = Path("/etc/sinkhole")
 
