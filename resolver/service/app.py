@@ -1,41 +1,38 @@
-"""The composition root: configuration, snapshot, listeners, signals, systemd, shutdown."""
+"""The composition root of a serving process: it wires the engine, the forwarder, the
+listeners (resolver.service.listeners) and the HTTP endpoints, applies each reload
+(resolver.service.reloads) to them, and handles signals, systemd and shutdown."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resolver.core.cache import Cache
 from resolver.core.clients import ClientAcl
-from resolver.core.ddr import Designated, designations
-from resolver.core.endpoint import Endpoint
 from resolver.core.engine import Engine
 from resolver.core.errors import SourceError
 from resolver.core.nametable import TableError
 from resolver.core.outcome import Counters
 from resolver.core.ratelimit import RateLimiter
-from resolver.edge.batchudp import BatchUdpListener
 from resolver.edge.dispatch import Dispatcher
-from resolver.edge.encrypted import EncryptedListeners
 from resolver.edge.faults import Faults
 from resolver.edge.http import HttpServer
 from resolver.edge.mmsg import batching_available
-from resolver.edge.server import TcpConnection, TcpServerState, UdpListener
-from resolver.edge.sockets import ListenError, open_listeners
-from resolver.edge.tlscert import TlsError, certificate_facts
+from resolver.edge.server import TcpServerState
+from resolver.edge.sockets import ListenError
+from resolver.edge.tlscert import TlsError
 from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
 from resolver.service.builder import IMAGE_ENV
 from resolver.service.endpoints import control_server, metrics_server
+from resolver.service.listeners import Listeners
 from resolver.service.metrics import (
     counter_fields,
     engine_stats,
@@ -44,12 +41,11 @@ from resolver.service.metrics import (
     zone_stats,
 )
 from resolver.service.observability import QueryLog, configure_logging, get_logger
+from resolver.service.reloads import Changes, Reloads, build_packed, mapped, source_error_fields
 from resolver.service.warning import WarningService, WarningSetupError
-from resolver.sources.config import Config, load_config
-from resolver.sources.shared import name_changes, pack, read_image
-from resolver.sources.snapshot import BuildResult, build_snapshot
-from resolver.tools.check import reload_errors, reload_summary
-from resolver.tools.control import Loaded, removed_policies
+from resolver.sources.config import Config
+from resolver.sources.snapshot import BuildResult
+from resolver.tools.control import Loaded
 
 if TYPE_CHECKING:
     from resolver.service.feeds import Feeds
@@ -77,55 +73,6 @@ RESTART_ONLY = (
 STATS_INTERVAL = 1.0
 
 
-def build_frozen(config: Config) -> BuildResult:
-    """Build the snapshot with the cyclic garbage collector paused, then freeze what exists.
-
-    A million-name policy is millions of objects; without this, each full collection
-    walks them all and stalls query serving for a fraction of a second. Frozen
-    objects are still freed by reference counting when a reload replaces them.
-    """
-    gc.disable()
-    try:
-        return build_snapshot(config)
-    finally:
-        gc.enable()
-        refreeze()
-
-
-def refreeze() -> None:
-    """Collect, then freeze what is left. Objects frozen at an earlier reload are thawed
-    first, so the cycles of a snapshot that was replaced since are collected rather than
-    kept for ever (and garbage made while collection was paused is never frozen)."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
-Changes = dict[str, tuple[int, int]]  # policy id -> (names added, names removed)
-
-
-def build_packed(config: Config, previous: BuildResult | None) -> tuple[BuildResult, Changes]:
-    """Build here, then keep the names packed in one buffer (resolver.sources.shared): a
-    fraction of the memory of the table they were compiled into. With ``previous`` (a
-    reload), the names each policy gained and lost are counted first."""
-    full = build_frozen(config)
-    changes: Changes = {}
-    if previous is not None:
-        changes = name_changes(previous, full)
-    _, light = pack(full)
-    return light, changes
-
-
-def mapped(path: Path) -> tuple[BuildResult, Changes]:
-    """The build a supervisor wrote for its workers (resolver.service.builder), mapped."""
-    light, extra = read_image(path)
-    return light, dict(extra.get("changes", {}))
-
-
-def source_error_fields(exc: SourceError) -> dict[str, Any]:
-    return {"file": exc.source, "line": exc.line, "column": exc.column, "error": exc.message}
-
-
 class App:
     """One serving process: the whole server, or one worker of a Supervisor.
 
@@ -147,16 +94,10 @@ class App:
         self.slot = slot  # the worker's number under a supervisor
         self.log = get_logger()
         self.counters = Counters()
-        self.reloads = 0
-        self.reload_failures = 0
-        self.reload_last_success = 0.0  # Unix time of the last successful load
-        self.reload_last_ok = True
+        self.reloads = Reloads(self.log)
         self._stop = asyncio.Event()
-        self._reloading = False
-        self._reload_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._udp: list[asyncio.BaseTransport | BatchUdpListener] = []
-        self._tcp: list[asyncio.Server] = []
+        self.listeners: Listeners | None = None  # UDP, TCP, DoT and DoH
         self.engine: Engine | None = None
         self.dispatcher: Dispatcher | None = None
         self.faults = Faults(self.log)
@@ -169,8 +110,6 @@ class App:
         self.warning: WarningService | None = None  # the warning page's web server
         self._clock: asyncio.TimerHandle | None = None
         self.secondary: Secondary | None = None  # zone transfers, when not a worker
-        self.encrypted: EncryptedListeners | None = None  # DoT and DoH (the first worker)
-        self.encrypted_endpoints: tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]] | None = None
         self.feeds: Feeds | None = None  # lists fetched from a url, when not a worker
         # A worker maps the image the supervisor built; a lone server builds its own.
         image = os.environ.get(IMAGE_ENV) if link is not None else None
@@ -231,32 +170,19 @@ class App:
             config.tcp_max_per_client,
         )
         limiter = self.limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
+        listeners = self.listeners = Listeners(
+            engine, dispatcher, self.tcp_state, self.faults, limiter, self.log
+        )
         try:
-            for listener in open_listeners(config.listen, passed_down=self.link is not None):
-                udp_sock = listener.udp
-                if config.udp_batch and batching_available():
-                    self._udp.append(
-                        BatchUdpListener(
-                            engine, dispatcher, udp_sock, loop, faults=self.faults, limiter=limiter
-                        )
-                    )
-                else:
-                    transport, _ = await loop.create_datagram_endpoint(
-                        lambda: UdpListener(engine, dispatcher, limiter), sock=udp_sock
-                    )
-                    self._udp.append(transport)
-                tcp_sock = listener.tcp
-                self._tcp.append(
-                    await loop.create_server(partial(TcpConnection, self.tcp_state), sock=tcp_sock)
-                )
-            self._designate(config)
+            await listeners.open(config.listen, config.udp_batch, self.link is not None)
+            listeners.designate(config)
             if config.tls and (self.link is None or self.slot == 0):
-                await self._start_encrypted(config)
+                await listeners.start_encrypted(config)
             if config.metrics is not None and self.link is None:
                 self.metrics = metrics_server(self.stats)
                 await self.metrics.start([config.metrics])
             self.loaded = Loaded(result, datetime.now(UTC))
-            self.reload_last_success = time.time()
+            self.reloads.last_success = time.time()
             if config.control is not None and (self.link is None or self.slot == 0):
                 self.control = control_server(lambda: self.loaded)  # one worker serves it
                 await self.control.start([config.control])
@@ -352,31 +278,20 @@ class App:
         """SIGHUP: rebuild the snapshot off the hot path; repeated signals coalesce."""
         if self.engine is None:
             return  # still starting: the policy being loaded is read after the signal anyway
-        if self._reloading:
-            self._reload_again = True
-            return
-        self._reloading = True
-        self._spawn(self._reload)
+        if self.reloads.request():
+            self._spawn(self._reload)
 
     async def _reload(self) -> None:
         if self.link is None:
             sdnotify.reloading()
-        ok = False
-        began = 0.0  # when the last pass began: it covers every request made before
+        reloads = self.reloads
         try:
-            while True:
-                self._reload_again = False
-                began = time.monotonic()
-                ok = await self._reload_once()
-                self.reload_last_ok = ok
-                if not self._reload_again:
-                    break
+            await reloads.run(self._reload_once)
         finally:
-            self._reloading = False
             if self.link is None:
                 sdnotify.ready()
             else:
-                self._report(f"reloaded {'ok' if ok else 'failed'} {began!r}")
+                self._report(f"reloaded {'ok' if reloads.ok else 'failed'} {reloads.began!r}")
 
     # --- the pipe to a supervisor --------------------------------------------------
 
@@ -394,29 +309,16 @@ class App:
             self._report("stats " + json.dumps(self.stats(), separators=(",", ":")))
 
     async def _reload_once(self) -> bool:
+        """One pass: load and build (resolver.service.reloads), then swap and rewire."""
         assert self.engine is not None
         started = time.monotonic()
-        try:
-            config = load_config(self.config_path) if self.config_path else self.config
-            previous = self.loaded.result if self.loaded is not None else None
-            result, changes = await asyncio.to_thread(self._build, config, previous)
-        except (OSError, TableError) as exc:
-            self.reload_failures += 1
-            self.log.error(
-                "policy_reload_failed", kept="previous policy", file=str(self.image), error=str(exc)
-            )
+        previous = self.loaded.result if self.loaded is not None else None
+        loaded = await self.reloads.load(
+            self.config_path, self.config, previous, self._build, self.image
+        )
+        if loaded is None:
             return False
-        except SourceError as exc:
-            self.reload_failures += 1
-            errors = await asyncio.to_thread(reload_errors, self.config_path, self.config, exc)
-            self.log.error(
-                "policy_reload_failed",
-                summary=reload_summary(errors),
-                kept="previous policy",
-                **source_error_fields(exc),
-                errors=[source_error_fields(e) for e in errors],
-            )
-            return False
+        config, result, changes = loaded
         before = self.engine.snapshot.policy.names()
         self.engine.snapshot = result.snapshot  # the atomic swap
         self.engine.acl = ClientAcl(config.allow_clients)
@@ -425,11 +327,11 @@ class App:
         if any(getattr(config, k) != getattr(self.config, k) for k in logging_of):
             self._set_query_log(config)
         self.config = config
-        await self._reload_tls(config)
+        if self.listeners is not None:
+            await self.listeners.reload_tls(config)  # a renewed certificate
         if self.warning is not None:
             await self.warning.refresh()  # the templates, read again
-        self.reloads += 1
-        self.reload_last_success = time.time()
+        self.reloads.succeeded()
         self._arm_clock()
         self._follow_zones(config)
         self._follow_lists(result, config)
@@ -441,76 +343,8 @@ class App:
                 self.log.warning("zone_warning", detail=warning)
         swapped = time.monotonic()
         self.loaded = Loaded(result, datetime.now(UTC), changes)
-        self.log.info(
-            "policy_reloaded",
-            duration_ms=round((swapped - started) * 1000, 1),
-            names=result.snapshot.policy.names(),
-            names_before=before,
-            policies=[
-                {
-                    **r.as_dict(),
-                    "added": changes[r.id][0],
-                    "removed": changes[r.id][1],
-                }
-                for r in result.reports
-            ],
-            policies_removed=removed_policies(previous, result),
-            zones=[z.as_dict() for z in result.zones],
-        )
-        if changed:
-            self.log.warning(
-                "restart_required", keys=changed, detail="these settings apply at the next start"
-            )
+        self.reloads.log_applied(swapped - started, before, previous, result, changes, changed)
         return True
-
-    # --- DNS over TLS and HTTPS, and their discovery (RFC 9462) ----------------------------
-
-    async def _start_encrypted(self, config: Config) -> None:
-        assert self.engine is not None and self.dispatcher is not None and config.tls
-        if not (config.listen_tls or config.listen_https):
-            return
-        self.encrypted = EncryptedListeners(
-            self.engine,
-            self.dispatcher,
-            config.tls.cert,
-            config.tls.key,
-            config.tcp_idle_timeout,
-            config.tcp_max_connections,
-            config.query_timeout + 1.0,
-        )
-        await self.encrypted.start(config.listen_tls, config.listen_https)
-        self.log.info(
-            "tls_certificate", cert=str(config.tls.cert), **certificate_facts(config.tls.cert)
-        )
-
-    async def _reload_tls(self, config: Config) -> None:
-        """A renewed certificate: new connections get it, and DDR names its name; one that
-        does not load is logged and the one in use kept, with the designation."""
-        if self.encrypted is not None and config.tls is not None:
-            try:
-                await self.encrypted.reload(config.tls.cert, config.tls.key)
-            except TlsError as exc:
-                self.log.error("tls_reload_failed", kept="previous certificate", error=str(exc))
-                return
-            self.log.info(
-                "tls_reloaded", cert=str(config.tls.cert), **certificate_facts(config.tls.cert)
-            )
-        self._designate(config)
-
-    def _designate(self, config: Config) -> None:
-        """The answer to _dns.resolver.arpa SVCB: the encrypted endpoints this server
-        started with, under the name of its certificate (NODATA without any)."""
-        assert self.engine is not None
-        if self.encrypted_endpoints is None:  # the first call: the listeners about to start
-            self.encrypted_endpoints = (config.listen_tls, config.listen_https)
-        dot, https = self.encrypted_endpoints
-        if config.tls is None or not (dot or https):
-            self.engine.designated = Designated()
-            return
-        name = config.tls.name or next(
-            iter(certificate_facts(config.tls.cert).get("names", [])), ""
-        )
-        self.engine.designated = Designated(designations(name, dot, https))
 
     # --- zones followed by zone transfer (resolver/secondary.py) ------------------------
 
@@ -599,12 +433,8 @@ class App:
         self._stop.set()
 
     def _close(self) -> None:
-        for transport in self._udp:
-            transport.close()
-        for server in self._tcp:
-            server.close()
-        if self.encrypted is not None:
-            self.encrypted.close()
+        if self.listeners is not None:
+            self.listeners.close()
         if self.metrics is not None:
             self.metrics.close()
         if self.control is not None:
@@ -620,19 +450,15 @@ class App:
         for http in (self.metrics, self.control):
             if http is not None:
                 await http.wait_closed()  # its connections end before the loop does
-        if self.encrypted is not None:
-            await self.encrypted.wait_closed()
+        if self.listeners is not None:
+            await self.listeners.wait_closed()
         if self.warning is not None:
             await self.warning.wait_closed()
         deadline = time.monotonic() + GRACE_SECONDS
         while self.dispatcher is not None and self.dispatcher.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        if self.tcp_state is not None:
-            for conn in list(self.tcp_state.connections):
-                if conn.transport is not None:
-                    conn.transport.close()
-        if self.encrypted is not None:
-            self.encrypted.end_connections()
+        if self.listeners is not None:
+            self.listeners.end_connections()
         if self.dispatcher is not None:
             self.dispatcher.close()
         if self.query_log is not None:
@@ -658,23 +484,21 @@ class App:
             **engine_stats(self.engine),  # outcomes, answers, blocks, latency, cache numbers
             "upstreams": upstream_stats(self.dispatcher.forwarder, time.monotonic()),
             "policy_files": policy_files(self.loaded.result if self.loaded else None),
-            "reload_last_success": self.reload_last_success,
-            "reload_last_ok": int(self.reload_last_ok),
+            "reload_last_success": self.reloads.last_success,
+            "reload_last_ok": int(self.reloads.last_ok),
             "zones": zone_stats(self.secondary),
             "refused_clients": c.refused_clients,
             "responses_ignored": c.responses_ignored,
             **counter_fields("upstream_", [f]),  # upstream_sent, upstream_timeouts, ...
             "coalesced": c.coalesced,
             "chased": c.chased,
-            "reloads": self.reloads,
-            "reload_failures": self.reload_failures,
+            "reloads": self.reloads.count,
+            "reload_failures": self.reloads.failures,
             "policy_names": self.engine.snapshot.policy.names(),
             "inflight": self.dispatcher.busy,
             "tcp_connections": len(self.tcp_state.connections) if self.tcp_state else 0,
             "tcp_rejected": self.tcp_state.rejected if self.tcp_state else 0,
-            **counter_fields(
-                "udp_", [u.stats for u in self._udp if isinstance(u, BatchUdpListener)]
-            ),
+            **counter_fields("udp_", self.listeners.batch_stats() if self.listeners else []),
             "unexpected_errors": self.faults.total,
             "inflight_limited": self.dispatcher.overloaded,
             **counter_fields("tcp_", [self.tcp_state.stats] if self.tcp_state else []),
