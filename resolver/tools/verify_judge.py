@@ -432,7 +432,8 @@ class Listed:
             return _any_block(answer, self.signature, TYPES[qtype])
         for kind in wanted:
             if self._meets(kind, qtype, answer):
-                return Judgement(OK, f"{_SAID[kind]}, as expected" + _label(answer))
+                said = _SAID[kind] if kind == "warning-page" else f"{_SAID[kind]}, as expected"
+                return Judgement(OK, said + _label(answer))
         return Judgement(VIOLATION, "not " + " or ".join(_SAID[kind] for kind in wanted))
 
     def _meets(self, kind: str, qtype: str, answer: Answer) -> bool:

@@ -176,8 +176,12 @@ def test_both_enforce_the_register(fleet: Fleet, tmp_path: Path) -> None:
     assert not any(c["failure"] or c["error"] or c["skipped"] for c in cases)
     assert {c["name"].split()[0] for c in cases} >= LISTED | {f"www.{n}" for n in LISTED}
     judged = {c["out"].rsplit("judged: ", 1)[1] for c in cases}
-    said = {"warning-page": "the expected warning page", "nxdomain": "NXDOMAIN"}
-    assert judged == {f"{said.get(action, 'NODATA')}, as expected, no block EDE"}
+    said = {
+        "warning-page": "the expected warning page",
+        "nxdomain": "NXDOMAIN, as expected",
+        "nodata": "NODATA, as expected",
+    }
+    assert judged == {f"{said[action]}, no block EDE"}
 
     # The fleet: one summary per server, one JUnit testsuite per server.
     report = tmp_path / "fleet.xml"
