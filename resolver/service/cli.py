@@ -573,8 +573,9 @@ def _verify_parser(sub: Any) -> None:
         "--expect",
         action="append",
         metavar="ANSWER",
-        help="what a listed name must get: warning-page=ADDR[,ADDR] (repeatable), nxdomain, "
-        "or any-block (NXDOMAIN, NODATA, a sink address or a block EDE; the default)",
+        help="what a listed name must get: warning-page=ADDR[,ADDR], nxdomain, nodata, "
+        "or any-block (NXDOMAIN, NODATA, a sink address, a block EDE or the given warning "
+        "page; the default); repeat for any one of several",
     )
     verify.set_defaults(func=cmd_verify)
 

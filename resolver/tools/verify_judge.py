@@ -12,7 +12,8 @@ Four kinds of name are checked:
 - a name of an allowed list must carry no block signature at all (``NotBlocked``):
   over-blocking is a violation;
 - a name of a register audited as published (``Listed``) must get the answer the
-  auditor expects: a given warning page, NXDOMAIN, or any answer that is a block.
+  auditor expects: a given warning page, NXDOMAIN, NODATA (any one of those given), or
+  any answer that is a block.
 
 Every judgement says how it was made (``how``), in a phrase without per-answer data,
 so judgements can be tallied. A check that cannot be made (no answer, an error, a
@@ -369,14 +370,22 @@ class NotBlocked:
         return 2 if transport == "udp" else 1
 
 
-EXPECT_KINDS = ("warning-page", "nxdomain", "any-block")
+EXPECT_KINDS = ("warning-page", "nxdomain", "nodata", "any-block")
+_SAID = {"nxdomain": "NXDOMAIN", "nodata": "NODATA", "warning-page": "the expected warning page"}
 
 
 @dataclass(frozen=True)
 class Listed:
-    """A name of a register audited as published: the answer the auditor expects."""
+    """A name of a register audited as published: one of the answers the auditor expects.
 
-    expect: str  # warning-page | nxdomain | any-block
+    Several kinds are any one of them (a register enforced with a warning page for some
+    names and NXDOMAIN for others). With ``any-block``, the warning page's addresses,
+    when given, count as a block too: a resolver that serves the page without labelling
+    it with an EDE (an RPZ resolver, say) cannot be told from one that resolved the name
+    otherwise.
+    """
+
+    expect: tuple[str, ...] = ("any-block",)  # of EXPECT_KINDS
     ipv4: tuple[str, ...] = ()
     ipv6: tuple[str, ...] = ()
     kind: str = "listed"
@@ -388,13 +397,29 @@ class Listed:
     def _addresses(self, qtype: str) -> tuple[str, ...]:
         return self.ipv4 if qtype == "A" else self.ipv6
 
+    def _wanted(self, qtype: str) -> tuple[str, ...]:
+        """The kinds of answer that will do for ``qtype``: a warning page with no address
+        of that type is any block (an IPv4 page leaves AAAA to the resolver)."""
+        found: list[str] = []
+        for kind in self.expect:
+            if kind == "warning-page" and not self._addresses(qtype):
+                kind = "any-block"
+            if kind not in found:
+                found.append(kind)
+        return ("any-block",) if "any-block" in found else tuple(found)
+
     def expected(self, qtype: str, transport: str) -> str:
-        if self.expect == "nxdomain":
-            return "NXDOMAIN"
-        found = self._addresses(qtype) if self.expect == "warning-page" else ()
-        if found:
-            return f"NOERROR {qtype} {' '.join(sorted(found))}"
-        return "a block (NXDOMAIN, NODATA, a sink address or a block EDE)"
+        wanted = self._wanted(qtype)
+        addresses = " ".join(sorted(self._addresses(qtype)))
+        if wanted == ("any-block",):
+            page = f", or the warning page {addresses}" if addresses else ""
+            return f"a block (NXDOMAIN, NODATA, a sink address or a block EDE{page})"
+        said = {
+            "nxdomain": "NXDOMAIN",
+            "nodata": "NODATA (NOERROR, no answer)",
+            "warning-page": f"NOERROR {qtype} {addresses}",
+        }
+        return " or ".join(said[kind] for kind in wanted)
 
     def judge(self, qtype: str, transport: str, outcome: Outcome) -> Judgement:
         unanswered = _unanswered(outcome)
@@ -402,17 +427,23 @@ class Listed:
             return unanswered
         answer = outcome.answer
         assert answer is not None
-        if self.expect == "nxdomain":
-            if answer.rcode == wire.NXDOMAIN:
-                return Judgement(OK, "NXDOMAIN, as expected" + _label(answer))
-            return Judgement(VIOLATION, "not NXDOMAIN")
-        wanted = self._addresses(qtype) if self.expect == "warning-page" else ()
-        if wanted:
-            got = answer.addresses(TYPES[qtype])
-            if answer.rcode == wire.NOERROR and got == frozenset(wanted):
-                return Judgement(OK, "the expected warning page" + _label(answer))
-            return Judgement(VIOLATION, "not the expected warning page")
-        return _any_block(answer, self.signature, TYPES[qtype])
+        wanted = self._wanted(qtype)
+        if wanted == ("any-block",):
+            return _any_block(answer, self.signature, TYPES[qtype])
+        for kind in wanted:
+            if self._meets(kind, qtype, answer):
+                said = _SAID[kind] if kind == "warning-page" else f"{_SAID[kind]}, as expected"
+                return Judgement(OK, said + _label(answer))
+        return Judgement(VIOLATION, "not " + " or ".join(_SAID[kind] for kind in wanted))
+
+    def _meets(self, kind: str, qtype: str, answer: Answer) -> bool:
+        if kind == "nxdomain":
+            return answer.rcode == wire.NXDOMAIN
+        if answer.rcode != wire.NOERROR:
+            return False
+        if kind == "nodata":  # no record of the type, and no CNAME leading anywhere
+            return not answer.has(TYPES[qtype]) and not answer.targets()
+        return answer.addresses(TYPES[qtype]) == frozenset(self._addresses(qtype))
 
     def tries(self, transport: str) -> int:
         return 2 if transport == "udp" else 1
@@ -426,7 +457,11 @@ def _label(answer: Answer) -> str:
 def _any_block(answer: Answer, signature: Signature, qtype: int) -> Judgement:
     found = signature.found(answer)
     if found is not None:
-        return Judgement(OK, "blocked: " + ("a block EDE" if "EDE" in found else "a sink address"))
+        if "EDE" in found:
+            return Judgement(OK, "blocked: a block EDE")
+        if found.startswith("the block's address"):
+            return Judgement(OK, "blocked: the warning page" + _label(answer))
+        return Judgement(OK, "blocked: a sink address")
     if answer.rcode == wire.NXDOMAIN:
         return Judgement(OK, "blocked: NXDOMAIN (no block EDE: a name that does not exist too)")
     if answer.rcode == wire.NOERROR and not answer.has(qtype) and not answer.targets():
@@ -437,20 +472,20 @@ def _any_block(answer: Answer, signature: Signature, qtype: int) -> Judgement:
 
 
 def parse_expect(values: list[str]) -> Listed:
-    """``--expect`` values: ``warning-page=ADDR[,ADDR]`` (repeatable), ``nxdomain``,
-    ``any-block``."""
-    kind = ""
+    """``--expect`` values, any one of which will do: ``warning-page=ADDR[,ADDR]``
+    (repeatable), ``nxdomain``, ``nodata``, ``any-block`` (with a warning page given, its
+    addresses count as a block)."""
+    kinds: list[str] = []
     ipv4: list[str] = []
     ipv6: list[str] = []
     for value in values:
         name, _, rest = value.partition("=")
         if name not in EXPECT_KINDS:
             raise ValueError(
-                f"--expect {value!r}: expected warning-page=ADDRESS, nxdomain or any-block"
+                f"--expect {value!r}: expected warning-page=ADDRESS, nxdomain, nodata or any-block"
             )
-        if kind and kind != name:
-            raise ValueError(f"--expect {kind} and --expect {name} contradict each other")
-        kind = name
+        if name not in kinds:
+            kinds.append(name)
         if name != "warning-page":
             if rest:
                 raise ValueError(f"--expect {name} takes no value")
@@ -462,5 +497,7 @@ def parse_expect(values: list[str]) -> Listed:
                 address = ipaddress.ip_address(text.strip())
             except ValueError:
                 raise ValueError(f"--expect warning-page: {text!r} is not an IP address") from None
-            (ipv4 if address.version == 4 else ipv6).append(str(address))
-    return Listed(kind or "any-block", tuple(ipv4), tuple(ipv6))
+            found = ipv4 if address.version == 4 else ipv6
+            if str(address) not in found:
+                found.append(str(address))
+    return Listed(tuple(kinds) or ("any-block",), tuple(ipv4), tuple(ipv6))

@@ -368,7 +368,7 @@ def test_progress_on_request(standard: Sinkhole) -> None:
                 "--expect",
                 "x",
             ],
-            "expected warning-page=ADDRESS, nxdomain or any-block",
+            "expected warning-page=ADDRESS, nxdomain, nodata or any-block",
         ),
     ],
 )

@@ -159,7 +159,7 @@ def test_allowed_names_carry_no_block_at_all() -> None:
     ],
 )
 def test_any_block(outcome: Outcome, status: str) -> None:
-    assert Listed("any-block").judge("A", "udp", outcome).status == status
+    assert Listed().judge("A", "udp", outcome).status == status
 
 
 def test_a_register_with_a_warning_page() -> None:
@@ -171,17 +171,59 @@ def test_a_register_with_a_warning_page() -> None:
     assert listed.judge("AAAA", "udp", answer()).status == OK
 
 
+def test_a_register_enforced_without_edes() -> None:
+    """An RPZ resolver: the warning page, NXDOMAIN and NODATA with no EDE, AA set, no SOA.
+    With the page's addresses given, any-block takes the bare page for the block it is."""
+    page = answer(records=("A 192.0.2.80",))
+    assert Listed().judge("A", "udp", page).how == "resolved: not blocked"  # cannot tell
+    known = parse_expect(["any-block", "warning-page=192.0.2.80,2001:db8::80"])
+    judged = known.judge("A", "udp", page)
+    assert (judged.status, judged.how) == (OK, "blocked: the warning page, no block EDE")
+    assert known.judge("A", "udp", answer(records=("A 198.51.100.7",))).status == VIOLATION
+    assert known.judge("AAAA", "udp", answer(dns.rcode.NXDOMAIN)).status == OK
+    assert "or the warning page 192.0.2.80" in known.expected("A", "udp")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "how"),
+    [
+        (answer(), "NODATA, as expected, no block EDE"),
+        (answer(ede=(15, "rpz")), "NODATA, as expected, with EDE 15 (Blocked) 'rpz'"),
+        (answer(dns.rcode.NXDOMAIN), "not NODATA"),
+        (answer(records=("CNAME elsewhere.example.",)), "not NODATA"),
+        (answer(records=("A 192.0.2.80",)), "not NODATA"),
+    ],
+)
+def test_a_register_enforced_with_nodata(outcome: Outcome, how: str) -> None:
+    nodata = parse_expect(["nodata"])
+    assert nodata.expected("A", "udp") == "NODATA (NOERROR, no answer)"
+    assert nodata.judge("A", "udp", outcome).how == how
+
+
+def test_any_one_of_several_answers() -> None:
+    either = parse_expect(["warning-page=192.0.2.80", "nxdomain"])
+    assert either.expected("A", "tcp") == "NOERROR A 192.0.2.80 or NXDOMAIN"
+    assert either.judge("A", "udp", answer(records=("A 192.0.2.80",))).status == OK
+    assert either.judge("A", "udp", answer(dns.rcode.NXDOMAIN)).status == OK
+    wrong = either.judge("A", "udp", answer())
+    assert (wrong.status, wrong.how) == (VIOLATION, "not the expected warning page or NXDOMAIN")
+    # No IPv6 page: AAAA may be any block.
+    assert either.judge("AAAA", "udp", answer()).status == OK
+
+
 def test_parse_expect() -> None:
-    assert parse_expect([]) == Listed("any-block")
-    assert parse_expect(["nxdomain"]) == Listed("nxdomain")
+    assert parse_expect([]) == Listed(("any-block",))
+    assert parse_expect(["nxdomain"]) == Listed(("nxdomain",))
+    assert parse_expect(["nodata", "nxdomain", "nodata"]).expect == ("nodata", "nxdomain")
     both = parse_expect(["warning-page=192.0.2.80,2001:db8::80", "warning-page=192.0.2.81"])
     assert (both.ipv4, both.ipv6) == (("192.0.2.80", "192.0.2.81"), ("2001:db8::80",))
+    assert both.expect == ("warning-page",)
     for bad, message in (
         (["warning-page"], "needs an address"),
         (["warning-page=host.example"], "not an IP address"),
-        (["nxdomain", "any-block"], "contradict"),
         (["nxdomain=1"], "takes no value"),
-        (["blocked"], "expected warning-page=ADDRESS"),
+        (["nodata=1"], "takes no value"),
+        (["blocked"], "expected warning-page=ADDRESS, nxdomain, nodata or any-block"),
     ):
         with pytest.raises(ValueError, match=message):
             parse_expect(bad)
