@@ -91,6 +91,9 @@ class Engine:
         log_all: bool = False,
     ) -> None:
         self._snapshot = snapshot
+        # Counts policy changes (reloads, dated policies switched): a question asked in
+        # the current generation needs no second look at its name when answered.
+        self._generation = 0
         self._replay: dict[bytes, _Replay] = {}
         self._scope_memo: dict[tuple[str, int], bool] = {}
         self.cache = cache
@@ -134,6 +137,7 @@ class Engine:
     @snapshot.setter
     def snapshot(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        self._generation += 1
         self._replay = {}  # replies built under the old policy must not be replayed
         self.tallies.settle()  # and their tallies, which hold its verdicts, are totalled
         self._scope_memo = {}  # keyed by id() of the old snapshot's scopes
@@ -218,6 +222,7 @@ class Engine:
         """Switch dated policies on or off at ``now``; the policies that changed."""
         changed = self._snapshot.policy.set_clock(now)
         if changed:
+            self._generation += 1
             self._replay = {}
         return changed
 
@@ -321,6 +326,8 @@ class Engine:
                 self._remember(data, reply, query, None, answer, now, tally)
             return reply if len(reply) <= limit else wire.build_truncated(reply)
         counters.cache_misses += 1
+        if verdict is not None:
+            query.verdict = verdict  # an allow, or tcp-only asked over TCP
         return query
 
     def _scopes_of(self, client: str) -> Callable[[ClientScope], bool]:
@@ -351,7 +358,7 @@ class Engine:
             self.counters.coalesced += 1
             question.waiters.append(waiter)
             return None
-        question = self.inflight[key] = Question(waiter.query, waiter)
+        question = self.inflight[key] = Question(waiter.query, waiter, self._generation)
         return question
 
     def complete(
@@ -375,7 +382,7 @@ class Engine:
             elif answer is None:
                 self._servfail(waiter, clock, work)
             else:
-                self._serve(waiter, answer, upstream, now, clock, work)
+                self._serve(waiter, answer, upstream, now, clock, work, question.generation)
         self.tallies.count_sends(work.sends)
         return work
 
@@ -388,15 +395,24 @@ class Engine:
         return work
 
     def _serve(
-        self, waiter: Waiter, answer: Answer, upstream: str, now: int, clock: float, work: Work
+        self,
+        waiter: Waiter,
+        answer: Answer,
+        upstream: str,
+        now: int,
+        clock: float,
+        work: Work,
+        generation: int = -1,
     ) -> None:
-        """One waiter's reply to an upstream answer. The query name is checked again (a
-        reload may have come while the question was out), then, when no entry covered
-        it, the answer's CNAME chain and addresses."""
+        """One waiter's reply to an upstream answer. The query name is checked again when
+        the policy changed while the question was out (a reload, a dated policy), then,
+        when no entry covered it, the answer's CNAME chain and addresses."""
         query, client, tcp = waiter.query, waiter.client, waiter.tcp
         policy = self._snapshot.policy
         if policy.dynamic:
             verdict, _, _ = policy.match_client(query.qname, self._scopes_of(client))
+        elif generation == self._generation:
+            verdict = query.verdict  # type: ignore[assignment]  # as decided: no change since
         else:
             verdict = policy.match(query.qname)
         if verdict is None and (self._facts or policy.has_response_ip):

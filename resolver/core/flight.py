@@ -50,12 +50,15 @@ class Waiter:
 class Question:
     """One question asked upstream, and every waiter its answer completes."""
 
-    __slots__ = ("key", "query", "waiters")
+    __slots__ = ("generation", "key", "query", "waiters")
 
-    def __init__(self, query: Query, waiter: Waiter) -> None:
+    def __init__(self, query: Query, waiter: Waiter, generation: int = -1) -> None:
         self.key = query.cache_key
         self.query = query
         self.waiters = [waiter]
+        # The engine's policy generation when it was asked: while it is unchanged, the
+        # verdicts its waiters were decided with still hold.
+        self.generation = generation
 
 
 class Work:

@@ -73,6 +73,7 @@ class Query:
         "qtype",
         "question",
         "udp_size",
+        "verdict",
     )
 
     def __init__(
@@ -98,6 +99,9 @@ class Query:
         self.do = do
         self._key = b""
         self._text = ""
+        # The engine's verdict on the name when it decided to ask upstream (None: no
+        # entry; an allow or a tcp-only entry otherwise), for when the answer comes back.
+        self.verdict: object = None
 
     @property
     def cache_key(self) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime, timedelta
 
 import dns.edns
 import dns.message
@@ -11,12 +12,13 @@ import dns.rdata
 import dns.rrset
 import dnslib
 import pytest
-from support.engine_driver import forward
+from support.engine_driver import Replies, forward
 
 from resolver.core import outbound, wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.clients import ClientAcl
 from resolver.core.engine import Engine, Snapshot
+from resolver.core.flight import Waiter
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.outcome import Outcome
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
@@ -24,6 +26,7 @@ from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 from .packets import header, query, question
 
 T0 = 2_000_000
+FUTURE = datetime(2030, 1, 1, tzinfo=UTC)
 CLIENT = "127.0.0.1"
 ANSWERS = Answers(
     (ipaddress.IPv4Address("192.0.2.80"),), (ipaddress.IPv6Address("2001:db8::80"),), 60
@@ -252,6 +255,45 @@ def test_new_snapshot_applies_to_repeated_queries() -> None:
     assert reply_of(engine.handle(data, CLIENT, T0, False)).header.rcode == wire.NXDOMAIN
     engine.snapshot = snapshot()
     assert isinstance(engine.handle(data, CLIENT, T0, False), wire.Query)
+
+
+def test_a_reload_while_the_question_is_out_applies_to_its_answer() -> None:
+    engine = make_engine()
+    first = engine.handle(query("www.example.com"), CLIENT, T0, False)
+    assert isinstance(first, wire.Query)
+    sink = Replies()
+    waiter = Waiter(first, sink, (CLIENT, 53), CLIENT, False, float(T0))
+    question = engine.ask(waiter)
+    assert question is not None
+    engine.snapshot = snapshot(("example.com", Action.NXDOMAIN))  # while it is out
+    work = engine.complete(question, upstream_reply(first), "upstream", float(T0))
+    assert reply_of(work.sends[0][1]).header.rcode == wire.NXDOMAIN
+    assert engine.counters.forwarded == 0
+
+
+def test_a_dated_policy_coming_into_force_while_the_question_is_out_applies() -> None:
+    engine = make_engine()
+    info = PolicyInfo(id="dated", source="p.yaml", effective_from=FUTURE)
+    dated = Verdict(info, Action.NXDOMAIN, ANSWERS, 0)
+    name = wire.text_to_name("example.com")
+    engine.snapshot = Snapshot(CompiledPolicy.build([(name, Scope.SUBTREE, dated)]))
+    engine.policy_clock(FUTURE - timedelta(seconds=1))  # not in force yet
+    first = engine.handle(query("www.example.com"), CLIENT, T0, False)
+    assert isinstance(first, wire.Query)
+    question = engine.ask(Waiter(first, Replies(), (CLIENT, 53), CLIENT, False, float(T0)))
+    assert question is not None
+    assert engine.policy_clock(FUTURE)  # in force from now, while the question is out
+    work = engine.complete(question, upstream_reply(first), "upstream", float(T0))
+    assert reply_of(work.sends[0][1]).header.rcode == wire.NXDOMAIN
+
+
+def test_an_allowed_name_is_not_screened_again_when_answered() -> None:
+    engine = make_engine()
+    first = engine.handle(query("x.allowed.blocked.example"), CLIENT, T0, False)
+    assert isinstance(first, wire.Query)
+    reply = reply_of(forward(engine, first, upstream_reply(first), T0))
+    assert [str(rr.rdata) for rr in reply.rr] == ["198.51.100.1"]
+    assert engine.counters.forwarded == 1
 
 
 # --- size limits ---------------------------------------------------------------------
