@@ -125,6 +125,12 @@ COUNTERS = (
     ),
     ("upstream_ports", "sinkhole_upstream_ports", "Upstream UDP sockets opened (source ports)"),
     (
+        "upstream_encrypted_failures",
+        "sinkhole_upstream_encrypted_failures",
+        "Tries over TLS or HTTPS that failed at once: no connection, certificate not accepted, "
+        "HTTP error",
+    ),
+    (
         "inflight_limited",
         "sinkhole_upstream_inflight_limited",
         "Cache misses answered SERVFAIL at once: max_inflight questions were waiting",
@@ -294,6 +300,8 @@ def upstream_stats(forwarder: Forwarder, now: float) -> dict[str, Any]:
             "timeouts": u.timeouts,
             "down": int(u.held_until > now),
             "consecutive_failures": u.failures,
+            # tls:// and https:// upstreams: connections opened (TLS handshakes completed)
+            **({"connections": u.link.transport.connections} if u.link is not None else {}),
         }
         for u in forwarder.upstreams
     }
@@ -451,6 +459,15 @@ class StatsCollector(Collector):
             for label, numbers in sorted(upstreams.items()):
                 family.add_metric([label], numbers.get(key, 0))
             yield family
+        connections = CounterMetricFamily(
+            "sinkhole_upstream_server_connections",
+            "TLS connections opened (handshakes completed), per tls:// and https:// upstream",
+            labels=["upstream"],
+        )
+        for label, numbers in sorted(upstreams.items()):
+            if "connections" in numbers:
+                connections.add_metric([label], numbers["connections"])
+        yield connections
 
     @staticmethod
     def _reloads(s: dict[str, Any]) -> Iterator[Metric]:

@@ -19,6 +19,7 @@ from resolver.core.ratelimit import RateLimit
 from resolver.core.verdict import Answers
 from resolver.core.wire import text_to_name
 from resolver.sources import files
+from resolver.sources.upstream_entries import Upstream, read_upstreams
 from resolver.sources.yamlsource import Doc, describe
 from resolver.sources.yamlvalues import read_warning_page
 
@@ -96,7 +97,7 @@ class Config:
     source: str = "<built-in default>"
     base_dir: Path = PROJECT_ROOT
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 5353), Endpoint("::1", 5353))
-    upstreams: tuple[Endpoint, ...] = ()
+    upstreams: tuple[Upstream, ...] = ()  # host:port, tls:// and https:// entries
     policies: tuple[str, ...] = ("policies/*.yaml",)
     answers: Answers = field(
         default_factory=lambda: Answers(
@@ -186,6 +187,7 @@ KNOWN_KEYS = frozenset(
         "max_inflight",
         "rate_limit",
         "state_dir",
+        "upstream_ca",
     }
 )
 RATE_LIMIT_KEYS = frozenset(
@@ -253,6 +255,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 READ_WITH = {
     "listen_tls": ("tls", "listen", "listen_https"),
     "listen_https": ("tls", "listen", "listen_tls"),
+    "upstreams": ("upstream_ca",),
+    "upstream_ca": ("upstreams",),
 }
 
 
@@ -312,10 +316,7 @@ def _parse_keys(
         values["listen"] = endpoints("listen", 53)
         if not values["listen"]:
             doc.fail(keys["listen"][1], "listen must name at least one address")
-    if "upstreams" in keys:
-        values["upstreams"] = endpoints("upstreams", 53)
-    else:
-        values["upstreams"] = resolv_conf_upstreams()
+    values["upstreams"] = read_upstreams(doc, keys, base_dir, parse_endpoint, resolv_conf_upstreams)
     if "policies" in keys:
         _, node = keys["policies"]
         values["policies"] = tuple(
