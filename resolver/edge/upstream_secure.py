@@ -1,4 +1,5 @@
-"""What the encrypted upstream transports share (upstream_tls: DoT, upstream_https: DoH).
+"""What the encrypted upstream transports share (upstream_stream.py, with upstream_tls.py
+for DoT and upstream_https.py for DoH).
 
 A transport carries queries to one upstream and hands back what comes of them: each
 reply through ``received(bytes)``, each query it cannot carry through ``failed(ID,

@@ -255,7 +255,6 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 READ_WITH = {
     "listen_tls": ("tls", "listen", "listen_https"),
     "listen_https": ("tls", "listen", "listen_tls"),
-    "upstreams": ("upstream_ca",),
     "upstream_ca": ("upstreams",),
 }
 
