@@ -300,8 +300,7 @@ def upstream_stats(forwarder: Forwarder, now: float) -> dict[str, Any]:
             "timeouts": u.timeouts,
             "down": int(u.held_until > now),
             "consecutive_failures": u.failures,
-            # tls:// and https:// upstreams: connections opened (TLS handshakes completed)
-            **({"connections": u.link.transport.connections} if u.link is not None else {}),
+            "connections": u.link.transport.connections if u.link is not None else 0,
         }
         for u in forwarder.upstreams
     }
@@ -452,6 +451,12 @@ class StatsCollector(Collector):
                 "sinkhole_upstream_server_failures",
                 "Failures (timeouts, SERVFAIL, REFUSED) since its last good answer",
             ),
+            (
+                "connections",
+                CounterMetricFamily,
+                "sinkhole_upstream_server_connections",
+                "TLS connections opened (tls:// and https://; 0 for plain DNS)",
+            ),
         )
         upstreams = s.get("upstreams", {})
         for key, kind, name, doc in families:
@@ -459,15 +464,6 @@ class StatsCollector(Collector):
             for label, numbers in sorted(upstreams.items()):
                 family.add_metric([label], numbers.get(key, 0))
             yield family
-        connections = CounterMetricFamily(
-            "sinkhole_upstream_server_connections",
-            "TLS connections opened (handshakes completed), per tls:// and https:// upstream",
-            labels=["upstream"],
-        )
-        for label, numbers in sorted(upstreams.items()):
-            if "connections" in numbers:
-                connections.add_metric([label], numbers["connections"])
-        yield connections
 
     @staticmethod
     def _reloads(s: dict[str, Any]) -> Iterator[Metric]:

@@ -9,8 +9,11 @@ reach or whose certificate does not carry the name it was given.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
+import ssl
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -290,3 +293,49 @@ def test_a_connection_the_upstream_closed_is_opened_again(
     finally:
         relay.close()
         quick.stop()
+
+
+def test_a_doh_path_the_server_does_not_serve_fails_over(
+    sinkhole_factory: SinkholeFactory, unbound: EncryptedUnbound, tls_files: TlsFiles
+) -> None:
+    wrong = f"https://127.0.0.1:{unbound.https_port}/no-such-path#{SERVER_NAME}"
+    right = spec(unbound, "https")
+    server, metrics = start(sinkhole_factory, [wrong, right], tls_files.ca, upstream_timeout=3.0)
+    began = time.monotonic()
+    for i in range(3):
+        assert addresses(ask(v4(server), f"{i}.{LOCAL_NAME}", "A")) == []  # NXDOMAIN, answered
+    assert time.monotonic() - began < 2.0  # no try waited for its timeout
+    failed = server.wait_event("upstream_failed", 3.0)
+    assert failed["upstream"] == wrong and failed["reason"].startswith("HTTP status 404"), failed
+    assert counted(metrics, "sinkhole_upstream_encrypted_failures_total", at_least=3) == 3
+    assert counted(metrics, "sinkhole_upstream_server_queries_total", right, 3) == 3
+
+
+def test_a_doh_server_without_http2_is_a_failed_connection(
+    sinkhole_factory: SinkholeFactory, tls_files: TlsFiles
+) -> None:
+    """A TLS server that does not choose h2 by ALPN (an HTTP/1.1 one)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files.cert, tls_files.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[ssl.SSLSocket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            raw, _ = listener.accept()
+            accepted.append(context.wrap_socket(raw, server_side=True))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        upstream = f"https://127.0.0.1:{port}/dns-query#{SERVER_NAME}"
+        server, _ = start(sinkhole_factory, [upstream], tls_files.ca)
+        assert ask(v4(server), LOCAL_NAME, "A", timeout=3.0).rcode() == dns.rcode.SERVFAIL
+        failed = server.wait_event("upstream_connect_failed", 3.0)
+        assert failed["error"] == "the server does not offer HTTP/2 (ALPN h2)", failed
+    finally:
+        listener.close()
+        thread.join(5)
+        for sock in accepted:
+            sock.close()

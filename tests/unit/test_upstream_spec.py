@@ -16,7 +16,10 @@ from resolver.core.upstream_spec import SecureUpstream, is_secure, parse_secure
             "tls://192.0.2.53:8853#DNS.Example.",
             SecureUpstream("tls", "192.0.2.53", 8853, "dns.example"),
         ),
-        ("TLS://[2001:DB8::53]#dns.example", SecureUpstream("tls", "2001:db8::53", 853, "dns.example")),
+        (
+            "TLS://[2001:DB8::53]#dns.example",
+            SecureUpstream("tls", "2001:db8::53", 853, "dns.example"),
+        ),
         ("tls://dns.example/", SecureUpstream("tls", "dns.example", 853)),
         (
             "https://dns.example/dns-query",
