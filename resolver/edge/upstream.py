@@ -23,6 +23,11 @@ Queries go out in batches: those decided in one turn of the event loop leave
 together, on one socket of the pool chosen at random for that turn, in one
 sendmmsg(2); replies are read with recvmmsg(2), as many as are waiting (plain
 send and recv where those calls do not exist).
+
+A tls:// or https:// upstream has no sockets of its own here: its tries go through a
+SecureLink (edge/upstream_link.py) over one persistent connection, and one its
+transport cannot carry fails at once (``try_failed``), so the next goes out without
+waiting for the try timeout. Health, hold-down, failover and late replies are the same.
 """
 
 from __future__ import annotations
@@ -110,7 +115,8 @@ class Flight:
         self.deadline = deadline
         self.tries = 0
         self.number = 0  # of the try in flight (the forwarder's count)
-        # Every UDP try still open: (socket, ID). A reply to any of them answers.
+        # Every try still open: (socket, or link to an encrypted upstream, ID). A reply to
+        # any of them answers.
         self.sent: list[tuple[UpstreamSocket | SecureLink, int]] = []
         self.timer: asyncio.TimerHandle | None = None
 

@@ -24,7 +24,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from resolver.edge.upstream_secure import IDLE_TIMEOUT, Channel, client_context
+from resolver.core.upstream_spec import SecureUpstream
+from resolver.edge.upstream_secure import (
+    IDLE_TIMEOUT,
+    Channel,
+    Failed,
+    Received,
+    Wanted,
+    client_context,
+)
 
 MAX_IN_FLIGHT = 100  # queries out on one connection at once (Unbound's default stream cap)
 
@@ -90,8 +98,16 @@ class StreamChannel(Channel):
         when the upstream does not speak the protocol."""
         raise NotImplementedError
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        spec: SecureUpstream,
+        received: Received,
+        failed: Failed,
+        wanted: Wanted,
+        timeout: float,
+        log: Any = None,
+    ) -> None:
+        super().__init__(spec, received, failed, wanted, timeout, log)
         self.context: ssl.SSLContext | None = None  # made at the first connection
         self.waiting: deque[tuple[int, bytes]] = deque()  # (ID, query) not sent yet
         self.in_flight: dict[int, bytes] = {}  # sent on the connection, not answered yet

@@ -19,7 +19,7 @@ from resolver.core.ratelimit import RateLimit
 from resolver.core.verdict import Answers
 from resolver.core.wire import text_to_name
 from resolver.sources import files
-from resolver.sources.upstream_entries import Upstream, read_upstreams
+from resolver.sources.upstream_entries import UpstreamEntry, read_upstreams
 from resolver.sources.yamlsource import Doc, describe
 from resolver.sources.yamlvalues import read_warning_page
 
@@ -97,7 +97,7 @@ class Config:
     source: str = "<built-in default>"
     base_dir: Path = PROJECT_ROOT
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 5353), Endpoint("::1", 5353))
-    upstreams: tuple[Upstream, ...] = ()  # host:port, tls:// and https:// entries
+    upstreams: tuple[UpstreamEntry, ...] = ()  # host:port, tls:// and https:// entries
     policies: tuple[str, ...] = ("policies/*.yaml",)
     answers: Answers = field(
         default_factory=lambda: Answers(

@@ -17,7 +17,7 @@ from resolver.core.upstream_spec import FORMS, SecureUpstream, is_secure, parse_
 from resolver.sources import files
 from resolver.sources.yamlsource import Doc
 
-Upstream = Endpoint | SecureUpstream
+UpstreamEntry = Endpoint | SecureUpstream
 Keys = dict[str, tuple[yaml.Node, yaml.Node]]
 CA_LIMIT = 4 * files.MiB
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
@@ -29,7 +29,7 @@ def read_upstreams(
     base_dir: Path,
     plain: Callable[[str, int], Endpoint],
     default: Callable[[], tuple[Endpoint, ...]],
-) -> tuple[Upstream, ...]:
+) -> tuple[UpstreamEntry, ...]:
     """The upstreams in order (``default()`` when the key is absent); ``plain`` reads a
     ``host:port`` entry."""
     ca_file = _ca_file(doc, keys["upstream_ca"][1], base_dir) if "upstream_ca" in keys else ""
@@ -37,7 +37,7 @@ def read_upstreams(
         if ca_file:
             doc.fail(keys["upstream_ca"][0], _ca_unused())
         return default()
-    found: list[Upstream] = []
+    found: list[UpstreamEntry] = []
     for item in doc.sequence(keys["upstreams"][1], "upstreams"):
         text = doc.string(item, "an entry of upstreams")
         if not is_secure(text):

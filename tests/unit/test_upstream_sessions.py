@@ -3,6 +3,8 @@ framing, and DoH over HTTP/2 against an h2 server connection in memory."""
 
 from __future__ import annotations
 
+import dns.edns
+import dns.message
 import h2.config
 import h2.connection
 import h2.events
@@ -11,6 +13,7 @@ import h2.settings
 from resolver.core.tcpframe import frame
 from resolver.core.upstream_spec import parse_secure
 from resolver.edge.upstream_https import DohSession
+from resolver.edge.upstream_secure import Channel
 from resolver.edge.upstream_tls import DotSession
 
 QUERY = bytes.fromhex("1234 0100 0001 0000 0000 0000 0161 0474 6573 7400 0001 0001")
@@ -124,3 +127,12 @@ def test_doh_authority_without_a_name_is_the_address() -> None:
     server.take(session.encode(5, QUERY))
     [(headers, _)] = server.requests.values()
     assert headers[b":authority"] == b"[2001:db8::1]"
+
+
+def test_queries_are_padded_to_blocks_of_128_octets() -> None:
+    for name in ("a.test", "a-much-longer-name-than-the-first.example.test"):
+        query = dns.message.make_query(name, "A", use_edns=0).to_wire()
+        padded = Channel.padded(query)
+        assert len(padded) % 128 == 0 and len(padded) > len(query)
+        [option] = dns.message.from_wire(padded).options
+        assert option.otype == dns.edns.OptionType.PADDING
