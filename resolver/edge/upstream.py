@@ -23,6 +23,11 @@ Queries go out in batches: those decided in one turn of the event loop leave
 together, on one socket of the pool chosen at random for that turn, in one
 sendmmsg(2); replies are read with recvmmsg(2), as many as are waiting (plain
 send and recv where those calls do not exist).
+
+A tls:// or https:// upstream has no sockets of its own here: its tries go through a
+SecureLink (edge/upstream_link.py) over one persistent connection, and one its
+transport cannot carry fails at once (``try_failed``), so the next goes out without
+waiting for the try timeout. Health, hold-down, failover and late replies are the same.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ from resolver.core.endpoint import Endpoint
 from resolver.core.errors import FormError
 from resolver.core.flight import Question
 from resolver.core.tcpframe import Framer, frame
+from resolver.core.upstream_spec import SecureUpstream
 from resolver.edge.mmsg import BATCH, ConnectedBatch, batching_available
+from resolver.edge.upstream_link import SecureLink
 
 POOL_SIZE = 8
 SOCKET_USES = 128  # queries per socket on average before it is replaced by one on a new port
@@ -64,14 +71,16 @@ class Upstream:
         "failures",
         "held_until",
         "label",
+        "link",
         "mix_case",
         "sent",
         "sockets",
         "timeouts",
     )
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint | SecureUpstream) -> None:
         self.endpoint = endpoint
+        self.link: SecureLink | None = None  # tls:// and https:// upstreams: no UDP sockets
         self.label = str(endpoint)
         self.sockets: list[UpstreamSocket] = []
         self.current: UpstreamSocket | None = None  # the socket this turn's queries use
@@ -106,8 +115,9 @@ class Flight:
         self.deadline = deadline
         self.tries = 0
         self.number = 0  # of the try in flight (the forwarder's count)
-        # Every UDP try still open: (socket, ID). A reply to any of them answers.
-        self.sent: list[tuple[UpstreamSocket, int]] = []
+        # Every try still open: (socket, or link to an encrypted upstream, ID). A reply to
+        # any of them answers.
+        self.sent: list[tuple[UpstreamSocket | SecureLink, int]] = []
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -193,6 +203,7 @@ class ForwarderStats:
     case_mismatches: int = 0  # replies dropped for the letter case of the name (0x20)
     stripped: int = 0  # answer records left out of replies: not in the CNAME chain
     ports: int = 0  # UDP sockets opened (source ports used), the pools' first included
+    encrypted_failures: int = 0  # tries a DoT or DoH transport could not carry (SecureLink)
 
 
 class Forwarder:
@@ -200,7 +211,7 @@ class Forwarder:
 
     def __init__(
         self,
-        endpoints: tuple[Endpoint, ...],
+        endpoints: tuple[Endpoint | SecureUpstream, ...],
         try_timeout: float,
         query_timeout: float,
         log: Any = None,  # a structlog logger, for upstream_failed
@@ -232,6 +243,9 @@ class Forwarder:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for upstream in self.upstreams:
+            if isinstance(upstream.endpoint, SecureUpstream):
+                upstream.link = SecureLink(self, upstream, upstream.endpoint)
+                continue
             for _ in range(self.pool_size):
                 upstream.sockets.append(self._open(upstream))
 
@@ -265,6 +279,8 @@ class Forwarder:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for upstream in self.upstreams:
+            if upstream.link is not None:
+                upstream.link.transport.close()
             for sock in upstream.sockets:
                 self._close_socket(sock)
         for sock in list(self._retired):
@@ -357,7 +373,7 @@ class Forwarder:
             return
         upstream = flight.order[flight.tries % len(flight.order)]
         flight.tries += 1
-        sock = upstream.current
+        sock = upstream.link or upstream.current
         if sock is None:
             sockets = upstream.sockets
             sock = sockets[outbound.random_below(len(sockets))]
@@ -438,7 +454,7 @@ class Forwarder:
         self._try(flight, time.monotonic())
 
     def on_reply(
-        self, flight: Flight, reply: outbound.Reply, sock: UpstreamSocket, qid: int
+        self, flight: Flight, reply: outbound.Reply, sock: UpstreamSocket | SecureLink, qid: int
     ) -> None:
         if flight.sent[-1] != (sock, qid):
             self.stats.late_replies += 1  # an earlier try's answer: taken all the same
@@ -472,6 +488,22 @@ class Forwarder:
                 if sock.retired and not sock.pending and not sock.outbox:
                     self._close_socket(sock)  # nothing more is due on the old port
         flight.sent.clear()
+
+    def try_failed(self, flight: Flight, link: SecureLink, qid: int, reason: str) -> None:
+        """A try over TLS or HTTPS that cannot be answered: failed like a timeout, and if
+        it is the question's current try, the next goes out now (after the try timeout
+        when there is no other upstream)."""
+        current = flight.sent[-1] == (link, qid)
+        del link.pending[qid]
+        flight.sent.remove((link, qid))
+        self.stats.encrypted_failures += 1
+        self._note_failure(link.upstream, reason)
+        if current:
+            self._open_tries.pop(flight.number, None)
+            if flight.timer is not None:
+                flight.timer.cancel()
+                flight.timer = None
+            self._after_tcp_failure(flight)
 
     def _fail(self, flight: Flight) -> None:
         self._close_tries(flight)

@@ -125,6 +125,12 @@ COUNTERS = (
     ),
     ("upstream_ports", "sinkhole_upstream_ports", "Upstream UDP sockets opened (source ports)"),
     (
+        "upstream_encrypted_failures",
+        "sinkhole_upstream_encrypted_failures",
+        "Tries over TLS or HTTPS that failed at once: no connection, certificate not accepted, "
+        "HTTP error",
+    ),
+    (
         "inflight_limited",
         "sinkhole_upstream_inflight_limited",
         "Cache misses answered SERVFAIL at once: max_inflight questions were waiting",
@@ -294,6 +300,7 @@ def upstream_stats(forwarder: Forwarder, now: float) -> dict[str, Any]:
             "timeouts": u.timeouts,
             "down": int(u.held_until > now),
             "consecutive_failures": u.failures,
+            "connections": u.link.transport.connections if u.link is not None else 0,
         }
         for u in forwarder.upstreams
     }
@@ -443,6 +450,12 @@ class StatsCollector(Collector):
                 GaugeMetricFamily,
                 "sinkhole_upstream_server_failures",
                 "Failures (timeouts, SERVFAIL, REFUSED) since its last good answer",
+            ),
+            (
+                "connections",
+                CounterMetricFamily,
+                "sinkhole_upstream_server_connections",
+                "TLS connections opened (tls:// and https://; 0 for plain DNS)",
             ),
         )
         upstreams = s.get("upstreams", {})

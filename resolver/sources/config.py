@@ -33,6 +33,7 @@ from resolver.sources.config_sections import (
     read_warning_server,
     read_zones,
 )
+from resolver.sources.upstream_entries import UpstreamEntry, read_upstreams
 from resolver.sources.yamlsource import Doc, describe
 from resolver.sources.yamlvalues import read_warning_page
 
@@ -56,7 +57,7 @@ class Config:
     source: str = "<built-in default>"
     base_dir: Path = PROJECT_ROOT
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 5353), Endpoint("::1", 5353))
-    upstreams: tuple[Endpoint, ...] = ()
+    upstreams: tuple[UpstreamEntry, ...] = ()  # host:port, tls:// and https:// entries
     policies: tuple[str, ...] = ("policies/*.yaml",)
     answers: Answers = field(
         default_factory=lambda: Answers(
@@ -146,6 +147,7 @@ KNOWN_KEYS = frozenset(
         "max_inflight",
         "rate_limit",
         "state_dir",
+        "upstream_ca",
     }
 )
 
@@ -181,6 +183,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 READ_WITH = {
     "listen_tls": ("tls", "listen", "listen_https"),
     "listen_https": ("tls", "listen", "listen_tls"),
+    "upstream_ca": ("upstreams",),
 }
 
 
@@ -240,10 +243,7 @@ def _parse_keys(
         values["listen"] = endpoints("listen", 53)
         if not values["listen"]:
             doc.fail(keys["listen"][1], "listen must name at least one address")
-    if "upstreams" in keys:
-        values["upstreams"] = endpoints("upstreams", 53)
-    else:
-        values["upstreams"] = resolv_conf_upstreams()
+    values["upstreams"] = read_upstreams(doc, keys, base_dir, parse_endpoint, resolv_conf_upstreams)
     if "policies" in keys:
         _, node = keys["policies"]
         values["policies"] = tuple(
