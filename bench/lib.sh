@@ -70,7 +70,8 @@ cpu_ticks() {
   local t c
   t=$(awk '{print $14+$15+$16+$17}' "/proc/$1/stat" 2>/dev/null) || return 0
   for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    t=$((t + $(cpu_ticks "$c")))
+    c=$(cpu_ticks "$c")   # empty when the child is gone by now
+    t=$((t + ${c:-0}))
   done
   echo "$t"
 }
@@ -99,7 +100,7 @@ mem_mib() {
 # metric PORT NAME : the value of an unlabelled sample on 127.0.0.1:PORT/metrics
 # (empty when the endpoint does not answer within 2 s)
 metric() {
-  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null \
+  { curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null || true; } \
     | awk -v n="$2" '$1 == n {printf "%d\n", $2; exit}'
 }
 
@@ -126,6 +127,10 @@ make_cert() {
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 }
 
+# busy_ticks : clock ticks all cores have spent busy since boot (/proc/stat: user, nice,
+# system, irq, softirq, steal)
+busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+
 # perf PORT FILE DURATION [dnsperf args...] : one dnsperf run pinned to $CLIENT_CPU,
 # bounded by -l DURATION; prints the line of dnsperf_parse.py. The server's CPU is
 # measured on $PERF_PID (and its descendants). PERF_VERBOSE=0 leaves out -v (no
@@ -134,19 +139,19 @@ make_cert() {
 # per-response lines there.
 perf() {
   local port=$1 file=$2 dur=$3; shift 3
-  local tag=${PERF_TAG:-dnsperf} verbose=() c0 c1
+  local tag=${PERF_TAG:-dnsperf} verbose=() c0 c1 b0 b1
   local out="$SCRATCH/$tag.out" vout="$SCRATCH/$tag.v" tf="$SCRATCH/$tag.time"
   [ "$dur" -le 30 ] || { log "refusing a dnsperf run longer than 30 s"; return 1; }
   [ "${PERF_VERBOSE:-1}" = 0 ] || verbose=(-v)
-  c0=$(cpu_ticks "${PERF_PID:-}")
+  b0=$(busy_ticks); c0=$(cpu_ticks "${PERF_PID:-}")
   { TIMEFORMAT='%U %S %R'; time timeout $((dur + 60)) taskset -c "$CLIENT_CPU" dnsperf \
     -s 127.0.0.1 -p "$port" -d "$file" -l "$dur" -c "${PERF_CLIENTS:-8}" \
     -q "${PERF_OUTSTANDING:-200}" -t "${PERF_TIMEOUT:-2}" "${verbose[@]}" "$@" \
     >"$vout" 2>"$out"; } 2>"$tf" || true
-  c1=$(cpu_ticks "${PERF_PID:-}")
+  c1=$(cpu_ticks "${PERF_PID:-}"); b1=$(busy_ticks)
   # -v writes one "> RCODE name type latency" line per response, mixed with the summary
   grep -v '^> ' "$vout" >>"$out" || true
   "$PY" "$HERE/dnsperf_parse.py" "$out" "$vout" "${c0:-nan}" "${c1:-nan}" "$(getconf CLK_TCK)" \
-    "$(tail -1 "$tf")"
+    "$(tail -1 "$tf")" "$b0" "$b1"
   if [ -n "${PERF_KEEP:-}" ]; then mv "$vout" "$PERF_KEEP"; else rm -f "$vout"; fi
 }

@@ -5,7 +5,7 @@
 
 # the systems started by start_suts, by name: port, PID, seconds until ready, RSS, version
 declare -A PORT PID STARTUP RSS0 VER
-PERF_HEAD="sent\tcompleted\tlost\tqps\tavg_ms\tp50_ms\tp99_ms\tnoerror_pct\tcpu_pct\tclient_cpu_pct"
+PERF_HEAD="sent\tcompleted\tlost\tqps\tavg_ms\tp50_ms\tp99_ms\tnoerror_pct\tcpu_pct\tclient_cpu_pct\tother_cpu_pct"
 
 sut_opt() {   # sut_opt NAME ACTION DEFAULT : an optional answer of a system's function
   local v; v=$("sut_$1" "$2" x 0 0 2>/dev/null || true); echo "${v:-$3}"
@@ -281,8 +281,8 @@ phase_metrics() {
 # ---- scaling: sinkhole with workers: N and several dnsperf processes at once; the server's
 # CPU (all its processes, from /proc/PID/stat) per query answered
 phase_scaling() {
-  local rep w n d i t0 c0 c1 line lines files tmps pids
-  echo -e "workers\tworkload\trep\tclients\tserver_cpus\tclient_cpus\tsent\tcompleted\tlost\tqps\tp99_ms\tserver_cpu_s\tcpu_us_per_query\tserver_cpu_pct\tclient_cpu_pct" \
+  local rep w n d i t0 c0 c1 b0 b1 line lines files tmps pids
+  echo -e "workers\tworkload\trep\tclients\tserver_cpus\tclient_cpus\tsent\tcompleted\tlost\tqps\tp99_ms\tserver_cpu_s\tcpu_us_per_query\tserver_cpu_pct\tclient_cpu_pct\tother_cpu_pct" \
     >"$RES/scaling.tsv"
   for rep in $(seq "$REPS"); do
     for w in $SCALE_WORKLOADS; do
@@ -302,27 +302,29 @@ phase_scaling() {
           workload "$w" "s$rep$n$w$i" "$BL_N" 5392
           files+=("$WL_FILE"); [ -z "$WL_TMP" ] || tmps+=("$WL_TMP")
         done
-        c0=$(cpu_ticks "$SUT_PID"); t0=$(now)
+        c0=$(cpu_ticks "$SUT_PID"); b0=$(busy_ticks); t0=$(now)
         for i in $(seq "$SCALE_CLIENTS"); do
           PERF_TAG="scaling$i" CLIENT_CPU=$SCALE_CLIENT_CPUS PERF_PID="" \
             perf 5392 "${files[$((i - 1))]}" "$DUR" "${WL_ARGS[@]}" >"$d/client-$i.line" &
           pids+=($!)
         done
         wait "${pids[@]}" || true
-        c1=$(cpu_ticks "$SUT_PID")
+        c1=$(cpu_ticks "$SUT_PID"); b1=$(busy_ticks); t0=$(echo "$(now) - $t0" | bc)
         [ ${#tmps[@]} = 0 ] || rm -f "${tmps[@]}"
         lines=""
         for i in $(seq "$SCALE_CLIENTS"); do lines+="$(cat "$d/client-$i.line")"$'\n'; done
-        # sums over the clients: sent, completed, lost, QPS; the worst p99; client CPU
-        line=$(echo -n "$lines" | awk -v c0="$c0" -v c1="$c1" -v hz="$(getconf CLK_TCK)" -v dur="$DUR" '
+        # sums over the clients: sent, completed, lost, QPS; the worst p99; client CPU;
+        # the rest of the machine: busy ticks less the server's and the clients' CPU
+        line=$(echo -n "$lines" | awk -v c0="$c0" -v c1="$c1" -v b0="$b0" -v b1="$b1" \
+          -v hz="$(getconf CLK_TCK)" -v dur="$DUR" -v wall="$t0" '
           {s += $1; c += $2; l += $3; q += $4; if ($7 > p) p = $7; cc += $10}
-          END {cpu = (c1 - c0) / hz
-               printf "%d\t%d\t%d\t%.0f\t%.3f\t%.2f\t%.2f\t%.0f\t%.0f", s, c, l, q, p, cpu,
-                 (c ? 1e6 * cpu / c : 0), 100 * cpu / dur, cc}')
+          END {cpu = (c1 - c0) / hz; other = ((b1 - b0) / hz - cpu - cc * dur / 100) / wall
+               printf "%d\t%d\t%d\t%.0f\t%.3f\t%.2f\t%.2f\t%.0f\t%.0f\t%.0f", s, c, l, q, p, cpu,
+                 (c ? 1e6 * cpu / c : 0), 100 * cpu / dur, cc, (other > 0 ? 100 * other : 0)}')
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$w" "$rep" "$SCALE_CLIENTS" "$SCALE_SERVER_CPUS" \
           "$SCALE_CLIENT_CPUS" "$line" >>"$RES/scaling.tsv"
         log "scaling rep $rep $w workers: $n, $SCALE_CLIENTS dnsperf on cpus $SCALE_CLIENT_CPUS" \
-          "(server on $SCALE_SERVER_CPUS, $(echo "$(now) - $t0" | bc | cut -c1-5) s): $(echo "$line" | tr '\t' ' ')"
+          "(server on $SCALE_SERVER_CPUS, $(echo "$t0" | cut -c1-5) s): $(echo "$line" | tr '\t' ' ')"
         stop_pid "$SUT_PID"
       done
     done

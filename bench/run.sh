@@ -154,9 +154,10 @@ if [ -f "$RES/perf.tsv" ]; then
   "$PY" "$HERE/plot.py" "$RES/perf.tsv" "$RES/latest.png" || log "no chart: plot.py failed"
 fi
 mkdir -p "$RESULTS"
-for f in latest.md latest.png perf.tsv latency.tsv settings.tsv load.tsv suts.tsv alone.tsv \
-         tls.tsv transports.tsv metrics.tsv scaling.tsv soak-info.tsv soak-samples.tsv \
-         soak-chunks.tsv soak-reloads.tsv soak-minutes.tsv; do
+# everything summarize.py reads, so that `summarize.py bench/results` makes latest.md again
+for f in latest.md latest.png header.txt upstream.tsv correctness.md perf.tsv latency.tsv \
+         settings.tsv load.tsv suts.tsv alone.tsv tls.tsv transports.tsv metrics.tsv scaling.tsv \
+         soak-info.tsv soak-samples.tsv soak-chunks.tsv soak-reloads.tsv soak-minutes.tsv; do
   if [ -f "$RES/$f" ]; then cp "$RES/$f" "$RESULTS/$f"; else rm -f "$RESULTS/$f"; fi
 done
 cat "$RES/latest.md"

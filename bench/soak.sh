@@ -25,7 +25,7 @@ soak_queries() {
 soak_sample() {
   local d=$1 t0=$2 mp m
   mp=$(metrics_port "$SOAK_PORT")
-  m=$(curl -s --max-time 2 "http://127.0.0.1:$mp/metrics" 2>/dev/null | awk '
+  m=$({ curl -s --max-time 2 "http://127.0.0.1:$mp/metrics" 2>/dev/null || true; } | awk '
     $1 == "sinkhole_cache_entries" {e = $2} $1 == "sinkhole_cache_capacity" {c = $2}
     $1 == "sinkhole_reloads_total" {r = $2} $1 == "sinkhole_reload_failures_total" {f = $2}
     END {printf "%s\t%s\t%s\t%s", (e == "" ? "-" : int(e)), (c == "" ? "-" : int(c)),
