@@ -274,7 +274,7 @@ phase_metrics() {
   local pair="sinkhole sinkhole_metrics"
   start_suts metrics "$pair"
   warm_caches "$pair"
-  interleave "$RES/metrics.tsv" "$pair" "$METRICS_WORKLOADS"
+  REPS=$METRICS_REPS interleave "$RES/metrics.tsv" "$pair" "$METRICS_WORKLOADS"
   stop_suts "$pair"
 }
 
