@@ -406,12 +406,14 @@ def soak_section(res: Path) -> list[str]:
     minutes = rows(res / "soak-minutes.tsv")
     reloads = rows(res / "soak-reloads.tsv")
     chunks = rows(res / "soak-chunks.tsv")
+    sat = num(info.get("saturation_qps"))
+    why = "given by SOAK_QPS" if math.isnan(sat) else f"half of a saturation of {fmt(sat)}"
     out = [
         "## Soak: the mix workload at half of saturation, with reloads",
         "",
         f"{info.get('version', 'sinkhole')}: {fmt(num(info.get('duration_s')))} s of the mix"
-        f" workload at a fixed {fmt(num(info.get('rate_qps')))} queries per second (saturation"
-        f" {fmt(num(info.get('saturation_qps')))}), dnsperf in back-to-back runs of"
+        f" workload at a fixed {fmt(num(info.get('rate_qps')))} queries per second ({why}),"
+        " dnsperf in back-to-back runs of"
         f" {info.get('chunk_s', '?')} s (-c {info.get('clients', '?')},"
         f" -q {info.get('outstanding', '?')}, -t {info.get('timeout_s', '?')});"
         f" memory sampled every {info.get('sample_s', '?')} s; a reload every"
@@ -421,11 +423,11 @@ def soak_section(res: Path) -> list[str]:
     ]
     if samples:
         first, last = samples[0], samples[-1]
+        # (a capacity of 0: the workers had not reported their counters yet)
         full = [
             s
             for s in samples
-            if s["cache_capacity"] not in ("-", "")
-            and num(s["cache_entries"]) >= num(s["cache_capacity"])
+            if num(s["cache_capacity"]) > 0 and num(s["cache_entries"]) >= num(s["cache_capacity"])
         ]
         body = [
             [
