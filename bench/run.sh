@@ -2,7 +2,7 @@
 # Benchmark: sinkhole against dnsmasq, unbound and a naive dnslib server (see README.md).
 #
 #   sudo bench/run.sh                                        # every phase, about 75 minutes
-#   sudo REPS=1 DUR=3 SIZES=100000 SKIP_LOAD=1 SOAK=60 bench/run.sh   # smoke run, about 12 min
+#   sudo REPS=1 DUR=3 SIZES=100000 SKIP_LOAD=1 SOAK=60 bench/run.sh   # smoke run, about 8 min
 #   sudo ONLY="tls metrics" bench/run.sh                     # some phases only
 #
 # Everything runs inside a private network namespace that only has loopback, and a
