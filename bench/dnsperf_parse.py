@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Turn one dnsperf run into one line of numbers.
 
-  dnsperf_parse.py SUMMARY VLINES TICKS0 TICKS1 CLK_TCK "USER SYS REAL"
+  dnsperf_parse.py SUMMARY VLINES TICKS0 TICKS1 CLK_TCK "USER SYS REAL" [BUSY0 BUSY1]
 
 prints: sent completed lost qps avg_ms p50_ms p99_ms noerror_pct server_cpu_pct client_cpu_pct
+        other_cpu_pct
 
 SUMMARY is dnsperf's report, VLINES its ``-v`` output (one "> RCODE name type latency"
 line per response, from which the percentiles come). TICKS0/TICKS1 are the server's CPU
 clock ticks before and after the run; USER SYS REAL is dnsperf's own ``time``. CPU
-percentages are over dnsperf's "Run time"; 100 = one core. Unknown values print "nan".
+percentages are over dnsperf's "Run time"; 100 = one core. BUSY0/BUSY1 are the clock
+ticks all cores spent busy (/proc/stat) before and after: other_cpu_pct is what the
+rest of the machine used meanwhile (other processes, the fake upstream, the kernel's
+interrupt work for the traffic), over dnsperf's wall time. Unknown values print "nan".
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ def as_float(text: str) -> float:
 
 
 def main(argv: list[str]) -> None:
-    summary_path, vlines, ticks0, ticks1, clk_tck, times = argv
+    summary_path, vlines, ticks0, ticks1, clk_tck, times = argv[:6]
+    busy0, busy1 = [*argv[6:8], NAN, NAN][:2]
     summary = Path(summary_path).read_text(errors="replace")
     sent = grab(summary, r"Queries sent:\s+(\d+)")
     completed = grab(summary, r"Queries completed:\s+(\d+)")
@@ -66,17 +71,23 @@ def main(argv: list[str]) -> None:
 
     avg_ms = f"{avg * 1000:.3f}" if avg == avg else NAN
     noerror_pct = f"{100.0 * noerror / int(completed):.1f}" if completed not in (NAN, "0") else NAN
-    server_cpu = client_cpu = NAN
+    server_cpu = client_cpu = other_cpu = NAN
+    hz = float(clk_tck)
+    ticks = as_float(ticks1) - as_float(ticks0)
+    fields = [as_float(x) for x in times.split()]
+    timed = len(fields) == 3 and all(x == x for x in fields)
     if runtime == runtime and runtime > 0:
-        ticks = as_float(ticks1) - as_float(ticks0)
         if ticks == ticks:
-            server_cpu = f"{100.0 * ticks / float(clk_tck) / runtime:.0f}"
-        fields = [as_float(x) for x in times.split()]
-        if len(fields) == 3 and all(x == x for x in fields):
+            server_cpu = f"{100.0 * ticks / hz / runtime:.0f}"
+        if timed:
             client_cpu = f"{100.0 * (fields[0] + fields[1]) / runtime:.0f}"
+    busy = as_float(busy1) - as_float(busy0)
+    if busy == busy and timed and fields[2] > 0:
+        mine = (ticks if ticks == ticks else 0.0) / hz + fields[0] + fields[1]
+        other_cpu = f"{max(0.0, 100.0 * (busy / hz - mine) / fields[2]):.0f}"
     print(
         sent, completed, lost, qps, avg_ms, percentile_ms(lat, 50), percentile_ms(lat, 99),
-        noerror_pct, server_cpu, client_cpu,
+        noerror_pct, server_cpu, client_cpu, other_cpu,
     )  # fmt: skip
 
 

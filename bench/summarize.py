@@ -90,7 +90,10 @@ def perf_section(perf: list[Row], order: list[str]) -> list[str]:
         "## Details (medians over runs; lost = total over all runs)",
         "",
         "Latency is per response (dnsperf -v) in a closed loop with a fixed window of"
-        " outstanding queries, so at saturation it is mostly queueing. CPU: 100 = one core.",
+        " outstanding queries, so at saturation it is mostly queueing. CPU: 100 = one core."
+        " Other CPU % is what the rest of the machine used during the run: on a quiet"
+        " machine the kernel's share of the loopback traffic (and nsd for miss and mix);"
+        " far more means another program took CPU from the run.",
         "",
     ]
     body = []
@@ -115,10 +118,11 @@ def perf_section(perf: list[Row], order: list[str]) -> list[str]:
                     fmt(min(num(r["noerror_pct"]) for r in rr), 1),
                     fmt(cpu),
                     fmt(med([num(r["client_cpu_pct"]) for r in rr])),
+                    other(rr),
                 ]
             )
     head = ["workload", "system", "QPS", "avg ms", "p50 ms", "p99 ms", "lost / sent"]
-    head += ["NOERROR %", "server CPU %", "dnsperf CPU %"]
+    head += ["NOERROR %", "server CPU %", "dnsperf CPU %", "other CPU %"]
     out += table(head, body)
     return out
 
@@ -152,10 +156,11 @@ def latency_section(lat: list[Row], order: list[str]) -> list[str]:
                     fmt(worst, 2),
                     f"{lost:,} / {sent:,}",
                     fmt(m("cpu_pct")),
+                    other(runs),
                 ]
             )
     head = ["workload", "system", "rate (q/s)", "QPS", "avg ms", "p50 ms", "p99 ms"]
-    head += ["worst p99 ms", "lost / sent", "server CPU %"]
+    head += ["worst p99 ms", "lost / sent", "server CPU %", "other CPU %"]
     return [
         f"## Latency at half of saturation (fixed rate, medians of {reps} runs)",
         "",
@@ -183,9 +188,11 @@ def settings_section(rows_: list[Row]) -> list[str]:
                     fmt(med([num(r["p99_ms"]) for r in runs]), 2),
                     fmt(med([num(r["cpu_pct"]) for r in runs])),
                     fmt(med([num(r["client_cpu_pct"]) for r in runs])),
+                    other(runs),
                 ]
             )
     head = ["workload", "setting", "cores", "QPS", "p99 ms", "server CPU %", "dnsperf CPU %"]
+    head += ["other CPU %"]
     return [
         "## sinkhole settings: workers and the query log (QPS at saturation, median, min-max)",
         "",
@@ -196,6 +203,298 @@ def settings_section(rows_: list[Row]) -> list[str]:
         "",
         *table(head, body),
     ]
+
+
+def other(runs: list[Row]) -> str:
+    """Median CPU % the rest of the machine used during the runs (absent in old files)."""
+    return fmt(med([num(r.get("other_cpu_pct")) for r in runs]))
+
+
+def qps_cell(runs: list[Row]) -> str:
+    q = [v for v in (num(r["qps"]) for r in runs) if not math.isnan(v)]
+    return f"{fmt(med(q))} ({fmt(min(q))}-{fmt(max(q))})" if q else "-"
+
+
+def total_of(runs: list[Row], key: str) -> int:
+    return sum(int(v) for v in (num(r[key]) for r in runs) if not math.isnan(v))
+
+
+def alone_section(alone: list[Row], perf: list[Row]) -> list[str]:
+    """Each system started alone vs the interleaved runs with every system started."""
+    body = []
+    for w in dict.fromkeys(r["workload"] for r in alone):
+        for s in dict.fromkeys(r["sut"] for r in alone):
+            mine = [r for r in alone if r["sut"] == s and r["workload"] == w]
+            same = [r for r in mine if r["variant"] == "same"]
+            plain = [r for r in mine if r["variant"] == "plain"]
+            if not same and not plain:
+                continue
+            shared = [r for r in perf if r["sut"] == s and r["workload"] == w]
+            body.append(
+                [
+                    w,
+                    s,
+                    qps_cell(shared),
+                    qps_cell(same),
+                    fmt(med([num(r["cpu_pct"]) for r in same])),
+                    fmt(med([num(r["client_cpu_pct"]) for r in same])),
+                    other(same),
+                    qps_cell(plain),
+                    fmt(med([num(r["cpu_pct"]) for r in plain])),
+                    fmt(med([num(r["client_cpu_pct"]) for r in plain])),
+                    other(plain),
+                ]
+            )
+    head = ["workload", "system", "QPS, all started (above)", "QPS alone", "server CPU %"]
+    head += ["dnsperf CPU %", "other CPU %", "QPS alone, no -v", "server CPU %"]
+    head += ["dnsperf CPU %", "other CPU %"]
+    return [
+        "## Each system alone (QPS at saturation, median, min-max)",
+        "",
+        "The throughput runs above start every system at once and pause (SIGSTOP) all but"
+        " the one measured. Here each system is the only server started, with the same"
+        " dnsperf flags (-c, -q, -t, -v, pinned to the client core), then without -v (no"
+        " per-response line for dnsperf to write). When dnsperf CPU % is near 100, dnsperf"
+        " is the limit, not the server.",
+        "",
+        *table(head, body),
+    ]
+
+
+def tls_section(tls: list[Row], transports: list[Row]) -> list[str]:
+    """DNS over TLS and over HTTPS, for the systems that serve them."""
+    workloads = list(dict.fromkeys(r["workload"] for r in tls))
+    order = [t["sut"] for t in transports if "yes" in (t["dot"], t["doh"])]
+    serves = {t["sut"]: t for t in transports}
+
+    def cell(s: str, w: str) -> str:
+        runs = [r for r in tls if r["sut"] == s and r["workload"] == w]
+        if runs:
+            return qps_cell(runs)
+        kind = "doh" if w.endswith("_doh") else "dot"
+        if serves.get(s, {}).get(kind) == "no":
+            return "n/a (no DoH)" if kind == "doh" else "n/a (no DoT)"
+        return "-"
+
+    out = [
+        "## DNS over TLS and DNS over HTTPS (QPS at saturation, median, min-max)",
+        "",
+        "Same load as above (dnsperf -c 8: 8 connections, 200 queries outstanding in all),"
+        " over DoT (`-m dot`) and DoH (`-m doh`: HTTP/2, GET unless the settings line"
+        " says another DOH_METHOD), with a self-signed certificate; `hit_dot` is cache"
+        " hits over DoT.",
+        "",
+    ]
+    out += table(["system", *workloads], [[s, *(cell(s, w) for w in workloads)] for s in order])
+    if "sinkhole" in order and len(order) > 1:
+        peers = [s for s in order if s != "sinkhole"]
+        body = []
+        for w in workloads:
+            ours = [num(r["qps"]) for r in tls if r["sut"] == "sinkhole" and r["workload"] == w]
+            mine = med(ours)
+            cells = []
+            for b in peers:
+                theirs = [num(r["qps"]) for r in tls if r["sut"] == b and r["workload"] == w]
+                cells.append(fmt(ratio(mine, med(theirs)), 2) if theirs else "-")
+            body.append([w, *cells])
+        out += ["Ratio of median QPS, sinkhole / peer", ""]
+        out += table(["workload", *(f"sinkhole / {b}" for b in peers)], body)
+    body = []
+    for w in workloads:
+        for s in order:
+            runs = [r for r in tls if r["sut"] == s and r["workload"] == w]
+            if runs:
+                body.append(
+                    [
+                        w,
+                        s,
+                        fmt(med([num(r["qps"]) for r in runs])),
+                        fmt(med([num(r["p50_ms"]) for r in runs]), 2),
+                        fmt(med([num(r["p99_ms"]) for r in runs]), 2),
+                        f"{total_of(runs, 'lost'):,} / {total_of(runs, 'sent'):,}",
+                        fmt(med([num(r["cpu_pct"]) for r in runs])),
+                        fmt(med([num(r["client_cpu_pct"]) for r in runs])),
+                        other(runs),
+                    ]
+                )
+    head = ["workload", "system", "QPS", "p50 ms", "p99 ms", "lost / sent", "server CPU %"]
+    out += table([*head, "dnsperf CPU %", "other CPU %"], body)
+    for t in transports:
+        if t["note"]:
+            out.append(f"- {t['sut']} ({t['version']}): {t['note']}.")
+    return [*out, ""]
+
+
+def metrics_section(rows_: list[Row]) -> list[str]:
+    """sinkhole with /metrics scraped once a second against sinkhole without."""
+    body = []
+    for w in dict.fromkeys(r["workload"] for r in rows_):
+        off = [r for r in rows_ if r["workload"] == w and r["sut"] == "sinkhole"]
+        on = [r for r in rows_ if r["workload"] == w and r["sut"] == "sinkhole_metrics"]
+        r_on_off = ratio(med([num(r["qps"]) for r in on]), med([num(r["qps"]) for r in off]))
+        verdict = "-" if math.isnan(r_on_off) else ("yes" if r_on_off >= 0.97 else "**no**")
+        body.append(
+            [
+                w,
+                qps_cell(off),
+                qps_cell(on),
+                fmt(r_on_off, 3),
+                verdict,
+                fmt(med([num(r["p99_ms"]) for r in off]), 2),
+                fmt(med([num(r["p99_ms"]) for r in on]), 2),
+                fmt(med([num(r["scrapes"]) for r in on])),
+                f"{other(off)} / {other(on)}",
+            ]
+        )
+    head = ["workload", "QPS metrics off", "QPS metrics on", "on / off", "within 3 %"]
+    head += ["p99 ms off", "p99 ms on", "scrapes per run", "other CPU % off / on"]
+    return [
+        "## Metrics on vs off (sinkhole, QPS at saturation, median, min-max)",
+        "",
+        "Two sinkholes, one with `metrics:` whose /metrics is fetched once a second"
+        " during each of its runs (as a Prometheus with a 1 s scrape interval would),"
+        " measured interleaved like the runs above. The ratio compares medians; when the"
+        " min-max ranges are wider than 3 %, the verdict is within noise.",
+        "",
+        *table(head, body),
+    ]
+
+
+def scaling_section(rows_: list[Row]) -> list[str]:
+    body = []
+    for w in dict.fromkeys(r["workload"] for r in rows_):
+        for n in dict.fromkeys(r["workers"] for r in rows_):
+            runs = [r for r in rows_ if r["workload"] == w and r["workers"] == n]
+            if not runs:
+                continue
+            body.append(
+                [
+                    w,
+                    n,
+                    runs[0]["clients"],
+                    runs[0]["server_cpus"],
+                    runs[0]["client_cpus"],
+                    qps_cell(runs),
+                    fmt(med([num(r["cpu_us_per_query"]) for r in runs]), 2),
+                    fmt(med([num(r["server_cpu_pct"]) for r in runs])),
+                    fmt(med([num(r["client_cpu_pct"]) for r in runs])),
+                    other(runs),
+                    fmt(max(num(r["p99_ms"]) for r in runs), 2),
+                    f"{total_of(runs, 'lost'):,} / {total_of(runs, 'sent'):,}",
+                ]
+            )
+    head = ["workload", "workers", "dnsperf processes", "server cores", "client cores"]
+    head += ["QPS (all clients)", "server CPU us / query", "server CPU %", "dnsperf CPU %"]
+    head += ["other CPU %"]
+    head += ["worst p99 ms", "lost / sent"]
+    return [
+        "## Scaling: workers and several dnsperf processes (median, min-max)",
+        "",
+        "Server CPU per query = CPU seconds of all the server's processes (supervisor and"
+        " workers, /proc/PID/stat) during the runs / queries answered: the cost of one"
+        " answer, which does not depend on how many cores there are. QPS is only a"
+        " scaling figure when the server and the clients have cores of their own"
+        " (see bench/README.md).",
+        "",
+        *table(head, body),
+    ]
+
+
+def soak_section(res: Path) -> list[str]:
+    info = {r["key"]: r["value"] for r in rows(res / "soak-info.tsv")}
+    samples = rows(res / "soak-samples.tsv")
+    minutes = rows(res / "soak-minutes.tsv")
+    reloads = rows(res / "soak-reloads.tsv")
+    chunks = rows(res / "soak-chunks.tsv")
+    sat = num(info.get("saturation_qps"))
+    why = "given by SOAK_QPS" if math.isnan(sat) else f"half of a saturation of {fmt(sat)}"
+    out = [
+        "## Soak: the mix workload at half of saturation, with reloads",
+        "",
+        f"{info.get('version', 'sinkhole')}: {fmt(num(info.get('duration_s')))} s of the mix"
+        f" workload at a fixed {fmt(num(info.get('rate_qps')))} queries per second ({why}),"
+        " dnsperf in back-to-back runs of"
+        f" {info.get('chunk_s', '?')} s (-c {info.get('clients', '?')},"
+        f" -q {info.get('outstanding', '?')}, -t {info.get('timeout_s', '?')});"
+        f" memory sampled every {info.get('sample_s', '?')} s; a reload every"
+        f" {info.get('reload_every_s', '?')} s, alternately with a name added to the block"
+        f" list ({fmt(num(info.get('blocklist')))} names) and a bare SIGHUP.",
+        "",
+    ]
+    if samples:
+        first, last = samples[0], samples[-1]
+        # (a capacity of 0: the workers had not reported their counters yet)
+        full = [
+            s
+            for s in samples
+            if num(s["cache_capacity"]) > 0 and num(s["cache_entries"]) >= num(s["cache_capacity"])
+        ]
+        body = [
+            [
+                "start (warmed, no load)",
+                first["t_s"],
+                first["rss_mib"],
+                first["pss_mib"],
+                first["cache_entries"],
+            ]
+        ]
+        if full:
+            f = full[0]
+            body.append(["cache full", f["t_s"], f["rss_mib"], f["pss_mib"], f["cache_entries"]])
+        else:
+            most = max((num(s["cache_entries"]) for s in samples), default=NAN)
+            body.append(
+                [
+                    f"cache never full (at most {fmt(most)} of {last['cache_capacity']})",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                ]
+            )
+        peak = max(samples, key=lambda s: num(s["rss_mib"]))
+        body.append(
+            ["highest RSS", peak["t_s"], peak["rss_mib"], peak["pss_mib"], peak["cache_entries"]]
+        )
+        body.append(["end", last["t_s"], last["rss_mib"], last["pss_mib"], last["cache_entries"]])
+        out += table(["when", "t (s)", "RSS MiB", "PSS MiB", "cache entries"], body)
+        out += [f"Server processes: {last['processes']}; CPU used: {last['cpu_s']} s.", ""]
+    if minutes:
+        body = [
+            [
+                m["minute"],
+                fmt(num(m["sent"])),
+                fmt(num(m["lost"])),
+                fmt(num(m["p50_ms"]), 2),
+                fmt(num(m["p99_ms"]), 2),
+                fmt(num(m["p999_ms"]), 2),
+                fmt(num(m["max_ms"]), 1),
+                m["rss_mib"],
+                m["cache_entries"],
+                m["reloads"],
+            ]
+            for m in minutes
+        ]
+        head = ["minute", "sent", "lost", "p50 ms", "p99 ms", "p99.9 ms", "max ms"]
+        out += table([*head, "RSS MiB (end)", "cache entries", "reloads (kind@t)"], body)
+    sent = total_of(chunks, "sent")
+    lost = total_of(chunks, "lost")
+    counted = [r for r in reloads if r["counted_s"] != "timeout"]
+    end = samples[-1] if samples else {}
+    share = fmt(100 * lost / sent if sent else NAN, 4)
+    out += [
+        f"Total: {sent:,} queries sent, {lost:,} lost ({share} %; each dnsperf run also"
+        " counts the few queries still in flight when it stops)."
+        f" Reloads: {len(reloads)} triggered, {len(counted)} counted by /metrics"
+        f" (sinkhole_reloads_total at the end: {end.get('reloads', '-')},"
+        f" failures: {end.get('reload_failures', '-')}).",
+        "",
+    ]
+    if reloads:
+        body = [[r["reload"], r["t_s"], r["kind"], r["counted_s"], r["blocked_s"]] for r in reloads]
+        head = ["reload", "t (s)", "kind", "s until counted", "s until the new name is blocked"]
+        out += table(head, body)
+    return out
 
 
 def main(res: Path) -> None:
@@ -251,6 +550,21 @@ def main(res: Path) -> None:
         ]
         head = ["system", "blocked names", "ready (s)", "RSS (MiB)", "reload (s)"]
         out += table([*head, "sent / completed / lost"], body)
+    alone = rows(res / "alone.tsv")
+    if alone:
+        out += alone_section(alone, perf)
+    tls = rows(res / "tls.tsv")
+    transports = rows(res / "transports.tsv")
+    if tls or transports:
+        out += tls_section(tls, transports)
+    metrics = rows(res / "metrics.tsv")
+    if metrics:
+        out += metrics_section(metrics)
+    scaling = rows(res / "scaling.tsv")
+    if scaling:
+        out += scaling_section(scaling)
+    if (res / "soak-info.tsv").exists():
+        out += soak_section(res)
     correctness = res / "correctness.md"
     if correctness.exists():
         out += ["## Spot check (dig answers)", "", correctness.read_text()]

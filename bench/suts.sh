@@ -14,8 +14,17 @@
 #   blocklist  (optional) block-list size for the throughput phase (default $BL_N)
 #   workloads  (optional) the workloads that apply (default: all)
 #   outstanding (optional) dnsperf -q for its throughput runs (default $PERF_OUTSTANDING)
+#   transports (optional) the encrypted transports it serves: "dot", "doh" or both
+#   tls        (optional, after prepare) add DNS over TLS on $(dot_port PORT) and DNS over
+#              HTTPS at /dns-query on $(doh_port PORT), with $TLS_CERT and $TLS_KEY
+#   metrics    (optional) the port of its Prometheus /metrics, scraped during its runs
 
 REPO=${REPO:-$(cd "$HERE/.." && pwd)}
+
+# The other ports of a system that listens for plain DNS on PORT
+dot_port() { echo $(($1 + 100)); }
+doh_port() { echo $(($1 + 200)); }
+metrics_port() { echo $(($1 + 300)); }
 
 # ensure_format FMT N : the N-name list in one system's format, generated once
 ensure_format() {
@@ -80,6 +89,7 @@ warning_page:
   ipv4: ["$WARN_A"]
   ipv6: ["$WARN_AAAA"]
 query_log: "off"
+pid_file: "$dir/sinkhole.pid"
 YAML
       ;;
     start)
@@ -88,6 +98,26 @@ YAML
     reload)
       echo "$CANARY" >>"$dir/names.txt"
       kill -HUP "$SUT_PID" ;;
+    transports) echo "dot doh" ;;
+    tls)
+      cat >>"$dir/config.yaml" <<YAML
+listen_tls: ["127.0.0.1:$(dot_port "$port")"]
+listen_https: ["127.0.0.1:$(doh_port "$port")"]
+tls: {cert: "$TLS_CERT", key: "$TLS_KEY"}
+YAML
+      ;;
+  esac
+}
+
+# ---- sinkhole with /metrics on (scraped once a second during its runs) ----------------
+sut_sinkhole_metrics() {
+  case $1 in
+    prepare)
+      sut_sinkhole "$@"
+      echo "metrics: 127.0.0.1:$(metrics_port "$3")" >>"$2/config.yaml" ;;
+    metrics) metrics_port "$3" ;;
+    transports|tls) return 1 ;;
+    *) sut_sinkhole "$@" ;;
   esac
 }
 
@@ -170,6 +200,18 @@ CONF
     reload)
       printf '%s A %s\n' "$CANARY" "$WARN_A" >>"$dir/block.rpz"
       kill -HUP "$SUT_PID" ;;
+    transports)   # DNS over HTTPS only in a build with libnghttp2
+      if unbound -V 2>/dev/null | grep -q nghttp2; then echo "dot doh"; else echo dot; fi ;;
+    tls)
+      local tls="  tls-service-key: \"$TLS_KEY\"\n  tls-service-pem: \"$TLS_CERT\"\n"
+      tls+="  interface: 127.0.0.1@$(dot_port "$port")\n  tls-port: $(dot_port "$port")\n"
+      case " $(sut_unbound transports x 0 0) " in *" doh "*)
+        tls+="  interface: 127.0.0.1@$(doh_port "$port")\n  https-port: $(doh_port "$port")\n"
+        tls+="  http-endpoint: \"/dns-query\"\n" ;;
+      esac
+      # added to the server: clause (awk -v turns the \n into line breaks)
+      awk -v add="$tls" '{print} /^server:$/ && !done {printf "%s", add; done = 1}' \
+        "$dir/unbound.conf" >"$dir/unbound.tls" && mv "$dir/unbound.tls" "$dir/unbound.conf" ;;
   esac
 }
 
