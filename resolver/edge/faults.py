@@ -9,6 +9,7 @@ with its traceback, and again at most once a minute; every one is counted for
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from time import monotonic
 from typing import Any
 
@@ -40,3 +41,15 @@ class Faults:
                 count=self.by_place[where],
                 exc_info=exc,
             )
+
+
+def causes(exc: BaseException, depth: int = 8) -> Iterator[BaseException]:
+    """``exc``, then what caused it (``__cause__``, else ``__context__``), deepest last;
+    at most ``depth`` of them. For saying why a connection failed in the words of the
+    cause that says most (an untrusted certificate, a TLS alert, an errno)."""
+    cause: BaseException | None = exc
+    for _ in range(depth):
+        if cause is None:
+            return
+        yield cause
+        cause = cause.__cause__ or cause.__context__

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from resolver.edge.faults import causes
+
 USER_AGENT = "sinkhole (DNS sinkhole resolver; list fetcher)"
 MAX_REDIRECTS = 5
 
@@ -60,17 +62,13 @@ def _reason(exc: BaseException) -> str:
     untrusted certificate, a failed TLS handshake, or the errno of a connection (refused,
     no route to host)."""
     prefix = "cannot connect: " if isinstance(exc, httpx.ConnectError) else ""
-    cause: BaseException | None = exc
-    for _ in range(8):
-        if cause is None:
-            break
+    for cause in causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"the server's certificate is not trusted: {cause.verify_message}"
         if isinstance(cause, ssl.SSLError):
             return f"TLS failed: {cause.reason or cause}"
         if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
             return prefix + os.strerror(cause.errno)
-        cause = cause.__cause__ or cause.__context__
     text = str(exc).strip() or type(exc).__name__
     return prefix + text
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from resolver.core.padding import pad
 from resolver.core.upstream_spec import SecureUpstream
+from resolver.edge.faults import causes
 
 QUERY_BLOCK = 128
 BACKOFF_FIRST = 0.5  # seconds without a new connection after the first failed one
@@ -52,10 +53,7 @@ def client_context(spec: SecureUpstream, alpn: list[str] | None = None) -> ssl.S
 def describe(exc: BaseException) -> str:
     """Why a connection or an exchange failed, in words, from the deepest cause that says
     more (a certificate not accepted, a TLS alert, an errno)."""
-    cause: BaseException | None = exc
-    for _ in range(8):
-        if cause is None:
-            break
+    for cause in causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"certificate not accepted: {cause.verify_message}"
         if isinstance(cause, ssl.SSLError):
@@ -64,7 +62,6 @@ def describe(exc: BaseException) -> str:
             return "timed out"
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror
-        cause = cause.__cause__ or cause.__context__
     return str(exc).strip() or type(exc).__name__
 
 
