@@ -45,6 +45,10 @@ ALLOW = b"GET, POST"
 MAX_REQUESTS = 1024
 # HTTP/2 streams one connection may have open at once.
 MAX_STREAMS = 100
+# Requests one connection may carry: no practical limit. A DoH client sends all its
+# queries over one connection, and closing it every 1,000 requests (hypercorn's default)
+# costs it a handshake and the queries in flight (dnsperf loses them all).
+REQUESTS_PER_CONNECTION = 1 << 62
 
 
 def doh_limits(idle_timeout: float, answer_timeout: float) -> Limits:
@@ -56,6 +60,7 @@ def doh_limits(idle_timeout: float, answer_timeout: float) -> Limits:
         header_timeout=idle_timeout,
         read_timeout=idle_timeout + answer_timeout,
         max_streams=MAX_STREAMS,
+        requests_per_connection=REQUESTS_PER_CONNECTION,
         backlog=1024,
     )
 

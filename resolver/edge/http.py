@@ -102,6 +102,8 @@ class Limits:
     read_timeout: float | None = 60.0  # for any read; None: none (a long response needs it)
     send_timeout: float = 10.0  # for a client to take each part of a response
     max_streams: int = 8  # HTTP/2 streams at once on one connection
+    # Requests one connection may carry before it is closed (hypercorn's default).
+    requests_per_connection: int = 1000
     backlog: int = 128
     shutdown_grace: float = 1.0  # for responses under way when the server closes
 
@@ -348,6 +350,7 @@ def hypercorn_config(name: str, limits: Limits, tls: ssl.SSLContext | None = Non
     config.h2_max_header_list_size = limits.max_header_bytes
     config.h2_max_concurrent_streams = limits.max_streams
     config.keep_alive_timeout = limits.header_timeout
+    config.keep_alive_max_requests = limits.requests_per_connection
     config.read_timeout = limits.read_timeout  # type: ignore[assignment]
     config.backlog = limits.backlog
     config.graceful_timeout = limits.shutdown_grace

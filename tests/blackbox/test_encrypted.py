@@ -431,3 +431,52 @@ def test_dot_alone_is_designated_alone(dot_only: Encrypted) -> None:
         == f'1 {SERVER_NAME}. alpn="dot" port="{dot_only.dot[1]}" ipv4hint="127.0.0.1"'
     )
     assert addresses(dot_only.ask_dot(make(BLOCKED))) == [WARNING_IPV4]
+
+
+def test_one_http2_connection_carries_thousands_of_queries(encrypted: Encrypted) -> None:
+    """A DoH client keeps one connection for all its queries (browsers, dnsperf): it is
+    not closed after a number of requests, and nothing in flight is lost."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    total, window = 1500, 50
+    param = base64.urlsafe_b64encode(make(BLOCKED, qid=0).to_wire()).rstrip(b"=").decode()
+    headers = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", SERVER_NAME),
+        (":path", f"/dns-query?dns={param}"),
+        ("accept", "application/dns-message"),
+    ]
+    answered: list[bytes] = []
+    statuses: list[bytes] = []
+    bodies: dict[int, bytes] = {}
+    closed: list[h2.events.ConnectionTerminated] = []
+    with socket.create_connection(encrypted.doh, timeout=5.0) as raw:
+        context = encrypted.files.client_context(["h2"])
+        with context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            sent = 0
+            while len(answered) < total and not closed:
+                while sent < total and sent - len(answered) < window:
+                    conn.send_headers(conn.get_next_available_stream_id(), headers, end_stream=True)
+                    sent += 1
+                tls.sendall(conn.data_to_send())
+                data = tls.recv(65536)
+                assert data, "the server closed the connection"
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        statuses.append(dict(event.headers)[b":status"])
+                    elif isinstance(event, h2.events.DataReceived):
+                        sid = event.stream_id
+                        bodies[sid] = bodies.get(sid, b"") + event.data
+                        conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        answered.append(bodies.pop(event.stream_id, b""))
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        closed.append(event)
+    assert not closed, f"the server ended the connection after {len(answered)} answers"
+    assert len(answered) == total and set(statuses) == {b"200"}
+    assert {tuple(addresses(dns.message.from_wire(b))) for b in answered} == {(WARNING_IPV4,)}
