@@ -259,7 +259,8 @@ def measure(root: Path, names: list[str], form: str, workers: int, qps: int) -> 
             time.sleep(1.0)
         out["stream_sent"], out["stream_lost"] = stream.sent, stream.lost
         time.sleep(1.0)
-        out["pss_after_reload_mib"], _ = pss_report(server.process.pid)
+        out["pss_after_reload_mib"], parts = pss_report(server.process.pid)
+        out["pss_after_reload_parts_mib"] = [round(p / 1024, 1) for p in parts]
         # A broken policy: the reload fails and the previous policy stays in force.
         broken = root / "policies" / "broken.yaml"
         broken.write_text("id: broken\nblock: [unclosed\n")

@@ -258,6 +258,9 @@ class App:
         else:
             self._report(f"ready {result.snapshot.policy.names()}")
             self._spawn(self._report_stats)
+        # The policy in force lives in the engine and in self.loaded from here on: held by
+        # this frame too, the first build (and its mapped image) would outlive every reload.
+        del result
         await self._stop.wait()
         return await self._shutdown()
 

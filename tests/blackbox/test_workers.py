@@ -289,6 +289,27 @@ def test_reloads_swap_every_worker_without_losing_queries(large_list: Sinkhole) 
     )
 
 
+def replaced_images(pid: int) -> int:
+    """Mappings of process ``pid`` of a policy image that has been replaced since."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return sum(line.rstrip().endswith("/policy.image (deleted)") for line in maps)
+
+
+def test_a_reload_lets_go_of_the_image_it_replaced(large_list: Sinkhole) -> None:
+    """Each worker maps the new image and unmaps the old one: the memory of a reload is
+    given back (the first build was once held for the life of the process)."""
+    pids = [e["pid"] for e in large_list.events("started")]
+    for round_ in range(2):
+        with (large_list.policies_dir / "names.txt").open("a") as f:
+            f.write(f"again{round_}.example\n")
+        mark = large_list.mark()
+        large_list.send_signal(signal.SIGHUP)
+        assert large_list.wait_event("workers_reloaded", 60.0, mark)["ok"] is True
+        assert blocked_everywhere(large_list, f"again{round_}.example") == {0, 1}
+        assert all(mapped_by(pid) for pid in pids)
+        assert [replaced_images(pid) for pid in pids] == [0, 0]
+
+
 def test_a_broken_reload_keeps_the_old_policy_in_every_worker(large_list: Sinkhole) -> None:
     with (large_list.policies_dir / "names.txt").open("a") as f:
         f.write("kept.example\n")
