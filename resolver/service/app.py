@@ -116,6 +116,7 @@ class App:
         self.loaded: Loaded | None = None  # what the control endpoint shows
         self.warning: WarningService | None = None  # the warning page's web server
         self._clock: asyncio.TimerHandle | None = None
+        self._releasing = False  # retired replies are being freed (_release_replays)
         self.secondary: Secondary | None = None  # zone transfers, when not a worker
         self.feeds: Feeds | None = None  # lists fetched from a url, when not a worker
         # A worker maps the image the supervisor built; a lone server builds its own.
@@ -331,6 +332,7 @@ class App:
         config, result, changes = loaded
         before = self.engine.snapshot.policy.names()
         self.engine.snapshot = result.snapshot  # the atomic swap
+        self._release_replays()
         self.engine.acl = ClientAcl(config.allow_clients)
         changed = [k for k in RESTART_ONLY if getattr(config, k) != getattr(self.config, k)]
         logging_of = ("query_log", "query_log_client", "query_log_sample")
@@ -422,7 +424,9 @@ class App:
 
     def _on_clock(self) -> None:
         assert self.engine is not None
-        for info, active in self.engine.policy_clock(datetime.now(UTC)):
+        changed = self.engine.policy_clock(datetime.now(UTC))
+        self._release_replays()
+        for info, active in changed:
             self.log.info(
                 "policy_in_force" if active else "policy_expired",
                 policy=info.id,
@@ -431,6 +435,22 @@ class App:
                 expires=info.expires.isoformat() if info.expires else None,
             )
         self._arm_clock()
+
+    def _release_replays(self) -> None:
+        """Free the replies the engine retired at a swap, a slice per turn of the loop."""
+        if self._releasing or self.engine is None or not self.engine.retired:
+            return
+        self._releasing = True
+        engine = self.engine
+
+        async def release() -> None:
+            try:
+                while engine.release():
+                    await asyncio.sleep(0)
+            finally:
+                self._releasing = False
+
+        self._spawn(release)
 
     # --- shutdown --------------------------------------------------------------
 

@@ -257,6 +257,32 @@ def test_new_snapshot_applies_to_repeated_queries() -> None:
     assert isinstance(engine.handle(data, CLIENT, T0, False), wire.Query)
 
 
+def test_replies_of_the_old_policy_are_freed_a_slice_at_a_time() -> None:
+    """A swap retires the replay table whole (never replayed again) and ``release``
+    frees it in slices, so no single step holds up the queries that follow."""
+    engine = make_engine()
+    for i in range(25):
+        for _ in range(2):
+            reply_of(engine.handle(query(f"n{i}.blocked.example"), CLIENT, T0, False))
+    engine.snapshot = snapshot(("blocked.example", Action.NXDOMAIN))
+    [old] = engine.retired
+    n = len(old)
+    assert n > 10
+    data = query("n3.blocked.example")
+    assert reply_of(engine.handle(data, CLIENT, T0, False)).header.rcode == wire.NXDOMAIN
+    reply_of(engine.handle(data, CLIENT, T0, False))
+    engine.snapshot = snapshot()  # a second swap before the first table is freed
+    assert [len(table) for table in engine.retired] == [n, 1]
+    assert engine.release(10) is True
+    assert [len(table) for table in engine.retired] == [n - 9]  # the newest first
+    while engine.release(10):
+        assert len(engine.retired) == 1
+    assert engine.retired == [] and old == {}
+    assert engine.release(10) is False
+    engine.snapshot = snapshot()  # nothing to replay: nothing retired
+    assert engine.retired == []
+
+
 def test_a_reload_while_the_question_is_out_applies_to_its_answer() -> None:
     engine = make_engine()
     first = engine.handle(query("www.example.com"), CLIENT, T0, False)
