@@ -7,6 +7,7 @@ wire.BadVersion) BADVERS. Answer with ``wire.build_error_reply(data, exc.rcode, 
 from __future__ import annotations
 
 import reprlib
+from typing import Any
 
 
 class ResolverError(Exception):
@@ -91,6 +92,10 @@ class SourceError(ResolverError):
         self.source = source
         self.line = line
         self.column = column
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with its fields (a reload built in a child process sends it back).
+        return (type(self), (self.message, self.source, self.line, self.column))
 
     def __str__(self) -> str:
         where = self.source

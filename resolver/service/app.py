@@ -8,7 +8,9 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -32,6 +34,7 @@ from resolver.edge.tlscert import TlsError
 from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
 from resolver.service.builder import IMAGE_ENV
+from resolver.service.childbuild import build_in_child, fork_available
 from resolver.service.endpoints import control_server, metrics_server
 from resolver.service.listeners import Listeners
 from resolver.service.metrics import (
@@ -122,11 +125,25 @@ class App:
         # A worker maps the image the supervisor built; a lone server builds its own.
         image = os.environ.get(IMAGE_ENV) if link is not None else None
         self.image = Path(image) if image else None
+        self._build_dir: Path | None = None  # a lone server's reloads write their image here
 
     def _build(self, config: Config, previous: BuildResult | None) -> tuple[BuildResult, Changes]:
         if self.image is not None:
             return mapped(self.image)
         return build_packed(config, previous)
+
+    async def _rebuild(
+        self, config: Config, previous: BuildResult | None
+    ) -> tuple[BuildResult, Changes]:
+        """A reload's build, off the event loop: a worker maps the image its supervisor
+        built; a lone server builds in a child process of its own (resolver.service.
+        childbuild), or in a thread where processes cannot fork."""
+        if self.image is None and fork_available():
+            if self._build_dir is None:
+                runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+                self._build_dir = Path(tempfile.mkdtemp(prefix="sinkhole-", dir=runtime))
+            return await build_in_child(config, previous, self._build_dir)
+        return await asyncio.to_thread(self._build, config, previous)
 
     # --- start-up ------------------------------------------------------------
 
@@ -325,7 +342,7 @@ class App:
         started = time.monotonic()
         previous = self.loaded.result if self.loaded is not None else None
         loaded = await self.reloads.load(
-            self.config_path, self.config, previous, self._build, self.image
+            self.config_path, self.config, previous, self._rebuild, self.image
         )
         if loaded is None:
             return False
@@ -501,6 +518,8 @@ class App:
             self.secondary.close()
         if self.feeds is not None:
             self.feeds.close()
+        if self._build_dir is not None:
+            shutil.rmtree(self._build_dir, ignore_errors=True)
         self.log.info("stopped")
         return 0
 

@@ -26,7 +26,7 @@ from resolver.tools.check import reload_errors, reload_summary
 from resolver.tools.control import removed_policies
 
 Changes = dict[str, tuple[int, int]]  # policy id -> (names added, names removed)
-Build = Callable[[Config, BuildResult | None], tuple[BuildResult, Changes]]
+Build = Callable[[Config, BuildResult | None], Awaitable[tuple[BuildResult, Changes]]]
 
 
 def build_frozen(config: Config) -> BuildResult:
@@ -123,11 +123,11 @@ class Reloads:
         image: Path | None,
     ) -> tuple[Config, BuildResult, Changes] | None:
         """The configuration at ``config_path`` (``current`` without one) and its build,
-        made in a thread; None when they do not load (counted, and logged with every error
-        found: the previous policy stays)."""
+        made off the event loop by ``build``; None when they do not load (counted, and
+        logged with every error found: the previous policy stays)."""
         try:
             config = load_config(config_path) if config_path else current
-            result, changes = await asyncio.to_thread(build, config, previous)
+            result, changes = await build(config, previous)
         except (OSError, TableError) as exc:
             self.failures += 1
             self.log.error(

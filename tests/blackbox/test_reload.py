@@ -304,3 +304,32 @@ def test_a_pid_file_that_cannot_be_written_fails_the_start(
     [line] = [json.loads(text) for text in result.stdout.splitlines()]
     assert line["event"] == "pid_file_failed" and line["level"] == "error"
     assert line["pid_file"] == str(tmp_path / "not-a-directory" / "s.pid")
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_reload_builds_in_a_child_that_a_stop_ends(sinkhole_factory: SinkholeFactory) -> None:
+    """A lone server builds a reload in a process of its own (the event loop never waits
+    on it); stopped in the middle of one, it ends that process too."""
+    names = "".join(f"n{i}.listed.example\n" for i in range(400_000))
+    policy = "id: p\nlists:\n  - file: names.txt\n    format: domains\n"
+    server = sinkhole_factory({"names.txt": names, "p.yaml": policy})
+    assert addresses(ask(v4(server), "n7.listed.example"))
+    server.send_signal(signal.SIGHUP)
+    builders = wait_until(lambda: children_of(server.pid) or None, 10.0)
+    assert builders, "no build process seen"
+    assert server.stop() == 0
+    for pid in builders:
+        assert not Path(f"/proc/{pid}").exists(), f"the build process {pid} outlived the server"
