@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from resolver.edge.sockets import ListenError
 from resolver.edge.tlscert import TlsError
 from resolver.edge.upstream import Forwarder
 from resolver.service import sdnotify
-from resolver.service.builder import IMAGE_ENV
+from resolver.service.builder import IMAGE_ENV, image_dir
 from resolver.service.childbuild import build_in_child, fork_available
 from resolver.service.endpoints import control_server, metrics_server
 from resolver.service.listeners import Listeners
@@ -140,8 +139,7 @@ class App:
         childbuild), or in a thread where processes cannot fork."""
         if self.image is None and fork_available():
             if self._build_dir is None:
-                runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
-                self._build_dir = Path(tempfile.mkdtemp(prefix="sinkhole-", dir=runtime))
+                self._build_dir = image_dir()
             return await build_in_child(config, previous, self._build_dir)
         return await asyncio.to_thread(self._build, config, previous)
 

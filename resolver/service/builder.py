@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,13 @@ IMAGE_ENV = "SINKHOLE_POLICY_IMAGE"  # the image a worker maps (set by the super
 FAILED = 1
 
 
+def image_dir() -> Path:
+    """A new directory for policy images that only this user can open (mode 0700), in
+    systemd's RuntimeDirectory when there is one."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+    return Path(tempfile.mkdtemp(prefix="sinkhole-", dir=runtime))
+
+
 def _fields(exc: SourceError) -> dict[str, Any]:
     return {"file": exc.source, "line": exc.line, "column": exc.column, "error": exc.message}
 
@@ -45,10 +54,12 @@ def previous(image: Path) -> BuildResult | None:
     return light
 
 
-def build_image(config: Config, image: Path) -> BuildResult:
-    """Build from ``config``, compare with the image at ``image``, and replace it."""
+def build_image(config: Config, image: Path, old: BuildResult | None = None) -> BuildResult:
+    """Build from ``config``, compare with ``old`` (by default the build in the image at
+    ``image``), and replace the image."""
     result = build_snapshot(config)
-    old = previous(image)
+    if old is None:
+        old = previous(image)
     changes = name_changes(old, result)
     removed = removed_policies(old, result)
     del old

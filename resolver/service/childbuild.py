@@ -24,10 +24,10 @@ from pathlib import Path
 
 from resolver.core.errors import SourceError
 from resolver.core.nametable import TableError
+from resolver.service.builder import build_image
 from resolver.service.reloads import Changes, mapped
 from resolver.sources.config import Config
-from resolver.sources.shared import name_changes, pack, write_image
-from resolver.sources.snapshot import BuildResult, build_snapshot
+from resolver.sources.snapshot import BuildResult
 
 IMAGE = "policy.image"
 
@@ -73,11 +73,7 @@ def _child(config: Config, previous: BuildResult | None, image: Path, out: int) 
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)  # the event loop's: the server's, not ours
         gc.disable()  # short-lived; and a collection would copy every page it touches
-        full = build_snapshot(config)
-        changes = name_changes(previous, full) if previous is not None else {}
-        data, light = pack(full)
-        del full
-        write_image(image, data, light, {"changes": changes})
+        build_image(config, image, previous)
         code = 0
     except BaseException as exc:
         payload = _pickled(exc)

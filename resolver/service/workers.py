@@ -27,7 +27,6 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ from resolver.core.errors import SourceError
 from resolver.edge.http import HttpServer
 from resolver.edge.sockets import LISTEN_FDS, Listener, ListenError, bind_for_workers, environment
 from resolver.service import sdnotify
-from resolver.service.builder import IMAGE_ENV
+from resolver.service.builder import IMAGE_ENV, image_dir
 from resolver.service.endpoints import metrics_server
 from resolver.service.metrics import merge_stats, zone_stats
 from resolver.service.observability import get_logger
@@ -90,8 +89,7 @@ class Supervisor:
         # The policy image: built by a builder process, mapped by every worker. They hash
         # names with one seed, so that they all find the builder's slots.
         self._seed = str(secrets.randbelow(2**32 - 1) + 1)
-        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
-        self._dir = Path(tempfile.mkdtemp(prefix="sinkhole-", dir=runtime))  # mode 0700
+        self._dir = image_dir()
         self.image = self._dir / "policy.image"
         self._builder: asyncio.subprocess.Process | None = None
         self._building = False
