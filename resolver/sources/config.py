@@ -25,6 +25,7 @@ from resolver.sources.config_sections import (
     parse_endpoint,
     read_cache,
     read_control,
+    read_endpoints,
     read_pid_file,
     read_query_log,
     read_rate_limit,
@@ -226,18 +227,8 @@ def _parse_keys(
     values: dict[str, object] = {"source": source, "base_dir": base_dir}
 
     def endpoints(key: str, default_port: int) -> tuple[Endpoint, ...]:
-        _, node = keys[key]
-        out = []
-        for item in doc.sequence(node, key):
-            text = doc.string(item, f"an entry of {key}")
-            try:
-                out.append(parse_endpoint(text, default_port))
-            except ValueError as exc:
-                doc.fail(
-                    item,
-                    f"{key}: {quote(text)} is not an address like 127.0.0.1:53 or [::1]:53 ({exc})",
-                )
-        return tuple(out)
+        like = "127.0.0.1:53 or [::1]:53"
+        return read_endpoints(doc, keys[key][1], key, default_port, like)
 
     if "listen" in keys:
         values["listen"] = endpoints("listen", 53)

@@ -197,17 +197,26 @@ def read_query_log(doc: Doc, node: yaml.Node) -> dict[str, Any]:
     return values
 
 
-def _addresses(doc: Doc, node: yaml.Node, what: str, port: int) -> tuple[Endpoint, ...]:
+def read_endpoints(
+    doc: Doc, node: yaml.Node, what: str, port: int, like: str, entry: str = ""
+) -> tuple[Endpoint, ...]:
+    """A list of addresses (``port`` where one gives none); an error shows ``like``.
+    ``entry`` names one item in an error (default: an entry of ``what``)."""
     out = []
     for item in doc.sequence(node, what):
-        text = doc.string(item, f"an entry of {what}")
+        text = doc.string(item, entry or f"an entry of {what}")
         try:
             out.append(parse_endpoint(text, port))
         except ValueError as exc:
-            doc.fail(item, f"{what}: {quote(text)} is not an address like 0.0.0.0:{port} ({exc})")
+            doc.fail(item, f"{what}: {quote(text)} is not an address like {like} ({exc})")
+    return tuple(out)
+
+
+def _addresses(doc: Doc, node: yaml.Node, what: str, port: int) -> tuple[Endpoint, ...]:
+    out = read_endpoints(doc, node, what, port, f"0.0.0.0:{port}")
     if not out:
         doc.fail(node, f"{what} must name at least one address, like 0.0.0.0:{port}")
-    return tuple(out)
+    return out
 
 
 def read_warning_server(doc: Doc, node: yaml.Node, base_dir: Path) -> WarningServer | None:
@@ -342,18 +351,10 @@ def read_zones(
         file = Path(doc.string(keys["file"][1], "zones: file"))
         if not file.is_absolute():
             file = base_dir / file
-        primaries: list[Endpoint] = []
+        primaries: tuple[Endpoint, ...] = ()
         if "primaries" in keys:
-            for entry in doc.sequence(keys["primaries"][1], "zones: primaries"):
-                text = doc.string(entry, "zones: primaries")
-                try:
-                    primaries.append(parse_endpoint(text, 53))
-                except ValueError as exc:
-                    doc.fail(
-                        entry,
-                        f"zones: primaries: {quote(text)} is not an address like 192.0.2.53:53 "
-                        f"({exc})",
-                    )
+            where = "zones: primaries"
+            primaries = read_endpoints(doc, keys["primaries"][1], where, 53, "192.0.2.53:53", where)
         tsig = None
         if "tsig" in keys:
             tkeys = doc.mapping(keys["tsig"][1], "zones: tsig")
@@ -391,7 +392,7 @@ def read_zones(
             ZoneConfig(
                 name,
                 file,
-                tuple(primaries),
+                primaries,
                 tsig,
                 on_expire,
                 item.start_mark.line + 1,
