@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,14 +19,12 @@ import dns.rcode
 import pytest
 from support.procs import (
     REPO,
-    START_TIMEOUT,
     FakeUpstream,
-    Process,
     Sinkhole,
     SinkholeFactory,
     free_port,
 )
-from support.system import program
+from support.unbound import UnboundProcess
 
 from resolver.core import wire
 from resolver.core.matcher import Scope
@@ -63,7 +60,7 @@ allow:
 """
 
 
-class Unbound(Process):
+class Unbound(UnboundProcess):
     """``unbound -d`` with one RPZ zonefile, forwarding everything to ``upstream``."""
 
     def __init__(self, workdir: Path, zonefile: Path, upstream: FakeUpstream) -> None:
@@ -98,29 +95,7 @@ rpz:
     zonefile: "{zonefile}"
 """
         )
-        check = subprocess.run(
-            [program("unbound-checkconf"), str(config)], capture_output=True, text=True, timeout=30
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
-        super().__init__([program("unbound"), "-d", "-c", str(config)], workdir, "unbound")
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                ask_raw(("127.0.0.1", self.port), "ready-probe.example", "A", 0.2)
-                return
-            except (dns.exception.Timeout, OSError):
-                pass
-            if not self.alive or time.monotonic() > deadline:
-                log = Path(self.argv[-1]).with_name("unbound.log")
-                text = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
-                raise AssertionError(f"unbound did not start\n{self.diagnostics()}\n{text}")
+        super().__init__(config, workdir, self.port, "ready-probe.example", workdir / "unbound.log")
 
 
 def ask_raw(where: tuple[str, int], name: str, qtype: str, timeout: float) -> dns.message.Message:

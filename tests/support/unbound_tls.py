@@ -11,17 +11,12 @@ puts between sinkhole and Unbound to see how many TLS connections were opened.
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
-import time
 from pathlib import Path
 
-import dns.exception
-import dns.message
-import dns.query
 from support.certs import SERVER_NAME, TlsFiles
-from support.procs import START_TIMEOUT, Process, free_port
-from support.system import program
+from support.procs import free_port
+from support.unbound import UnboundProcess
 
 LOCAL_A = "198.51.100.1"
 LOCAL_AAAA = "2001:db8::1"
@@ -29,7 +24,7 @@ LOCAL_NAME = "a.upstream.test"
 SOA = "ns.upstream.test. host.upstream.test. 1 3600 600 86400 30"
 
 
-class EncryptedUnbound(Process):
+class EncryptedUnbound(UnboundProcess):
     """``unbound -d`` answering over UDP/TCP (``port``), DoT (``tls_port``) and DoH
     (``https_port``, path /dns-query) on 127.0.0.1."""
 
@@ -87,29 +82,7 @@ server:
     control-enable: no
 """
         )
-        check = subprocess.run(
-            [program("unbound-checkconf"), str(config)], capture_output=True, text=True, timeout=30
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
-        super().__init__([program("unbound"), "-d", "-c", str(config)], workdir, "unbound")
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                query = dns.message.make_query(LOCAL_NAME, "A")
-                dns.query.udp(query, "127.0.0.1", timeout=0.2, port=self.port)
-                return
-            except (dns.exception.Timeout, OSError):
-                pass
-            if not self.alive or time.monotonic() > deadline:
-                text = self.log_path.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"unbound did not start\n{self.diagnostics()}\n{text}")
+        super().__init__(config, workdir, self.port, LOCAL_NAME, self.log_path)
 
     def tls(self, port: int | None = None, name: str = SERVER_NAME) -> str:
         """The ``upstreams`` entry of its DoT port (or of ``port``, a relay to it)."""
