@@ -153,9 +153,15 @@ class Cache:
     def answer(self, key: bytes, reply: outbound.Reply, now: int) -> Answer:
         """Make ``reply`` servable and keep it if it may be cached (RFC 2308 for negatives)."""
         s = self.settings
-        cacheable = reply.rcode in (wire.NOERROR, wire.NXDOMAIN) and reply.min_ttl is not None
-        ttl = min(max(reply.min_ttl or 0, s.min_ttl), s.max_ttl) if cacheable else 0
-        entry = make_answer(reply, now, ttl, s.min_ttl, s.max_ttl, key)
+        floor, ceiling = s.min_ttl, s.max_ttl
+        ttl = reply.min_ttl
+        if ttl is None or (reply.rcode != wire.NOERROR and reply.rcode != wire.NXDOMAIN):
+            ttl = 0  # not cacheable
+        elif ttl < floor:
+            ttl = floor
+        elif ttl > ceiling:
+            ttl = ceiling
+        entry = make_answer(reply, now, ttl, floor, ceiling, key)
         if ttl > 0 and s.max_entries > 0:
             entries = self._entries
             entries.pop(key, None)

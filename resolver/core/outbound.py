@@ -9,11 +9,13 @@ answer the query we sent raises FormError and nothing else.
 from __future__ import annotations
 
 import os
+import struct
 from array import array
 from collections.abc import Iterator
 
 from resolver.core import rewrite, wire
 from resolver.core.errors import FormError
+from resolver.core.rewrite import Span
 
 _UPSTREAM_OPT = (wire.build_opt(False), wire.build_opt(True))
 
@@ -133,9 +135,9 @@ class Reply:
         self.stripped = stripped  # answer records left out: not part of the chain
 
 
-def _read_rr(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
-    """One resource record: (type, TTL, offset of its fixed part, next offset)."""
-    pos = wire.skip_name(data, pos)
+def _record(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
+    """The record whose fixed part starts at ``pos`` (its owner read already): (type,
+    TTL, ``pos``, the offset after its data)."""
     if pos + 10 > size:
         raise FormError("truncated resource record")
     rtype, _rclass, ttl, rdlen = wire.RR_FIXED.unpack_from(data, pos)
@@ -145,6 +147,110 @@ def _read_rr(data: bytes, pos: int, size: int) -> tuple[int, int, int, int]:
     if ttl & 0x80000000:
         ttl = 0  # RFC 2181 8: a TTL with the top bit set is read as zero
     return rtype, ttl, pos, end
+
+
+_TTL_LENGTH = struct.Struct("!IH")
+
+
+# What reading an answer section gives: the offset after it, the records kept, their
+# TTL fields (offset from the end of the header, TTL), the A and AAAA data and CNAME
+# targets among them, their least and greatest TTL, and how many were left out.
+Answers = tuple[
+    int, list[Span], list[tuple[int, int]], list[bytes], list[bytes], int | None, int, int
+]
+
+
+def _usual_answers(data: bytes, pos: int, size: int, count: int, question: bytes) -> Answers | None:
+    """The answer section read at once when it has the usual shape: every record owned
+    by the question's name (a pointer to it) and of the asked type and class, so all
+    of them are kept. None for any other shape, which ``_answers`` then reads."""
+    if not count or question[-4:-2] == b"\x00\x05":  # a CNAME's target is read in full
+        return None
+    head = b"\xc0\x0c" + question[-4:]
+    address = _ADDRESS_RR.get(wire.U16.unpack_from(question, len(question) - 4)[0], 0) - 10
+    spans: list[Span] = []
+    ttls: list[tuple[int, int]] = []
+    addresses: list[bytes] = []
+    low = 1 << 32
+    high = 0
+    for _ in range(count):
+        if data[pos : pos + 6] != head or pos + 12 > size:
+            return None
+        ttl, length = _TTL_LENGTH.unpack_from(data, pos + 6)
+        end = pos + 12 + length
+        if end > size:
+            raise FormError("resource record runs past the end of the packet")
+        if ttl & 0x80000000:
+            ttl = 0  # RFC 2181 8: a TTL with the top bit set is read as zero
+        spans.append((pos, pos + 2, end, ttl))
+        ttls.append((pos - 6, ttl))  # the TTL field, counted from the end of the header
+        if length == address:
+            addresses.append(data[pos + 12 : end])
+        if ttl < low:
+            low = ttl
+        if ttl > high:
+            high = ttl
+        pos = end
+    return pos, spans, ttls, addresses, [], low, high, 0
+
+
+def _answers(data: bytes, pos: int, size: int, count: int, qname: bytes) -> Answers:
+    """The answer section in any shape: the records in the CNAME chain from ``qname``
+    kept (``rewrite.chain_members``), the others left out and counted."""
+    # Every answer record: (owner, type, CNAME target) and (start, fixed part, end, TTL).
+    owners: list[tuple[bytes, int, bytes]] = []
+    spans: list[Span] = []
+    # Names by the pointer that usually stands for them: the question's, and each CNAME
+    # target's (the next owner points at it).
+    pointers = {b"\xc0\x0c": qname}
+    for _ in range(count):
+        start = pos
+        owner = pointers.get(data[pos : pos + 2])
+        if owner is None:
+            owner, pos = wire.read_name(data, pos)
+            owner = owner.lower()
+        else:
+            pos += 2  # a pointer seen before
+        rtype, ttl, fixed, pos = _record(data, pos, size)
+        target = b""
+        if rtype == wire.TYPE_CNAME:
+            target = wire.read_name(data, fixed + 10)[0].lower()
+            if fixed + 10 <= rewrite.MAX_POINTER:
+                pointers[wire.U16.pack(0xC000 | (fixed + 10))] = target
+        owners.append((owner, rtype, target))
+        spans.append((start, fixed, pos, ttl))
+    keep = rewrite.chain_members(qname, owners) if owners else None
+    ttls: list[tuple[int, int]] = []
+    min_ttl: int | None = None
+    max_ttl = 0
+    targets: list[bytes] = []
+    addresses: list[bytes] = []
+    kept: list[Span] = []
+    for i, (_, fixed, end, ttl) in enumerate(spans):
+        if keep is not None and not keep[i]:
+            continue
+        kept.append(spans[i])
+        ttls.append((fixed - 8, ttl))  # the TTL field, counted from the end of the header
+        if min_ttl is None or ttl < min_ttl:
+            min_ttl = ttl
+        if ttl > max_ttl:
+            max_ttl = ttl
+        rtype = owners[i][1]
+        if _ADDRESS_RR.get(rtype) == end - fixed:
+            addresses.append(data[fixed + 10 : end])
+        elif rtype == wire.TYPE_CNAME:
+            targets.append(owners[i][2])
+    return pos, kept, ttls, addresses, targets, min_ttl, max_ttl, len(spans) - len(kept)
+
+
+def _after_owner(data: bytes, pos: int, size: int) -> int:
+    """The offset after the owner name at ``pos``: a pointer or the root at once."""
+    c = data[pos] if pos < size else 0x40  # past the end: skip_name says so
+    if c == 0:
+        return pos + 1
+    if c >= 0xC0:
+        return pos + 2  # the caller checks that the fixed part fits
+    return wire.skip_name(data, pos)
 
 
 _ADDRESS_RR = {
@@ -185,53 +291,17 @@ def parse_reply(data: bytes, qid: int, question: bytes, sent: bytes = b"") -> Re
         if sent:
             raise CaseMismatch("the reply does not keep the letter case of the question")
     rcode = flags & 0xF
-    pos = qend
-    qname = question[:-4].lower()
-    # Every answer record: (owner, type, CNAME target) and (start, fixed part, end, TTL).
-    owners: list[tuple[bytes, int, bytes]] = []
-    spans: list[tuple[int, int, int, int]] = []
-    # Names by the pointer that usually stands for them: the question's, and each CNAME
-    # target's (the next owner points at it).
-    pointers = {b"\xc0\x0c": qname}
-    for _ in range(ancount):
-        start = pos
-        owner = pointers.get(data[pos : pos + 2]) or wire.read_name(data, pos)[0].lower()
-        rtype, ttl, fixed, pos = _read_rr(data, pos, size)
-        target = b""
-        if rtype == wire.TYPE_CNAME:
-            target = wire.read_name(data, fixed + 10)[0].lower()
-            if fixed + 10 <= rewrite.MAX_POINTER:
-                pointers[wire.U16.pack(0xC000 | (fixed + 10))] = target
-        owners.append((owner, rtype, target))
-        spans.append((start, fixed, pos, ttl))
+    answers = _usual_answers(data, qend, size, ancount, question) or _answers(
+        data, qend, size, ancount, question[:-4].lower()
+    )
+    pos, kept, ttls, addresses, targets, min_ttl, max_ttl, stripped = answers
     answer_end = pos
-    keep = rewrite.chain_members(qname, owners) if owners else None
-    ttls: list[tuple[int, int]] = []
-    min_ttl: int | None = None
-    max_ttl = 0
-    targets: list[bytes] = []
-    addresses: list[bytes] = []
-    kept: list[tuple[int, int, int, int]] = []
-    for i, (_, fixed, end, ttl) in enumerate(spans):
-        if keep is not None and not keep[i]:
-            continue
-        kept.append(spans[i])
-        ttls.append((fixed - 8, ttl))  # the TTL field, counted from the end of the header
-        if min_ttl is None or ttl < min_ttl:
-            min_ttl = ttl
-        if ttl > max_ttl:
-            max_ttl = ttl
-        rtype = owners[i][1]
-        if _ADDRESS_RR.get(rtype) == end - fixed:
-            addresses.append(data[fixed + 10 : end])
-        elif rtype == wire.TYPE_CNAME:
-            targets.append(owners[i][2])
     keep_authority = False
     negative_ttl: int | None = None
     authority: list[tuple[int, int, int, int]] = []
     for _ in range(nscount):
         start = pos
-        rtype, ttl, fixed, pos = _read_rr(data, pos, size)
+        rtype, ttl, fixed, pos = _record(data, _after_owner(data, pos, size), size)
         authority.append((start, fixed, pos, ttl))
         if rtype in wire._AUTHORITY_KEEP:
             keep_authority = True
@@ -243,10 +313,14 @@ def parse_reply(data: bytes, qid: int, question: bytes, sent: bytes = b"") -> Re
             minimum = wire.U32.unpack_from(data, pos - 4)[0]
             negative_ttl = min(ttl, minimum)
     authority_end = pos
-    for _ in range(arcount):
-        pos = _read_rr(data, pos, size)[3]
+    for _ in range(arcount):  # read only to check that it is well formed
+        pos = _after_owner(data, pos, size) + 10
+        if pos > size:
+            raise FormError("truncated resource record")
+        pos += (data[pos - 2] << 8) | data[pos - 1]
+        if pos > size:
+            raise FormError("resource record runs past the end of the packet")
 
-    stripped = len(spans) - len(kept)
     ancount = len(kept)
     negative = rcode == wire.NXDOMAIN or (rcode == wire.NOERROR and ancount == 0)
     if keep_authority:

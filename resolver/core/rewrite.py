@@ -134,13 +134,19 @@ def own_case(data: bytes, question: bytes, echoed: bytes, answers: list[Span], e
     """The body of ``data`` up to ``end`` with ``question`` in place of ``echoed`` (the
     same in other letter case), and in place of the name where an answer record spells
     its owner out (not as a pointer) in the echoed case."""
-    body = bytearray(question + data[12 + len(question) : end])
+    body = question + data[12 + len(question) : end]
     n = len(question) - 4
     name = echoed[:n]
     for start, _, _, _ in answers:
         if data[start : start + n] == name:
-            body[start - 12 : start - 12 + n] = question[:n]
-    return bytes(body)
+            break
+    else:
+        return body  # the usual case: every owner a pointer to the question
+    out = bytearray(body)
+    for start, _, _, _ in answers:
+        if data[start : start + n] == name:
+            out[start - 12 : start - 12 + n] = question[:n]
+    return bytes(out)
 
 
 def _remember(table: dict[bytes, int], name: bytes, offset: int, stop: int = 256) -> None:

@@ -58,6 +58,7 @@ FAILURES_TO_HOLD = 3
 READ_ROUNDS = 4  # full batches read from one socket per wake-up
 REPLY_SLOT = 65536  # bytes per reply buffer: any UDP datagram fits
 SWEEP = 0.05  # at most this late, a try that got no answer is given up
+EXPIRY_GROUP = 0.001  # tries sent within this many seconds time out together
 MAX_TRIES = 6  # upstream queries (UDP and TCP) one question may cost, whatever happens
 
 Done = Callable[[Question, "outbound.Reply | None", str], None]
@@ -229,11 +230,12 @@ class Forwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._outgoing: list[UpstreamSocket] = []  # sockets with queries to send this turn
-        # Tries in the order they were sent, (deadline, try number), and the tries not yet
-        # answered by number. One timer sweeps them instead of a timer per query. The
-        # queue holds only numbers, so an answered query is freed at once (kept alive
-        # for the whole timeout, queries would pile up for the garbage collector).
-        self._expiry: deque[tuple[float, int]] = deque()
+        # Tries in the order they were sent, grouped by deadline (those sent within
+        # EXPIRY_GROUP seconds share the first one's): (deadline, try numbers); and the
+        # tries not yet answered by number. One timer sweeps them instead of a timer per
+        # query. The queue holds only numbers, so an answered query is freed at once
+        # (kept alive for the whole timeout, queries would pile up for the collector).
+        self._expiry: deque[tuple[float, list[int]]] = deque()
         self._open_tries: dict[int, Flight] = {}
         self._try_number = 0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -354,7 +356,9 @@ class Forwarder:
             self.stats.failed += 1
             self.done(question, None, "")
             return
-        flight = Flight(question, self._order(now), now, now + self.query_timeout)
+        ups = self.upstreams
+        order = ups if len(ups) == 1 else self._order(now)
+        flight = Flight(question, order, now, now + self.query_timeout)
         self._try(flight, now)
 
     def _order(self, now: float) -> list[Upstream]:
@@ -390,7 +394,12 @@ class Forwarder:
         self._try_number = number = self._try_number + 1
         flight.number = number
         self._open_tries[number] = flight
-        self._expiry.append((now + self.try_timeout, number))
+        expiry = self._expiry
+        deadline = now + self.try_timeout
+        if expiry and deadline - expiry[-1][0] < EXPIRY_GROUP:
+            expiry[-1][1].append(number)
+        else:
+            expiry.append((deadline, [number]))
         if self._sweeper is None:
             assert self._loop is not None
             self._sweeper = self._loop.call_later(self.try_timeout, self._sweep)
@@ -401,9 +410,11 @@ class Forwarder:
         now = time.monotonic()
         expiry, open_tries = self._expiry, self._open_tries
         while expiry and expiry[0][0] <= now:
-            flight = open_tries.pop(expiry.popleft()[1], None)
-            if flight is not None:  # no answer yet
-                self._timeout(flight)
+            # Most tries are answered: the open ones are found with a set operation.
+            for number in sorted(open_tries.keys() & expiry.popleft()[1]):
+                flight = open_tries.pop(number, None)
+                if flight is not None:  # no answer yet (a timeout may answer another)
+                    self._timeout(flight)
         if expiry:
             assert self._loop is not None
             wait = max(expiry[0][0] - now, SWEEP)
