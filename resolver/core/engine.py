@@ -26,10 +26,9 @@ from resolver.core.errors import FormError, NotImplementedQuery
 from resolver.core.flight import Question, Waiter, Work
 from resolver.core.matcher import CompiledPolicy
 from resolver.core.outcome import Counters, Outcome, QueryLog
+from resolver.core.screening import AnswerFacts, everyone, stale_verdict
 from resolver.core.tally import NO_ANSWER, Latency, Tallies, Tally
 from resolver.core.verdict import Action, ClientScope, PolicyInfo, Verdict
-
-Facts = tuple[Answer, tuple[bytes, ...], tuple[bytes, ...]]  # answer, CNAME targets, addresses
 
 MAX_TCP = 65535
 
@@ -115,10 +114,10 @@ class Engine:
         self.on_notify: Callable[[bytes, str], bytes | None] | None = None
         # resolver.arpa and below: the encrypted endpoints to designate (RFC 9462).
         self.designated = Designated()
-        # What the policy checks in an upstream answer, by cache key: the CNAME chain's
-        # names (for every answer that has one) and, once response-IP triggers exist, its
-        # addresses. Checked on every serve, so a reload applies to cached answers at once.
-        self._facts: dict[bytes, Facts] = {}
+        # What the policy checks in upstream answers (CNAME chains, addresses); the dict
+        # itself is read on the hot path: empty, there is nothing to judge.
+        self.facts = AnswerFacts(cache)
+        self._kept_facts = self.facts.kept
         # Questions asked upstream and not answered yet, by cache key: an identical
         # question joins the one in flight instead of being asked again.
         self.inflight: dict[bytes, Question] = {}
@@ -324,7 +323,7 @@ class Engine:
 
         answer = self.cache.get(query.cache_key, now)
         if answer is not None:
-            if verdict is None and (self._facts or policy.has_response_ip):
+            if verdict is None and (self._kept_facts or policy.has_response_ip):
                 late, later = self._screen(answer, policy, client, query.qname)
                 depends = depends or later
                 if late is not None and late.action is not Action.ALLOW:
@@ -397,7 +396,7 @@ class Engine:
         if reply is not None:
             answer = self.cache.answer(question.key, reply, now)
             if reply.targets or (reply.addresses and self._snapshot.policy.has_response_ip):
-                self._keep_facts((answer, reply.targets, reply.addresses), now)
+                self.facts.keep((answer, reply.targets, reply.addresses), now)
         for waiter in question.waiters:
             if waiter.chase is not None:
                 self._resume(waiter, waiter.chase, answer, now, work)
@@ -437,7 +436,7 @@ class Engine:
             verdict = query.verdict  # type: ignore[assignment]  # as decided: no change since
         else:
             verdict = policy.match(query.qname)
-        if verdict is None and (self._facts or policy.has_response_ip):
+        if verdict is None and (self._kept_facts or policy.has_response_ip):
             verdict, _ = self._screen(answer, policy, client, query.qname)
         if (
             verdict is None
@@ -504,17 +503,9 @@ class Engine:
         trigger (an address, or the query name), or for an answer of no records (drop)."""
         if verdict.action is Action.DROP or verdict.action is Action.TCP_ONLY:
             return None
-        facts = self._facts.get(answer[answers.KEY])
-        if facts is None or facts[0] is not answer or not facts[1]:
-            return None
         policy = self._snapshot.policy
-        applies = self._scopes_of(client) if policy.dynamic else _everyone
-        matched = b""
-        for target in facts[1]:
-            found, _, _ = policy.match_client(target, applies)
-            if found is verdict:
-                matched = target
-                break
+        applies = self._scopes_of(client) if policy.dynamic else everyone
+        matched = self.facts.chain_name(answer, verdict, policy, applies)
         if not matched:
             return None
         chain = cname_chain(answers.render(answer, query, now), matched)
@@ -529,22 +520,10 @@ class Engine:
         return chase
 
     def _may_serve_stale(self, answer: Answer, waiter: Waiter) -> bool:
-        """Whether the policy as it is now lets ``answer`` (expired) go to ``waiter``: its
-        query name, CNAME chain and addresses, checked afresh."""
+        """Whether the policy as it is now lets ``answer`` (expired) go to ``waiter``."""
         policy = self._snapshot.policy
-        client = waiter.client
-        applies = self._scopes_of(client) if policy.dynamic else _everyone
-        if policy.dynamic:
-            verdict, _, _ = policy.match_client(waiter.query.qname, applies)
-        else:
-            verdict = policy.match(waiter.query.qname)
-        if verdict is None:
-            targets, found = answer_facts(answer)
-            if targets or (found and policy.has_response_ip):
-                found = found if policy.has_response_ip else ()
-                verdict, _ = policy.screen(targets, found, applies)
-        if verdict is None and policy.deferred:
-            verdict, _ = self._screen(answer, policy, client, waiter.query.qname)
+        applies = self._scopes_of(waiter.client) if policy.dynamic else everyone
+        verdict = stale_verdict(self.facts, answer, policy, applies, waiter.query.qname)
         return (
             verdict is None
             or verdict.action is Action.ALLOW
@@ -618,39 +597,12 @@ class Engine:
         limit = MAX_TCP if waiter.tcp else udp_limit(chase.query)
         work.sends.append((waiter, wire.fit(reply, limit)))
 
-    # --- policy on upstream answers (RPZ: CNAME chains, response IPs) ---------------------
-
     def _screen(
-        self, answer: Answer, policy: CompiledPolicy, client: str, qname: bytes = b""
+        self, answer: Answer, policy: CompiledPolicy, client: str, qname: bytes
     ) -> tuple[Verdict | None, bool]:
-        """The verdict on an answer's content (for a query name no entry covered before the
-        answer), and whether it depended on the client or the clock. With layers that wait
-        for the answer (``policy.deferred``), ``qname`` is checked against them too."""
-        facts = self._facts.get(answer[answers.KEY])
-        if facts is None or facts[0] is not answer:
-            if not policy.has_response_ip:
-                return None, False  # no CNAME in it (answers with one are always read)
-            targets, found = answer_facts(answer)
-            if targets or found:
-                facts = self._keep_facts((answer, targets, found), answer[answers.STORED])
-            elif not policy.deferred:
-                return None, False
-            else:
-                facts = (answer, (), ())
-        applies = self._scopes_of(client) if policy.dynamic else _everyone
-        addresses = facts[2] if policy.has_response_ip else ()
-        if policy.deferred:
-            return policy.screen(facts[1], addresses, applies, qname)
-        return policy.screen(facts[1], addresses, applies)
-
-    def _keep_facts(self, facts: Facts, now: int) -> Facts:
-        """Keep what the policy checks in an answer (its CNAME targets and addresses)."""
-        memo = self._facts
-        if len(memo) >= 2 * self.cache.settings.max_entries + 1024:
-            # Keep every answer still served; answers past their TTL or evicted go.
-            self._facts = memo = {k: f for k, f in memo.items() if self.cache.live(f[0], now)}
-        memo[facts[0][answers.KEY]] = facts
-        return facts
+        """The verdict on an answer's content for ``client`` (see AnswerFacts.screen)."""
+        applies = self._scopes_of(client) if policy.dynamic else everyone
+        return self.facts.screen(answer, policy, applies, qname)
 
     def _late(self, query: wire.Query, verdict: Verdict, client: str, tcp: bool) -> bytes | None:
         """A policy answer decided after forwarding: for the original query name. (Its
@@ -681,33 +633,3 @@ class Engine:
         except (FormError, NotImplementedQuery):
             query = None
         return wire.build_error_reply(data, rcode, query)
-
-
-def _everyone(scope: ClientScope) -> bool:
-    return scope.everyone
-
-
-def answer_facts(answer: Answer) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    """The CNAME targets (wire form, lower case, in order) and the A and AAAA data of an
-    answer's answer section."""
-    counts = answer[answers.COUNTS_PLAIN]
-    ancount = counts[2] << 8 | counts[3]
-    if not ancount:
-        return (), ()
-    message = bytes(12) + answer[answers.BODY]  # offsets as in the upstream's message
-    targets: list[bytes] = []
-    addresses: list[bytes] = []
-    try:
-        pos = wire.skip_name(message, 12) + 4
-        for _ in range(ancount):
-            rtype, fixed, end = wire.skip_rr(message, pos)
-            if rtype == wire.TYPE_CNAME:
-                targets.append(wire.read_name(message, fixed + 10)[0].lower())
-            elif (rtype == wire.TYPE_A and end - fixed == 14) or (
-                rtype == wire.TYPE_AAAA and end - fixed == 26
-            ):
-                addresses.append(message[fixed + 10 : end])
-            pos = end
-    except FormError:
-        pass  # parse_reply checked it; nothing more to read
-    return tuple(targets), tuple(addresses)

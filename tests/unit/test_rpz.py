@@ -885,7 +885,7 @@ def test_passthru_on_the_query_name_stops_the_checks_on_the_answer() -> None:
 def test_a_response_ip_trigger_added_by_a_reload_applies_to_cached_answers() -> None:
     engine = engine_with(CompiledPolicy())
     upstream(engine, "plain.example", "plain.example. A 198.51.100.7")
-    assert engine._facts == {}  # no CNAME, no response-IP trigger: nothing kept
+    assert engine.facts.kept == {}  # no CNAME, no response-IP trigger: nothing kept
     assert answer_texts(parsed(answer(engine, ask("plain.example"), NOW, CLIENT))) == [
         "A 198.51.100.7"
     ]
