@@ -266,25 +266,60 @@ def key_position(source: str, keys: Iterable[str]) -> tuple[int, int]:
     return 0, 0
 
 
+LINES_BLOCK = 1 << 20  # bytes of a list searched at once by list_lines
+NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_.-")  # what a name is made of
+
+
 def list_lines(path: Path, name: str, count: int, limit: int = 5_000_000) -> list[int]:
-    """The first ``count`` lines of a list file on which ``name`` appears as a whole name.
+    """The first ``count`` lines of a list file on which ``name`` appears as a whole name
+    (not next to a letter, digit, ``_``, ``-`` or dot; a dot may end it), in lower case.
 
-    Lists keep no line numbers for the names they yield; this finds them for display.
+    Lists keep no line numbers for the names they yield; this finds them for display,
+    searching blocks of whole lines at once (a name never spans a line end).
     """
-
-    pattern_re = re.compile(
-        rb"(?<![a-z0-9_.-])" + re.escape(name.encode()) + rb"\.?(?![a-z0-9_.-])"
-    )
+    needle = name.encode()
     found: list[int] = []
+    before = 0  # lines before the block
     try:
         with open_binary(path) as f:
-            for number, line in enumerate(f, 1):
-                if number > limit:
+            rest = b""
+            while before < limit and len(found) < count:
+                data = f.read(LINES_BLOCK)
+                cut = data.rfind(b"\n") + 1 if data else 0
+                if data and not cut:
+                    rest += data  # a line longer than a block
+                    continue
+                block, rest = rest + data[:cut], data[cut:]
+                if not block:
                     break
-                if pattern_re.search(line.lower()):
-                    found.append(number)
-                    if len(found) >= count:
-                        break
+                _lines_in(needle, block.lower(), before, limit, count, found)
+                before += block.count(b"\n")
     except (OSError, ValueError, SourceError):
         pass  # unreadable now: no line to show
     return found
+
+
+def _lines_in(
+    needle: bytes, block: bytes, before: int, limit: int, count: int, found: list[int]
+) -> None:
+    """The numbers of the lines of ``block`` (after line ``before``) with ``needle`` as a
+    whole name, added to ``found`` up to ``count`` of them and line ``limit``."""
+    size = len(block)
+    position, number = 0, before + 1
+    start = block.find(needle)
+    while start >= 0:
+        end = start + len(needle)
+        if (start == 0 or block[start - 1] not in NAME_BYTES) and (
+            end == size
+            or block[end] not in NAME_BYTES
+            or (block[end] == 0x2E and (end + 1 == size or block[end + 1] not in NAME_BYTES))
+        ):
+            number += block.count(b"\n", position, start)
+            position = start
+            if number > limit:
+                return
+            if not found or found[-1] != number:
+                found.append(number)
+                if len(found) >= count:
+                    return
+        start = block.find(needle, start + 1)
