@@ -149,6 +149,16 @@ class PlainEntries(Sequence[Entry]):
         self.lines.extend(e.line for e in entries)
 
 
+_LENGTH = tuple(bytes((n,)) for n in range(64))
+
+
+def plain_wire(name: str) -> bytes:
+    """The wire form of a name alone (an item of PlainEntries: ASCII, lower case, labels
+    of 1 to 63 characters, checked when read): what wire.text_to_name gives for it, without
+    its checks."""
+    return b"".join([_LENGTH[len(label)] + label for label in name.encode().split(b".")]) + b"\x00"
+
+
 WINDOW = 1 << 20  # characters a regular expression scans at once (the GIL is held meanwhile)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from resolver.core.matcher import Scope
 from resolver.core.verdict import EVERYONE, Action, ClientScope, Network, Redirect, Verdict
 from resolver.sources.lists import ListReport, open_binary, read_list
 from resolver.sources.names import covers
+from resolver.sources.policy_entries import Entry
 from resolver.sources.policy_lists import ListRef
 from resolver.sources.policy_yaml import PolicyFile
 
@@ -126,29 +127,32 @@ class Rule:
 
 def entry_rules(policy: PolicyFile, order: int, start: int = 0) -> list[Rule]:
     """The rules of a policy's own entries (block: and allow:), in file order."""
-    lines = _lines(policy.info.source) if any(not e.column for e in policy.entries) else []
-    out = []
-    for i, entry in enumerate(policy.entries):
-        column = entry.column
-        if not column and 0 < entry.line <= len(lines):
-            column = _name_column(lines[entry.line - 1])
-        out.append(
-            Rule(
-                name=entry.name,
-                scope=entry.scope,
-                action=entry.action,
-                policy=policy,
-                order=order,
-                index=start + i,
-                file=policy.info.source,
-                line=entry.line,
-                column=column,
-                reference=entry.reference,
-                clients=entry.clients if entry.clients is not None else policy.clients,
-                redirect=entry.redirect if entry.redirect is not None else policy.redirect,
-            )
-        )
-    return out
+    lines = source_lines(policy.info.source) if any(not e.column for e in policy.entries) else []
+    return [entry_rule(policy, order, start + i, e, lines) for i, e in enumerate(policy.entries)]
+
+
+def entry_rule(
+    policy: PolicyFile, order: int, index: int, entry: Entry, lines: Sequence[str] = ()
+) -> Rule:
+    """The rule of one entry of a policy (``index``: its position among every entry);
+    ``lines``: the policy file's lines, for the column of an entry that has none."""
+    column = entry.column
+    if not column and 0 < entry.line <= len(lines):
+        column = _name_column(lines[entry.line - 1])
+    return Rule(
+        name=entry.name,
+        scope=entry.scope,
+        action=entry.action,
+        policy=policy,
+        order=order,
+        index=index,
+        file=policy.info.source,
+        line=entry.line,
+        column=column,
+        reference=entry.reference,
+        clients=entry.clients if entry.clients is not None else policy.clients,
+        redirect=entry.redirect if entry.redirect is not None else policy.redirect,
+    )
 
 
 def list_rule(policy: PolicyFile, order: int, index: int, name: str, ref: ListRef) -> Rule:
@@ -249,7 +253,8 @@ def _name_column(text: str) -> int:
     return (len(found.group(1)) + 1) if found else 1
 
 
-def _lines(source: str) -> list[str]:
+def source_lines(source: str) -> list[str]:
+    """The lines of a policy file, or none when it cannot be read now."""
     try:
         return Path(source).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
@@ -259,7 +264,7 @@ def _lines(source: str) -> list[str]:
 def key_position(source: str, keys: Iterable[str]) -> tuple[int, int]:
     """Line and column of the first top-level key among ``keys`` in a YAML file; (0, 0)."""
     wanted = tuple(keys)
-    for number, text in enumerate(_lines(source), 1):
+    for number, text in enumerate(source_lines(source), 1):
         for key in wanted:
             if re.match(rf"^{re.escape(key)}\s*:", text):
                 return number, 1

@@ -20,7 +20,7 @@ from resolver.sources.config import Config
 from resolver.sources.files import DEFAULT_MAX_SIZE
 from resolver.sources.lists import ListReport, read_list
 from resolver.sources.policy_entries import Entry
-from resolver.sources.policy_plain import PlainEntries
+from resolver.sources.policy_plain import PlainEntries, plain_wire
 from resolver.sources.policy_yaml import PolicyFile, load_policy
 from resolver.sources.rpz import ZoneReport, load_zone
 
@@ -178,7 +178,7 @@ def _add_policy(
         subtree = Scope.SUBTREE
         for item in items.items:
             if type(item) is str:
-                name = _ascii_wire(item)
+                name = plain_wire(item)
                 named(name)
                 yield name, subtree, common
             else:
@@ -197,11 +197,3 @@ def _add_policy(
             report.listed |= names
         else:
             report.listed = names
-
-
-_LENGTH = tuple(bytes((n,)) for n in range(64))
-
-
-def _ascii_wire(name: str) -> bytes:
-    """The wire form of a name already checked (ASCII, lower case, labels of 1 to 63)."""
-    return b"".join([_LENGTH[len(label)] + label for label in name.encode().split(b".")]) + b"\x00"
