@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 from resolver.core import wire
@@ -252,14 +253,16 @@ def diff(config: Config, result: BuildResult, server: str, dns: Endpoint | None 
     reordered = kept_old != kept_new or [
         z["id"] for z in running_zones if z["id"] in new_layer
     ] != [z["id"] for z in new_zones if z["id"] in old_layer]
-    running_lines = fetch_entry_lines(server)
+    running = Lines(fetch_entry_lines(server))
     file_lines = b"".join(entry_lines(result)).split(b"\n")
     if file_lines and not file_lines[-1]:
         file_lines.pop()
-    out.names_before = len({line.split(b"\t", 1)[0] for line in running_lines})
-    out.names_after = len({line.split(b"\t", 1)[0] for line in file_lines})
+    written = Lines(file_lines)
+    del file_lines
+    out.names_before = len(running.distinct)
+    out.names_after = len(written.distinct)
     out.changes = compare_lines(
-        running_lines, file_lines, (old_order, old_layer), (new_order, new_layer), reordered
+        running, written, (old_order, old_layer), (new_order, new_layer), reordered
     )
     if dns is not None:
         changed_ids = [str(p["id"]) for p in (*out.policies_changed, *out.policies_added)]
@@ -267,9 +270,23 @@ def diff(config: Config, result: BuildResult, server: str, dns: Endpoint | None 
     return out
 
 
+class Lines:
+    """/entries lines with the name each is for (text form), read once."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+        self.names = [line.partition(b"\t")[0] for line in lines]
+        self.distinct = set(self.names)
+
+    def at(self, names: set[bytes]) -> Iterator[Entry]:
+        """The entries of the lines for ``names``, in order."""
+        for line in compress(self.lines, map(names.__contains__, self.names)):
+            yield parse_entry_line(line)
+
+
 def compare_lines(
-    before: list[bytes],
-    after: list[bytes],
+    before: Lines,
+    after: Lines,
     old: tuple[dict[str, int], dict[str, int]],
     new: tuple[dict[str, int], dict[str, int]],
     everything: bool = False,
@@ -283,29 +300,49 @@ def compare_lines(
     one set difference of the lines, the cost follows the change, not the size of the
     lists. ``everything``: the policies were reordered, so every name is compared.
     """
-    changed: set[bytes] | None = None
-    if not everything:
-        changed = {line.split(b"\t", 1)[0] for line in set(before).symmetric_difference(after)}
-        if not changed:
-            return []
-    names = {line.split(b"\t", 1)[0] for line in before}
-    names.update(line.split(b"\t", 1)[0] for line in after)
-    if changed is None:
+    names = before.distinct | after.distinct
+    if everything:
         affected = names
     else:
-        affected = {n for n in names if n in changed or any(p in changed for p in _parents(n))}
+        changed = {
+            line.partition(b"\t")[0] for line in set(before.lines).symmetric_difference(after.lines)
+        }
+        if not changed:
+            return []
+        affected = _under(names, changed)
     relevant = set(affected)
     for name in affected:
         relevant.update(_parents(name))
-
-    def entries(lines: list[bytes]) -> Iterator[Entry]:
-        for line in lines:
-            if line.split(b"\t", 1)[0] in relevant:
-                yield parse_entry_line(line)
-
-    old_tables = compile_layers(entries(before), *old)
-    new_tables = compile_layers(entries(after), *new)
+    old_tables = compile_layers(before.at(relevant), *old)
+    new_tables = compile_layers(after.at(relevant), *new)
     return compare_tables(old_tables, new_tables, (wire.text_to_name(n.decode()) for n in affected))
+
+
+def _under(names: set[bytes], changed: set[bytes]) -> set[bytes]:
+    """The names of ``names`` in ``changed`` or under a name in it (text form). Whether a
+    parent name is, or is under, a changed name is worked out once per parent name."""
+    known: dict[bytes, bool] = {b"": False}  # per parent name; b"": above the top level
+
+    def under(name: bytes) -> bool:
+        passed = []
+        while name not in known:
+            if name in changed:
+                known[name] = True
+                break
+            passed.append(name)
+            name = name.partition(b".")[2]
+        found = known[name]
+        for name in passed:
+            known[name] = found
+        return found
+
+    hits = names & changed
+    listed = list(names.difference(hits))
+    parents = [name.partition(b".")[2] for name in listed]
+    marked = {parent for parent in set(parents) if under(parent)}
+    if marked:
+        hits.update(name for name, parent in zip(listed, parents, strict=True) if parent in marked)
+    return hits
 
 
 def _parents(name: bytes) -> Iterator[bytes]:
