@@ -6,7 +6,7 @@ the caller's current snapshot in force.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -185,25 +185,26 @@ def _add_policy(
         redirect = entry.redirect if entry.redirect is not None else policy.redirect
         return name, entry.scope, verdict(entry.action, entry.reference, scope, redirect)
 
-    def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
-        items = policy.entries
-        if not isinstance(items, PlainEntries):
-            yield from map(entry_of, items)
-            return
-        # A name alone is an entry of the common form, checked when read: straight to wire.
+    report.entries += len(policy.entries)
+    items = policy.entries
+    if not isinstance(items, PlainEntries):
+        builder.add_all(map(entry_of, items))
+    else:
+        # A name alone is an entry of the common form, checked when read: straight to wire,
+        # and each run of them added in one go.
         common = verdict(items.action, "", policy.clients, policy.redirect)
-        subtree = Scope.SUBTREE
         known = already.entry_names.get(order)  # the wire names of the items, when given
+        run: list[bytes] = []
         for i, item in enumerate(items.items):
             if type(item) is str:
-                name = plain_wire(item) if known is None else known[i]
-                named(name)
-                yield name, subtree, common
-            else:
-                yield entry_of(item)  # type: ignore[arg-type]
-
-    report.entries += len(policy.entries)
-    builder.add_all(entries())
+                run.append(plain_wire(item) if known is None else known[i])
+                continue
+            report.named.update(run)
+            builder.add_run(run, common)
+            run = []
+            builder.add_all([entry_of(item)])  # type: ignore[arg-type]
+        report.named.update(run)
+        builder.add_run(run, common)
     shared = verdict(policy.action, "", policy.clients, policy.redirect)
     for position, ref in enumerate(policy.lists):
         found = already.lists.get((order, position))
