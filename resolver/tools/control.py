@@ -35,6 +35,7 @@ from resolver.core.wire import name_to_text, text_to_name
 from resolver.sources.policy_entries import Entry
 from resolver.sources.policy_plain import PlainEntries
 from resolver.sources.rules import FORMS, zone_rules
+from resolver.sources.shared import EntryView
 from resolver.sources.snapshot import BuildResult
 
 CHUNK_LINES = 2000
@@ -122,6 +123,19 @@ def _pieces(result: BuildResult) -> Iterator[tuple[bytes, int]]:
                         for item in part
                     )
                 yield text.encode(), len(part)
+        elif isinstance(entries, EntryView):
+            # The image's lines end in the form and action as numbers: each ending replaced
+            # in a whole block (a name has no tab, a policy id no space).
+            endings = {
+                f"\t{int(scope)}\t{int(action)}\n": f"\t{FORMS[scope]}\t{action.label}{tail}"
+                for scope in Scope
+                for action in Action
+            }
+            for text, count in entries.blocks():
+                for ending, line_end in endings.items():
+                    if ending in text:
+                        text = text.replace(ending, line_end)
+                yield text.encode(), count
         else:
             for entry in entries:
                 yield _entry_line(entry, tail).encode(), 1
