@@ -117,6 +117,18 @@ class TableBuilder:
                 node.below.append(verdict)  # type: ignore[union-attr]
         self.count += count
 
+    def add_run(self, names: list[bytes], verdict: Verdict) -> None:
+        """``names`` each with ``verdict`` for the name and the names under it, in order: as
+        add_all of them, and in bulk when the verdict is static and no name is in the table
+        yet or comes twice (the table's order is add_all's)."""
+        if verdict.static:
+            fresh = dict.fromkeys(names, verdict)
+            if len(fresh) == len(names) and self.table.keys().isdisjoint(fresh):
+                self.table.update(fresh)
+                self.count += len(names)
+                return
+        self.add_all((name, Scope.SUBTREE, verdict) for name in names)
+
     def add_names(self, names: set[bytes], scope: Scope, verdict: Verdict, count: int) -> None:
         """``names`` (``count`` of them before duplicates went) each with ``verdict`` at
         ``scope``: as add_all of them in any order, in bulk."""

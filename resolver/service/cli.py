@@ -120,19 +120,24 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     try:
         config, _ = _config(args)
-        result = build_snapshot(config)
     except SourceError as exc:
         return _load_failed(exc, "the new files do not load")
     server = args.server or (f"http://{config.control}" if config.control else "")
-    if not server:
+    if server and "://" not in server:
+        server = "http://" + server
+    # The running server's entries are read while the files are built.
+    reading = diff.start_reading(server) if server else None
+    try:
+        result = build_snapshot(config)
+    except SourceError as exc:
+        return _load_failed(exc, "the new files do not load")
+    if not server or reading is None:
         print(
             "sinkhole: no control endpoint to ask: set control: in the configuration "
             "(such as 127.0.0.1:9154) or pass --server http://127.0.0.1:9154",
             file=sys.stderr,
         )
         return 2
-    if "://" not in server:
-        server = "http://" + server
     try:
         dns = _dns_address(args.dns, config)
     except ValueError as exc:
@@ -142,7 +147,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        found = diff.diff(config, result, server, dns)
+        found = diff.diff(config, result, server, dns, reading)
     except (ControlError, AnswerError) as exc:
         print(f"sinkhole: {exc}", file=sys.stderr)
         return 2

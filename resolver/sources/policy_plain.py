@@ -41,7 +41,9 @@ _NAME = (
 _TAIL = r"(?:[ ]+#[^\n]*)?[ \r]*"
 _VALUE = r"(=?" + _NAME + r"|\"(?:=|\*\.)?" + _NAME + r"\"|'(?:=|\*\.)?" + _NAME + r"')"
 _KEY = re.compile(r"^block:[ ]*(?:#[^\n]*)?\r?\n", re.M)
-_END = re.compile(r"^(?:[^\s#-]|-(?![ ]))", re.M)  # a column-0 line that is no item
+# A column-0 line that is no item, after the newline before it: the regular expression
+# engine looks for the newline alone, not at every character for the start of a line.
+_END = re.compile(r"\n(?:[^\s#-]|-(?![ ]))")
 _FIRST = re.compile(r"^([ ]*)-[ ]", re.M)
 _BLANK = re.compile(r"[ ]*(?:#.*)?\r?")
 
@@ -66,12 +68,11 @@ class PlainList:
 
 def cut(text: str) -> PlainList | None:
     """The ``block:`` list of ``text`` cut out, or None when there is none to cut."""
-    key = _search(_KEY, text, 0)
-    if key is None or _search(_KEY, text, key.end()) is not None:
+    key = _key(text, 0)
+    if key is None or _key(text, key.end()) is not None:
         return None  # no such key, or twice (the YAML parser reports that)
     start = key.end()
-    end_match = _search(_END, text, start)
-    end = end_match.start() if end_match is not None else len(text)
+    end = _end(text, start)
     stop = end - 1 if end > start and text[end - 1] == "\n" else end  # the last line's end
     first = _FIRST.search(text, start, stop)
     indent = first.group(1) if first is not None else ""
@@ -148,6 +149,16 @@ class PlainEntries(Sequence[Entry]):
         self.lines.extend(e.line for e in entries)
 
 
+_LENGTH = tuple(bytes((n,)) for n in range(64))
+
+
+def plain_wire(name: str) -> bytes:
+    """The wire form of a name alone (an item of PlainEntries: ASCII, lower case, labels
+    of 1 to 63 characters, checked when read): what wire.text_to_name gives for it, without
+    its checks."""
+    return b"".join([_LENGTH[len(label)] + label for label in name.encode().split(b".")]) + b"\x00"
+
+
 WINDOW = 1 << 20  # characters a regular expression scans at once (the GIL is held meanwhile)
 
 
@@ -163,14 +174,28 @@ def _windows(text: str, start: int, stop: int) -> Iterator[tuple[int, int]]:
         yield start, stop  # the empty last line
 
 
-def _search(pattern: re.Pattern[str], text: str, start: int) -> re.Match[str] | None:
-    """``pattern.search(text, start)`` for a pattern that matches within one line, a window
+def _key(text: str, start: int) -> re.Match[str] | None:
+    """The first ``block:`` key line at or after ``start``: each ``block:`` found (a fast
+    search for the text) at the start of a line is matched with _KEY."""
+    at = text.find("block:", start)
+    while at >= 0:
+        if at == 0 or text[at - 1] == "\n":
+            found = _KEY.match(text, at)
+            if found is not None:
+                return found
+        at = text.find("block:", at + 1)
+    return None
+
+
+def _end(text: str, start: int) -> int:
+    """Where the list from ``start`` (the start of the line after ``block:``) ends: at the
+    first column-0 line that is no item (_END), or the end of the text. Searched a window
     at a time: a file of a million lines does not stop the other threads."""
     for a, b in _windows(text, start, len(text)):
-        found = pattern.search(text, a, b + 1 if b < len(text) else b)
+        found = _END.search(text, a - 1, b + 1 if b < len(text) else b)
         if found is not None:
-            return found
-    return None
+            return found.start() + 1
+    return len(text)
 
 
 def read_plain(ctx: EntryContext, plain: PlainList) -> PlainEntries:

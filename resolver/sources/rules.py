@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from resolver.core.matcher import Scope
 from resolver.core.verdict import EVERYONE, Action, ClientScope, Network, Redirect, Verdict
 from resolver.sources.lists import ListReport, open_binary, read_list
 from resolver.sources.names import covers
+from resolver.sources.policy_entries import Entry
 from resolver.sources.policy_lists import ListRef
 from resolver.sources.policy_yaml import PolicyFile
 
@@ -126,29 +127,32 @@ class Rule:
 
 def entry_rules(policy: PolicyFile, order: int, start: int = 0) -> list[Rule]:
     """The rules of a policy's own entries (block: and allow:), in file order."""
-    lines = _lines(policy.info.source) if any(not e.column for e in policy.entries) else []
-    out = []
-    for i, entry in enumerate(policy.entries):
-        column = entry.column
-        if not column and 0 < entry.line <= len(lines):
-            column = _name_column(lines[entry.line - 1])
-        out.append(
-            Rule(
-                name=entry.name,
-                scope=entry.scope,
-                action=entry.action,
-                policy=policy,
-                order=order,
-                index=start + i,
-                file=policy.info.source,
-                line=entry.line,
-                column=column,
-                reference=entry.reference,
-                clients=entry.clients if entry.clients is not None else policy.clients,
-                redirect=entry.redirect if entry.redirect is not None else policy.redirect,
-            )
-        )
-    return out
+    lines = source_lines(policy.info.source) if any(not e.column for e in policy.entries) else []
+    return [entry_rule(policy, order, start + i, e, lines) for i, e in enumerate(policy.entries)]
+
+
+def entry_rule(
+    policy: PolicyFile, order: int, index: int, entry: Entry, lines: Sequence[str] = ()
+) -> Rule:
+    """The rule of one entry of a policy (``index``: its position among every entry);
+    ``lines``: the policy file's lines, for the column of an entry that has none."""
+    column = entry.column
+    if not column and 0 < entry.line <= len(lines):
+        column = _name_column(lines[entry.line - 1])
+    return Rule(
+        name=entry.name,
+        scope=entry.scope,
+        action=entry.action,
+        policy=policy,
+        order=order,
+        index=index,
+        file=policy.info.source,
+        line=entry.line,
+        column=column,
+        reference=entry.reference,
+        clients=entry.clients if entry.clients is not None else policy.clients,
+        redirect=entry.redirect if entry.redirect is not None else policy.redirect,
+    )
 
 
 def list_rule(policy: PolicyFile, order: int, index: int, name: str, ref: ListRef) -> Rule:
@@ -249,7 +253,8 @@ def _name_column(text: str) -> int:
     return (len(found.group(1)) + 1) if found else 1
 
 
-def _lines(source: str) -> list[str]:
+def source_lines(source: str) -> list[str]:
+    """The lines of a policy file, or none when it cannot be read now."""
     try:
         return Path(source).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
@@ -259,32 +264,67 @@ def _lines(source: str) -> list[str]:
 def key_position(source: str, keys: Iterable[str]) -> tuple[int, int]:
     """Line and column of the first top-level key among ``keys`` in a YAML file; (0, 0)."""
     wanted = tuple(keys)
-    for number, text in enumerate(_lines(source), 1):
+    for number, text in enumerate(source_lines(source), 1):
         for key in wanted:
             if re.match(rf"^{re.escape(key)}\s*:", text):
                 return number, 1
     return 0, 0
 
 
+LINES_BLOCK = 1 << 20  # bytes of a list searched at once by list_lines
+NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_.-")  # what a name is made of
+
+
 def list_lines(path: Path, name: str, count: int, limit: int = 5_000_000) -> list[int]:
-    """The first ``count`` lines of a list file on which ``name`` appears as a whole name.
+    """The first ``count`` lines of a list file on which ``name`` appears as a whole name
+    (not next to a letter, digit, ``_``, ``-`` or dot; a dot may end it), in lower case.
 
-    Lists keep no line numbers for the names they yield; this finds them for display.
+    Lists keep no line numbers for the names they yield; this finds them for display,
+    searching blocks of whole lines at once (a name never spans a line end).
     """
-
-    pattern_re = re.compile(
-        rb"(?<![a-z0-9_.-])" + re.escape(name.encode()) + rb"\.?(?![a-z0-9_.-])"
-    )
+    needle = name.encode()
     found: list[int] = []
+    before = 0  # lines before the block
     try:
         with open_binary(path) as f:
-            for number, line in enumerate(f, 1):
-                if number > limit:
+            rest = b""
+            while before < limit and len(found) < count:
+                data = f.read(LINES_BLOCK)
+                cut = data.rfind(b"\n") + 1 if data else 0
+                if data and not cut:
+                    rest += data  # a line longer than a block
+                    continue
+                block, rest = rest + data[:cut], data[cut:]
+                if not block:
                     break
-                if pattern_re.search(line.lower()):
-                    found.append(number)
-                    if len(found) >= count:
-                        break
+                _lines_in(needle, block.lower(), before, limit, count, found)
+                before += block.count(b"\n")
     except (OSError, ValueError, SourceError):
         pass  # unreadable now: no line to show
     return found
+
+
+def _lines_in(
+    needle: bytes, block: bytes, before: int, limit: int, count: int, found: list[int]
+) -> None:
+    """The numbers of the lines of ``block`` (after line ``before``) with ``needle`` as a
+    whole name, added to ``found`` up to ``count`` of them and line ``limit``."""
+    size = len(block)
+    position, number = 0, before + 1
+    start = block.find(needle)
+    while start >= 0:
+        end = start + len(needle)
+        if (start == 0 or block[start - 1] not in NAME_BYTES) and (
+            end == size
+            or block[end] not in NAME_BYTES
+            or (block[end] == 0x2E and (end + 1 == size or block[end + 1] not in NAME_BYTES))
+        ):
+            number += block.count(b"\n", position, start)
+            position = start
+            if number > limit:
+                return
+            if not found or found[-1] != number:
+                found.append(number)
+                if len(found) >= count:
+                    return
+        start = block.find(needle, start + 1)

@@ -85,6 +85,20 @@ class EntryView(Sequence[Entry]):
     def __len__(self) -> int:
         return self.count_
 
+    def blocks(self) -> Iterator[tuple[str, int]]:
+        """The lines as kept (name, form and action as numbers), a block of whole lines at
+        a time, each with the number of lines it holds."""
+        extra = self.table.extra
+        position = self.start
+        while position < self.end:
+            chunk = bytes(extra[position : min(position + CHUNK, self.end)])
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:
+                raise TableError("a damaged list of entries")
+            position += cut
+            text = chunk[:cut].decode()
+            yield text, text.count("\n")
+
     def __iter__(self) -> Iterator[Entry]:
         text = bytes(self.table.extra[self.start : self.end]).decode()
         for line in text.splitlines():

@@ -6,7 +6,7 @@ the caller's current snapshot in force.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -20,7 +20,7 @@ from resolver.sources.config import Config
 from resolver.sources.files import DEFAULT_MAX_SIZE
 from resolver.sources.lists import ListReport, read_list
 from resolver.sources.policy_entries import Entry
-from resolver.sources.policy_plain import PlainEntries
+from resolver.sources.policy_plain import PlainEntries, plain_wire
 from resolver.sources.policy_yaml import PolicyFile, load_policy
 from resolver.sources.rpz import ZoneReport, load_zone
 
@@ -89,14 +89,28 @@ def load_policies(config: Config) -> list[PolicyFile]:
     return policies
 
 
-def build_snapshot(config: Config, read: list[PolicyFile] | None = None) -> BuildResult:
-    """Compile ``config``'s policies (``read``: as already read, in order) and zones."""
+@dataclass(frozen=True)
+class AlreadyRead:
+    """What a caller has already read of the policies it passes to build_snapshot (sinkhole
+    check), not to be read again: per (policy order, list position), a list's names as
+    read_list gave them and its report; per policy order, the wire names of its entries."""
+
+    lists: dict[tuple[int, int], tuple[list[bytes], ListReport]] = field(default_factory=dict)
+    entry_names: dict[int, Sequence[bytes]] = field(default_factory=dict)
+
+
+def build_snapshot(
+    config: Config, read: list[PolicyFile] | None = None, already: AlreadyRead | None = None
+) -> BuildResult:
+    """Compile ``config``'s policies (``read``: as already read, in order, with ``already``
+    what was read of them) and zones."""
     policies = load_policies(config) if read is None else read
     reports = [PolicyReport(p.info.id, p.info.source, p.sha256) for p in policies]
 
     builder = TableBuilder()
+    already = already or AlreadyRead()
     for order, (file, report) in enumerate(zip(policies, reports, strict=True)):
-        _add_policy(builder, file, order, report, config.answers, config.max_file_size)
+        _add_policy(builder, file, order, report, config.answers, config.max_file_size, already)
     compiled = builder.finish(CompiledPolicy)
     policy = compiled
     zones = []
@@ -131,9 +145,12 @@ def _add_policy(
     report: PolicyReport,
     answers: Answers,
     limit: int = DEFAULT_MAX_SIZE,
+    already: AlreadyRead | None = None,
 ) -> None:
     """One policy's entries, then its list names (in bulk), each with its (shared)
-    verdict; ``limit``: the most bytes read from one list."""
+    verdict; ``limit``: the most bytes read from one list; ``already``: what need not be
+    read again."""
+    already = already or AlreadyRead()
     if policy.warning_page is not None:
         answers = policy.warning_page
     if policy.ttl is not None:
@@ -168,40 +185,38 @@ def _add_policy(
         redirect = entry.redirect if entry.redirect is not None else policy.redirect
         return name, entry.scope, verdict(entry.action, entry.reference, scope, redirect)
 
-    def entries() -> Iterator[tuple[bytes, Scope, Verdict]]:
-        items = policy.entries
-        if not isinstance(items, PlainEntries):
-            yield from map(entry_of, items)
-            return
-        # A name alone is an entry of the common form, checked when read: straight to wire.
-        common = verdict(items.action, "", policy.clients, policy.redirect)
-        subtree = Scope.SUBTREE
-        for item in items.items:
-            if type(item) is str:
-                name = _ascii_wire(item)
-                named(name)
-                yield name, subtree, common
-            else:
-                yield entry_of(item)  # type: ignore[arg-type]
-
     report.entries += len(policy.entries)
-    builder.add_all(entries())
+    items = policy.entries
+    if not isinstance(items, PlainEntries):
+        builder.add_all(map(entry_of, items))
+    else:
+        # A name alone is an entry of the common form, checked when read: straight to wire,
+        # and each run of them added in one go.
+        common = verdict(items.action, "", policy.clients, policy.redirect)
+        known = already.entry_names.get(order)  # the wire names of the items, when given
+        run: list[bytes] = []
+        for i, item in enumerate(items.items):
+            if type(item) is str:
+                run.append(plain_wire(item) if known is None else known[i])
+                continue
+            report.named.update(run)
+            builder.add_run(run, common)
+            run = []
+            builder.add_all([entry_of(item)])  # type: ignore[arg-type]
+        report.named.update(run)
+        builder.add_run(run, common)
     shared = verdict(policy.action, "", policy.clients, policy.redirect)
-    for ref in policy.lists:
-        listed = ListReport(str(ref.path))
+    for position, ref in enumerate(policy.lists):
+        found = already.lists.get((order, position))
+        if found is None:
+            listed = ListReport(str(ref.path))
+            names = set(read_list(ref, listed, limit))
+        else:
+            names, listed = set(found[0]), found[1]
         report.lists.append(listed)
-        names = set(read_list(ref, listed, limit))
         # subtree, or exact for the names of a hosts file
         builder.add_names(names, ref.scope, shared, listed.names)
         if report.listed:
             report.listed |= names
         else:
             report.listed = names
-
-
-_LENGTH = tuple(bytes((n,)) for n in range(64))
-
-
-def _ascii_wire(name: str) -> bytes:
-    """The wire form of a name already checked (ASCII, lower case, labels of 1 to 63)."""
-    return b"".join([_LENGTH[len(label)] + label for label in name.encode().split(b".")]) + b"\x00"

@@ -18,8 +18,10 @@ from pathlib import Path
 from resolver.core.errors import SourceError
 from resolver.sources.config import Config, default_config, load_config
 from resolver.sources.lists import ListReport, read_list
+from resolver.sources.policy_plain import PlainEntries
 from resolver.sources.policy_yaml import PolicyFile, load_policy
 from resolver.sources.rules import key_position
+from resolver.sources.snapshot import AlreadyRead, build_snapshot
 from resolver.tools.diagnostics import CheckResult, error_of, errors_of, plural
 from resolver.tools.overlaps import Analysis
 
@@ -71,14 +73,22 @@ def check_config(config: Config, result: CheckResult, now: datetime, warnings: b
     """Errors and (with ``warnings``) warnings of a loaded configuration's files."""
     policies = _load_policies(config, result)
     result.policies = policies
-    listed = _read_lists(policies, result, config.max_file_size)
+    already = AlreadyRead()
+    listed = _read_lists(policies, result, config.max_file_size, already)
     if warnings:
         _check_dates(policies, result, now)
-        Analysis(policies, listed, result).run()
+        analysis = Analysis(policies, listed, result)
+        analysis.run()
+        already.entry_names.update(
+            (order, analysis.entries.names_of(order))
+            for order, policy in enumerate(policies)
+            if isinstance(policy.entries, PlainEntries)
+        )
+        del analysis
     _check_zones(config, result)
     _check_warning_server(config, result)
     if not result.errors:
-        _build(config, result)
+        _build(config, result, already)
     if not warnings:
         result.diagnostics = result.errors
 
@@ -131,10 +141,11 @@ def _config_position(config: Config, text: str) -> tuple[int, int]:
 
 
 def _read_lists(
-    policies: list[PolicyFile], result: CheckResult, limit: int
+    policies: list[PolicyFile], result: CheckResult, limit: int, already: AlreadyRead
 ) -> dict[tuple[int, int], list[bytes]]:
-    """The names of every list, keyed by (policy order, list position); bad lines warned,
-    and fetched lists with no copy yet. Distinct names counted per match mode."""
+    """The names of every list, keyed by (policy order, list position), also kept with their
+    reports in ``already`` for the build; bad lines warned, and fetched lists with no copy
+    yet. Distinct names counted per match mode."""
     out: dict[tuple[int, int], list[bytes]] = {}
     modes: dict[str, set[bytes]] = {}
     for order, policy in enumerate(policies):
@@ -155,6 +166,7 @@ def _read_lists(
                 )
                 continue
             out[(order, position)] = names
+            already.lists[(order, position)] = (names, report)
             modes.setdefault(ref.mode, set()).update(names)
             total += len(names)
             if report.missing:
@@ -261,12 +273,11 @@ def _check_warning_server(config: Config, result: CheckResult) -> None:
             result.error(config.source, line, column, f"warning_server.tls: {exc}")
 
 
-def _build(config: Config, result: CheckResult) -> None:
+def _build(config: Config, result: CheckResult, already: AlreadyRead) -> None:
     """Build the compiled policy as the server would: the last word on loading."""
-    from resolver.sources.snapshot import build_snapshot
-
     try:
-        built = build_snapshot(config, result.policies)  # read once: no error in any of them
+        # Read once, with no error in any of them: not read again.
+        built = build_snapshot(config, result.policies, already)
     except SourceError as exc:
         if not any(d.severity == "error" and d.message == exc.message for d in result.diagnostics):
             result.diagnostics.append(error_of(exc))

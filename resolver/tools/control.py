@@ -32,7 +32,10 @@ from typing import Any
 from resolver.core.matcher import Scope
 from resolver.core.verdict import Action
 from resolver.core.wire import name_to_text, text_to_name
+from resolver.sources.policy_entries import Entry
+from resolver.sources.policy_plain import PlainEntries
 from resolver.sources.rules import FORMS, zone_rules
+from resolver.sources.shared import EntryView
 from resolver.sources.snapshot import BuildResult
 
 CHUNK_LINES = 2000
@@ -88,30 +91,67 @@ def entry_lines(result: BuildResult) -> Iterator[bytes]:
     policy by policy, then the name triggers of the RPZ zones (``policy`` is the zone),
     in chunks of at most CHUNK_LINES lines."""
     chunk: list[bytes] = []
+    lines = 0
+    for piece, count in _pieces(result):
+        chunk.append(piece)
+        lines += count
+        if lines >= CHUNK_LINES:
+            yield b"".join(chunk)
+            chunk, lines = [], 0
+    if chunk:
+        yield b"".join(chunk)
+
+
+def _pieces(result: BuildResult) -> Iterator[tuple[bytes, int]]:
+    """The lines of entry_lines a few at a time (at most CHUNK_LINES), with their count.
+
+    The names of a plain block: list (PlainEntries) and of the lists are written a
+    slice at a time with one join, without an Entry object or a line of their own."""
     for policy, report in zip(result.policies, result.reports, strict=True):
-        tail = b"\t" + policy.info.id.encode() + b"\n"
-        for entry in policy.entries:
-            chunk.append(
-                f"{entry.name}\t{FORMS[entry.scope]}\t{entry.action.label}".encode() + tail
-            )
-            if len(chunk) >= CHUNK_LINES:
-                yield b"".join(chunk)
-                chunk = []
-        middle = b"\tsubtree\t" + policy.action.label.encode()
-        for name in report.listed:
-            chunk.append(name_to_text(name).encode() + middle + tail)
-            if len(chunk) >= CHUNK_LINES:
-                yield b"".join(chunk)
-                chunk = []
+        tail = f"\t{policy.info.id}\n"
+        entries = policy.entries
+        if isinstance(entries, PlainEntries):
+            common = f"\tsubtree\t{entries.action.label}{tail}"
+            items = entries.items
+            for start in range(0, len(items), CHUNK_LINES):
+                part = items[start : start + CHUNK_LINES]
+                if set(map(type, part)) == {str}:
+                    text = common.join(part) + common  # type: ignore[arg-type]
+                else:
+                    text = "".join(
+                        item + common if type(item) is str else _entry_line(item, tail)  # type: ignore[arg-type]
+                        for item in part
+                    )
+                yield text.encode(), len(part)
+        elif isinstance(entries, EntryView):
+            # The image's lines end in the form and action as numbers: each ending replaced
+            # in a whole block (a name has no tab, a policy id no space).
+            endings = {
+                f"\t{int(scope)}\t{int(action)}\n": f"\t{FORMS[scope]}\t{action.label}{tail}"
+                for scope in Scope
+                for action in Action
+            }
+            for text, count in entries.blocks():
+                for ending, line_end in endings.items():
+                    if ending in text:
+                        text = text.replace(ending, line_end)
+                yield text.encode(), count
+        else:
+            for entry in entries:
+                yield _entry_line(entry, tail).encode(), 1
+        middle = f"\tsubtree\t{policy.action.label}{tail}"
+        listed = iter(report.listed)
+        while names := list(islice(listed, CHUNK_LINES)):
+            yield "".join([name_to_text(name) + middle for name in names]).encode(), len(names)
     for rule in zone_rules(result.snapshot.policy):
         if rule.network is not None:
             continue  # client-IP triggers name clients, not names
-        chunk.append(f"{rule.name}\t{rule.form}\t{rule.action.label}\t{rule.policy_id}\n".encode())
-        if len(chunk) >= CHUNK_LINES:
-            yield b"".join(chunk)
-            chunk = []
-    if chunk:
-        yield b"".join(chunk)
+        line = f"{rule.name}\t{rule.form}\t{rule.action.label}\t{rule.policy_id}\n"
+        yield line.encode(), 1
+
+
+def _entry_line(entry: Entry, tail: str) -> str:
+    return f"{entry.name}\t{FORMS[entry.scope]}\t{entry.action.label}{tail}"
 
 
 def _names(result: BuildResult) -> dict[str, tuple[set[bytes], set[bytes]]]:

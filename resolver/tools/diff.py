@@ -17,8 +17,12 @@ answer affects; those names count as changed.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 from resolver.core import wire
@@ -207,10 +211,48 @@ def _zone_item(zone: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def diff(config: Config, result: BuildResult, server: str, dns: Endpoint | None = None) -> Diff:
-    """Compare the server at ``server`` (a control endpoint URL; ``dns``: its DNS address,
-    for its answers) with ``result``."""
+@dataclass(frozen=True)
+class Running:
+    """What the running server enforces, as its control endpoint gives it."""
+
+    document: dict[str, Any]  # GET /policies
+    lines: list[bytes]  # GET /entries
+
+
+def read_running(server: str) -> Running:
+    """The policies and entries of the server at ``server`` (a control endpoint URL)."""
     document = fetch_policies(server)
+    return Running(document, fetch_entry_lines(server))
+
+
+def start_reading(server: str) -> Future[Running]:
+    """read_running in a thread of its own, to be read while the new files are built: the
+    server writes its entries meanwhile, on another core. A daemon thread: a diff that
+    stops early does not wait for the server."""
+    future: Future[Running] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(read_running(server))
+        except Exception as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="read-running-server", daemon=True).start()
+    return future
+
+
+def diff(
+    config: Config,
+    result: BuildResult,
+    server: str,
+    dns: Endpoint | None = None,
+    reading: Future[Running] | None = None,
+) -> Diff:
+    """Compare the server at ``server`` (a control endpoint URL; ``dns``: its DNS address,
+    for its answers; ``reading``: its policies and entries, when already asked for) with
+    ``result``."""
+    running_server = reading.result() if reading is not None else read_running(server)
+    document = running_server.document
     running = document.get("policies", [])
     running_zones = document.get("zones", [])
     out = Diff(server, str(document.get("loaded_at", "")))
@@ -252,14 +294,17 @@ def diff(config: Config, result: BuildResult, server: str, dns: Endpoint | None 
     reordered = kept_old != kept_new or [
         z["id"] for z in running_zones if z["id"] in new_layer
     ] != [z["id"] for z in new_zones if z["id"] in old_layer]
-    running_lines = fetch_entry_lines(server)
+    running = Lines(running_server.lines)
+    del running_server
     file_lines = b"".join(entry_lines(result)).split(b"\n")
     if file_lines and not file_lines[-1]:
         file_lines.pop()
-    out.names_before = len({line.split(b"\t", 1)[0] for line in running_lines})
-    out.names_after = len({line.split(b"\t", 1)[0] for line in file_lines})
+    written = Lines(file_lines)
+    del file_lines
+    out.names_before = len(running.distinct)
+    out.names_after = len(written.distinct)
     out.changes = compare_lines(
-        running_lines, file_lines, (old_order, old_layer), (new_order, new_layer), reordered
+        running, written, (old_order, old_layer), (new_order, new_layer), reordered
     )
     if dns is not None:
         changed_ids = [str(p["id"]) for p in (*out.policies_changed, *out.policies_added)]
@@ -267,9 +312,23 @@ def diff(config: Config, result: BuildResult, server: str, dns: Endpoint | None 
     return out
 
 
+class Lines:
+    """/entries lines with the name each is for (text form), read once."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+        self.names = [line.partition(b"\t")[0] for line in lines]
+        self.distinct = set(self.names)
+
+    def at(self, names: set[bytes]) -> Iterator[Entry]:
+        """The entries of the lines for ``names``, in order."""
+        for line in compress(self.lines, map(names.__contains__, self.names)):
+            yield parse_entry_line(line)
+
+
 def compare_lines(
-    before: list[bytes],
-    after: list[bytes],
+    before: Lines,
+    after: Lines,
     old: tuple[dict[str, int], dict[str, int]],
     new: tuple[dict[str, int], dict[str, int]],
     everything: bool = False,
@@ -283,29 +342,50 @@ def compare_lines(
     one set difference of the lines, the cost follows the change, not the size of the
     lists. ``everything``: the policies were reordered, so every name is compared.
     """
-    changed: set[bytes] | None = None
-    if not everything:
-        changed = {line.split(b"\t", 1)[0] for line in set(before).symmetric_difference(after)}
+    if everything:
+        affected = before.distinct | after.distinct
+    else:
+        changed = {
+            line.partition(b"\t")[0] for line in set(before.lines).symmetric_difference(after.lines)
+        }
         if not changed:
             return []
-    names = {line.split(b"\t", 1)[0] for line in before}
-    names.update(line.split(b"\t", 1)[0] for line in after)
-    if changed is None:
-        affected = names
-    else:
-        affected = {n for n in names if n in changed or any(p in changed for p in _parents(n))}
+        affected = _under(before.distinct, changed) | _under(after.distinct, changed)
     relevant = set(affected)
     for name in affected:
         relevant.update(_parents(name))
-
-    def entries(lines: list[bytes]) -> Iterator[Entry]:
-        for line in lines:
-            if line.split(b"\t", 1)[0] in relevant:
-                yield parse_entry_line(line)
-
-    old_tables = compile_layers(entries(before), *old)
-    new_tables = compile_layers(entries(after), *new)
+    old_tables = compile_layers(before.at(relevant), *old)
+    new_tables = compile_layers(after.at(relevant), *new)
     return compare_tables(old_tables, new_tables, (wire.text_to_name(n.decode()) for n in affected))
+
+
+def _under(names: set[bytes], changed: set[bytes]) -> set[bytes]:
+    """The names of ``names`` in ``changed`` or under a name in it (text form).
+
+    A name under a changed name ends with a dot and that name: the names whose last few
+    bytes (as many as the shortest changed name has, and its dot) end no changed name
+    are set aside at once, in C; for the others, whether a parent name is, or is under, a
+    changed name is worked out once per parent name."""
+    size = 1 + min(map(len, changed))
+    ends = {(b"." + name)[-size:] for name in changed}
+    maybe = compress(names, map(ends.__contains__, map(itemgetter(slice(-size, None)), names)))
+    known: dict[bytes, bool] = {b"": False}  # per parent name; b"": above the top level
+    found = names & changed
+    for name in maybe:
+        passed = []
+        above = name.partition(b".")[2]
+        while above not in known:
+            if above in changed:
+                known[above] = True
+                break
+            passed.append(above)
+            above = above.partition(b".")[2]
+        under = known[above]
+        for parent in passed:
+            known[parent] = under
+        if under:
+            found.add(name)
+    return found
 
 
 def _parents(name: bytes) -> Iterator[bytes]:

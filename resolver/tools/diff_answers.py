@@ -135,7 +135,18 @@ def groups(
         for name, value in table.table.items():
             if name in changed_names:
                 continue
-            for asked, side in _sides(name, value):
+            if not layer and isinstance(value, Verdict):
+                # The common case at once: one more name of a group already made.
+                group = found.get(id(value))
+                if group is not None and (
+                    name not in separate or per_policy.get(value.policy_id, 0) >= PER_POLICY
+                ):
+                    group.count += 1
+                    if len(group.examples) < SHOWN:
+                        group.examples.append(wire.name_to_text(name))
+                    continue
+            sides = ((name, value),) if isinstance(value, Verdict) else _sides(name, value)
+            for asked, side in sides:
                 if not isinstance(side, Verdict):
                     if side is not None:
                         not_compared += 1  # scoped to clients or dated
@@ -144,21 +155,24 @@ def groups(
                     continue
                 if layer and policy.locate(asked)[0] is not side:
                     continue  # an earlier layer decides
-                text = wire.name_to_text(name)
-                if asked is not name:
-                    text = "*." + text  # the names below it
                 policy_id = side.policy_id
                 if name in separate and per_policy.get(policy_id, 0) < PER_POLICY:
                     per_policy[policy_id] = per_policy.get(policy_id, 0) + 1
-                    own.append(Group(side, asked, 1, [text]))
+                    own.append(Group(side, asked, 1, [_text(name, asked)]))
                     continue
                 group = found.get(id(side))
                 if group is None:
                     group = found[id(side)] = Group(side, asked)
                 group.count += 1
                 if len(group.examples) < SHOWN:
-                    group.examples.append(text)
+                    group.examples.append(_text(name, asked))
     return [*found.values(), *own], not_compared
+
+
+def _text(name: bytes, asked: bytes) -> str:
+    """How a name of a group is shown: ``*.name`` for the names below ``name``."""
+    text = wire.name_to_text(name)
+    return text if asked is name else "*." + text
 
 
 def fields(answer: Answer, qtype: int) -> dict[str, str]:
@@ -234,12 +248,11 @@ def compare(
     """Every change of answer for names whose decision a reload keeps."""
     changed = {wire.text_to_name(n.removeprefix("=").removeprefix("*.")) for n in changed_names}
     ids = set(changed_policies)
-    separate = {
-        wire.text_to_name(entry.name)
-        for policy in result.policies
-        if policy.info.id in ids
-        for entry in policy.entries
-    }
+    # The wire names of the changed policies' entries (as their build named them).
+    separate: set[bytes] = set()
+    for report in result.reports:
+        if report.id in ids:
+            separate.update(report.named)
     for zone in getattr(result, "zones", ()):
         if zone.name.rstrip(".") in ids:
             separate.update(

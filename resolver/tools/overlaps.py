@@ -12,10 +12,12 @@ from typing import Any
 
 from resolver.core import wire
 from resolver.core.matcher import Scope
+from resolver.core.verdict import Action
 from resolver.sources.policy_lists import ListRef
 from resolver.sources.policy_yaml import PolicyFile
-from resolver.sources.rules import Rule, entry_rules, list_lines, overlap
+from resolver.sources.rules import Rule, list_lines, overlap
 from resolver.tools.diagnostics import CheckResult, plural
+from resolver.tools.entry_index import ROOT, EntryIndex, parent
 
 EXAMPLES = 5  # names shown per aggregated warning about a list
 
@@ -24,11 +26,17 @@ def _action(rule: Rule) -> str:
     return "exempted" if rule.allow else rule.action.label
 
 
+Decider = tuple[str, int, tuple[Any, ...], int]  # pattern, policy order, answer key, line
+
+
 class Analysis:
     """The warnings about entries, over every entry of every loaded policy.
 
-    Names are kept in wire form (as the lists yield them), so a list of a million
-    names costs a dict and a set, not a million objects.
+    Names are kept in wire form: the entries' in one list (resolver.tools.entry_index),
+    the lists' as they are read. A million entries or list names cost a list, a dict and
+    a set, not a million objects: a Rule is made for an entry only when there is
+    something to say about it or to compare it with. What decides the names under a name
+    is looked up once per parent name, and shared by every name under it.
     """
 
     def __init__(
@@ -40,30 +48,21 @@ class Analysis:
         self.policies = policies
         self.listed = listed
         self.result = result
-        self.rules: list[Rule] = []
-        index = 0
-        for order, policy in enumerate(policies):
-            self.rules.extend(entry_rules(policy, order, index))
-            index += len(policy.entries)
-            for position in range(len(policy.lists)):
-                index += len(listed.get((order, position), ()))
-        self.wire_names = {id(rule): wire.text_to_name(rule.name) for rule in self.rules}
-        self.at: dict[bytes, list[Rule]] = defaultdict(list)
-        for rule in self.rules:
-            self.at[self.wire_names[id(rule)]].append(rule)
+        self.entries = EntryIndex(policies, listed)
         self.seen: list[set[bytes]] = [set() for _ in policies]  # names of each policy's lists
         # The first policy that lists each name (it wins among the lists at that name).
         self.list_first: dict[bytes, int] = {}
         # The same, for the lists whose names cover the names under them too.
         self.list_cover: dict[bytes, int] = {}
-        for (order, position), names in sorted(listed.items()):
-            setdefault = self.list_first.setdefault
-            for name in names:
-                setdefault(name, order)
+        for (order, position), names in sorted(listed.items(), reverse=True):
+            self.list_first.update(dict.fromkeys(names, order))  # the first policy last
             if policies[order].lists[position].scope is not Scope.EXACT:
-                cover = self.list_cover.setdefault
-                for name in names:
-                    cover(name, order)
+                self.list_cover.update(dict.fromkeys(names, order))
+        # The names with an entry or a list name for the names under them.
+        self.covering = self.entries.covering()
+        self.covering.update(self.list_cover)
+        # Per name: what decides the names under it (_decider); the root decides nothing.
+        self.deciders: dict[bytes, Decider | None] = {ROOT: None}
 
     def run(self) -> None:
         self._same_name()
@@ -79,7 +78,8 @@ class Analysis:
 
     def _same_name(self) -> None:
         """Entries for the same name: duplicates, conflicts, names blocked and exempted."""
-        for rules in self.at.values():
+        for positions in self.entries.repeated.values():
+            rules = self.entries.rules(positions)
             for i, later in enumerate(rules):
                 for earlier in rules[:i]:
                     if overlap(earlier.scope, later.scope):
@@ -151,10 +151,19 @@ class Analysis:
     def _covered_entries(self) -> None:
         """Entries a broader entry already decides the same way, and exemptions of nothing."""
         zones = bool(getattr(self.result.config, "zones", ()))
-        for rule in self.rules:
-            name = self.wire_names[id(rule)]
-            if len(self.at[name]) > 1 or name in self.list_first:
+        entries = self.entries
+        names = entries.names
+        # Only an exemption, or an entry under a name that decides the names under it,
+        # can be warned about here.
+        parents = [name[name[0] + 1 :] for name in names]
+        decided = {q for q in set(parents) if self._decider(q) is not None}
+        under = [p for p, q in enumerate(parents) if q in decided] if decided else []
+        del parents
+        for position in sorted({*under, *entries.allows()}):
+            name = names[position]
+            if name in entries.repeated or name in self.list_first:
                 continue  # the same-name warnings say what there is to say
+            rule = entries.rule(position)
             if rule.allow:
                 if not zones and not self._blocked_somewhere(rule, name):
                     self.result.warn_at(
@@ -163,7 +172,7 @@ class Analysis:
                         "name covers it",
                     )
                 continue
-            decider = self._nearest_above(name)
+            decider = self._decider(parent(name))
             if decider is None:
                 continue
             pattern_, order, key, line = decider
@@ -175,41 +184,53 @@ class Analysis:
                     "action; the entry changes nothing",
                 )
 
-    def _nearest_above(self, name: bytes) -> tuple[str, int, tuple[Any, ...], int] | None:
-        """What decides the names of ``name`` were its own entries gone: the winner at the
-        nearest parent with an entry covering names under it (pattern, order, key, line)."""
-        at = self.at
-        list_cover = self.list_cover
-        for parent in _parents(name):
-            rules = at.get(parent)
-            order = list_cover.get(parent)
-            if rules is None and order is None:
-                continue
-            candidates: list[tuple[tuple[int, int, int], str, int, tuple[Any, ...], int]] = [
-                (rule.rank, rule.pattern, rule.order, rule.answer_key, rule.line)
-                for rule in rules or ()
-                if rule.scope is not Scope.EXACT
-            ]
-            if order is not None:
-                # List names come after the policy files' entries: they lose ties.
-                rank = (0, -order, -(1 << 60))
-                text = wire.name_to_text(parent)
-                candidates.append((rank, text, order, self._list_key(order), 0))
-            if candidates:
-                _, pattern_, order_, key, line = max(candidates, key=lambda c: c[0])
-                return pattern_, order_, key, line
-        return None
+    def _decider(self, name: bytes) -> Decider | None:
+        """What decides the names under ``name``'s children were their own entries gone:
+        the winner at the nearest of ``name`` and its parents with an entry or list name
+        covering the names under it (pattern, order, key, line). Kept for every name
+        passed on the way, so each parent name is looked at once."""
+        deciders = self.deciders
+        passed = []
+        while name not in deciders:
+            if name in self.covering:
+                deciders[name] = self._winner(name)
+                break
+            passed.append(name)
+            name = parent(name)
+        found = deciders[name]
+        for name in passed:
+            deciders[name] = found
+        return found
+
+    def _winner(self, name: bytes) -> Decider:
+        """The entry or list name that wins at ``name`` for the names under it."""
+        candidates: list[tuple[tuple[int, int, int], str, int, tuple[Any, ...], int]] = [
+            (rule.rank, rule.pattern, rule.order, rule.answer_key, rule.line)
+            for rule in self.entries.rules(self.entries.at(name))
+            if rule.scope is not Scope.EXACT
+        ]
+        order = self.list_cover.get(name)
+        if order is not None:
+            # List names come after the policy files' entries: they lose ties.
+            rank = (0, -order, -(1 << 60))
+            text = wire.name_to_text(name)
+            candidates.append((rank, text, order, self._list_key(order), 0))
+        _, pattern_, order_, key, line = max(candidates, key=lambda c: c[0])
+        return pattern_, order_, key, line
 
     def _blocked_somewhere(self, rule: Rule, name: bytes) -> bool:
         """Whether some block entry or list name covers a name the exemption covers."""
-        for other in self.at.get(name, ()):
-            if not other.allow and overlap(other.scope, rule.scope):
+        entries = self.entries
+        for position in entries.at(name):
+            other = entries.entry(position)
+            if other.action is not Action.ALLOW and overlap(other.scope, rule.scope):
                 return True
-        for parent in _parents(name):
-            if parent in self.list_cover:
+        for name_above in _parents(name):
+            if name_above in self.list_cover:
                 return True
-            for other in self.at.get(parent, ()):
-                if not other.allow and other.scope is not Scope.EXACT:
+            for position in entries.at(name_above):
+                other = entries.entry(position)
+                if other.action is not Action.ALLOW and other.scope is not Scope.EXACT:
                     return True
         return False
 
@@ -218,38 +239,53 @@ class Analysis:
     def _one_list(self, order: int, ref: ListRef, names: list[bytes]) -> None:
         policy = self.policies[order]
         key = self._list_key(order)
-        at = self.at
-        list_first = self.list_first
         seen = self.seen[order]
         again: list[bytes] = []
+        fresh = names
+        if len(set(names)) < len(names) or not seen.isdisjoint(names):
+            fresh = []
+            for name in names:
+                if name in seen:
+                    again.append(name)
+                    continue
+                seen.add(name)
+                fresh.append(name)
+        else:
+            seen.update(names)
         entry: list[str] = []
         exempted: list[str] = []
         others: dict[int, list[str]] = defaultdict(list)  # policy order -> names shown
-        covered: list[bytes] = []
-        for name in names:
-            if name in seen:
-                again.append(name)
-                continue
-            seen.add(name)
-            rules = at.get(name)
-            if rules is not None:
-                allow = next((r for r in rules if r.allow), None)
-                mine = next((r for r in rules if r.order == order), None)
-                if allow is not None:
-                    exempted.append(f"{wire.name_to_text(name)} ({allow.where()})")
-                elif mine is not None:
-                    entry.append(f"{wire.name_to_text(name)} (entry at line {mine.line})")
-                else:
-                    other = rules[0]
-                    others[other.order].append(f"{wire.name_to_text(name)} ({other.where()})")
-                continue
-            first = list_first[name]
-            if first < order:
-                others[first].append(f"{wire.name_to_text(name)} (a list)")
-                continue
-            decider = self._nearest_above(name)
+        rest = fresh  # names with no entry and no earlier list: perhaps covered
+        entries = self.entries
+        index = entries.index
+        if order or not index.keys().isdisjoint(fresh):
+            rest = []
+            list_first = self.list_first
+            for name in fresh:
+                if name in index:
+                    rules = entries.rules(entries.at(name))
+                    allow = next((r for r in rules if r.allow), None)
+                    mine = next((r for r in rules if r.order == order), None)
+                    if allow is not None:
+                        exempted.append(f"{wire.name_to_text(name)} ({allow.where()})")
+                    elif mine is not None:
+                        entry.append(f"{wire.name_to_text(name)} (entry at line {mine.line})")
+                    else:
+                        other = rules[0]
+                        others[other.order].append(f"{wire.name_to_text(name)} ({other.where()})")
+                    continue
+                first = list_first[name]
+                if first < order:
+                    others[first].append(f"{wire.name_to_text(name)} (a list)")
+                    continue
+                rest.append(name)
+        parents = [name[name[0] + 1 :] for name in rest]
+        mine_above = set()
+        for above in set(parents):
+            decider = self._decider(above)
             if decider is not None and decider[1] == order and decider[2] == key:
-                covered.append(name)
+                mine_above.add(above)
+        covered = [n for n, above in zip(rest, parents, strict=True) if above in mine_above]
         where = (policy.info.source, ref.line, ref.column or 1)
         label = f"list {ref.path.name}"
         if again:

@@ -16,6 +16,7 @@ from resolver.core.nametable import TableError
 from resolver.sources.config import load_config
 from resolver.sources.shared import SMALL, name_changes, pack, read_image, write_image
 from resolver.sources.snapshot import BuildResult, build_snapshot
+from resolver.tools.control import entry_lines
 
 REPO = Path(__file__).resolve().parents[2]
 LISTED = [f"n{i}.listed.example" for i in range(3000)]
@@ -164,3 +165,13 @@ def test_names_gained_and_lost_count_as_the_control_endpoint_counts(
     _, light = pack(built)
     assert name_changes(light, later) == control.name_changes(built, later)
     assert name_changes(light, later)["a"] == (1, 100)
+
+
+def test_entries_read_from_an_image_as_from_the_build(built: BuildResult, tmp_path: Path) -> None:
+    """GET /entries of a serving process (its policy read from the image) gives the lines
+    sinkhole diff makes from the files."""
+    image, light = pack(built)
+    path = tmp_path / "policy.image"
+    write_image(path, image, light, None)
+    mapped, _ = read_image(path)
+    assert b"".join(entry_lines(mapped)) == b"".join(entry_lines(built))
