@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 
 from resolver.core import cache as answers
 from resolver.core import outbound, wire
@@ -26,8 +25,9 @@ from resolver.core.errors import FormError, NotImplementedQuery
 from resolver.core.flight import Question, Waiter, Work
 from resolver.core.matcher import CompiledPolicy
 from resolver.core.outcome import Counters, Outcome, QueryLog
+from resolver.core.replay import RELEASE_SLICE, Replay, Replays, udp_limit
 from resolver.core.screening import AnswerFacts, everyone, stale_verdict
-from resolver.core.tally import NO_ANSWER, Latency, Tallies, Tally
+from resolver.core.tally import NO_ANSWER, Latency, Tallies
 from resolver.core.verdict import Action, ClientScope, PolicyInfo, Verdict
 
 MAX_TCP = 65535
@@ -40,42 +40,6 @@ class Snapshot:
     policy: CompiledPolicy
     policies: tuple[PolicyInfo, ...] = ()
     sources: tuple[str, ...] = ()
-
-
-def udp_limit(query: wire.Query) -> int:
-    """How large an answer over UDP may be: the client's EDNS size, at most ours."""
-    return min(query.udp_size, wire.EDNS_UDP_SIZE) if query.edns else wire.MAX_UDP_NO_EDNS
-
-
-REPLAY_LIMIT = 200_000  # repeated questions remembered; the oldest tenth goes when full
-RELEASE_SLICE = 2_000  # retired replies freed per call of Engine.release (about 1 ms)
-
-
-class _Replay:
-    """A reply already built for exactly these query bytes (everything after the ID).
-
-    Most traffic repeats the same questions, byte for byte. Keyed by the query
-    bytes, a repeat needs no parsing at all: a blocked answer is replayed as is,
-    a cached one is re-rendered at most once a second (its TTLs count down).
-    """
-
-    __slots__ = ("answer", "body", "query", "second", "tally", "verdict")
-
-    def __init__(
-        self,
-        body: bytes,
-        query: wire.Query,
-        verdict: Verdict | None,
-        answer: Answer | None,
-        second: int,
-        tally: Tally,
-    ) -> None:
-        self.body = body
-        self.query = query
-        self.verdict = verdict
-        self.answer = answer
-        self.second = second
-        self.tally = tally  # where a replay of it is counted
 
 
 class Engine:
@@ -94,8 +58,7 @@ class Engine:
         # Counts policy changes (reloads, dated policies switched): a question asked in
         # the current generation needs no second look at its name when answered.
         self._generation = 0
-        self._replay: dict[bytes, _Replay] = {}
-        self.retired: list[dict[bytes, _Replay]] = []  # replay tables being freed (release)
+        self.replays = Replays()
         self._scope_memo: dict[tuple[str, int], bool] = {}
         self.cache = cache
         self._acl = acl
@@ -139,7 +102,7 @@ class Engine:
     def snapshot(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self._generation += 1
-        self._retire_replays()  # replies built under the old policy must not be replayed
+        self.replays.retire()  # replies built under the old policy must not be replayed
         self.tallies.settle()  # and their tallies, which hold its verdicts, are totalled
         self._scope_memo = {}  # keyed by id() of the old snapshot's scopes
 
@@ -149,7 +112,7 @@ class Engine:
         """Answer ``data`` from ``client``: reply bytes; a Query to ask upstream or a Chase
         (a policy CNAME to follow), both handed to the network edge to wait on; or None
         to drop."""
-        replay = self._replay.get(data[2:])
+        replay = self.replays.table.get(data[2:])
         if replay is not None and (self._acl_seen.get(client) or self.acl.allows(client)):
             answer = replay.answer
             if answer is None:
@@ -171,7 +134,7 @@ class Engine:
             if replay.second == now:
                 live = self.cache.holds(answer, now)
             else:
-                live = self._refresh(replay, answer, now)
+                live = replay.refresh(self.cache, now)
             if live:
                 if tcp:
                     replay.tally.tcp += 1
@@ -181,35 +144,8 @@ class Engine:
                     rcode = answer[answers.RCODE]
                     self.query_log.record(client, replay.query, Outcome.CACHED, None, rcode)
                 return data[:2] + replay.body
-            del self._replay[data[2:]]
+            del self.replays.table[data[2:]]
         return self._decide(data, client, now, tcp)
-
-    def _refresh(self, replay: _Replay, answer: Answer, now: int) -> bool:
-        """Re-render a replayed cache answer for a new second; False when the cache no
-        longer serves it."""
-        if not self.cache.holds(answer, now):
-            return False
-        replay.body = answers.render(answer, replay.query, now)[2:]
-        replay.second = now
-        return True
-
-    def _remember(
-        self,
-        data: bytes,
-        reply: bytes,
-        query: wire.Query,
-        verdict: Verdict | None,
-        answer: Answer | None,
-        now: int,
-        tally: Tally,
-    ) -> None:
-        if len(reply) > udp_limit(query):
-            return  # only answers that suit both transports
-        replay = self._replay
-        if len(replay) >= REPLAY_LIMIT:
-            for key in list(islice(replay, REPLAY_LIMIT // 10)):
-                del replay[key]
-        replay[data[2:]] = _Replay(reply[2:], query, verdict, answer, now, tally)
 
     def outcomes(self) -> dict[Outcome, int]:
         """Queries answered, by outcome: the counters and the replays in their tallies."""
@@ -224,28 +160,17 @@ class Engine:
         changed = self._snapshot.policy.set_clock(now)
         if changed:
             self._generation += 1
-            self._retire_replays()
+            self.replays.retire()
         return changed
 
-    def _retire_replays(self) -> None:
-        """Start a new replay table; the old one waits in ``retired`` to be freed a slice
-        at a time (``release``): freed at once, 200,000 replies held up every query for a
-        tenth of a second."""
-        if self._replay:
-            self.retired.append(self._replay)
-        self._replay = {}
+    @property
+    def retired(self) -> list[dict[bytes, Replay]]:
+        """Replay tables of earlier policies, still to be freed (``release``)."""
+        return self.replays.retired
 
     def release(self, budget: int = RELEASE_SLICE) -> bool:
         """Free up to ``budget`` retired replies; whether any are left."""
-        retired = self.retired
-        while retired and budget > 0:
-            old = retired[-1]
-            for _ in range(min(budget, len(old))):
-                old.popitem()
-                budget -= 1
-            if not old:
-                retired.pop()
-        return bool(retired)
+        return self.replays.release(budget)
 
     def _decide(
         self, data: bytes, client: str, now: int, tcp: bool
@@ -317,7 +242,7 @@ class Engine:
                 if self.query_log is not None:
                     self.query_log.record(client, query, Outcome.BLOCKED, verdict, rcode)
                 if not depends and action is not Action.TCP_ONLY:
-                    self._remember(data, reply, query, verdict, None, now, tally)
+                    self.replays.remember(data, reply, query, verdict, None, now, tally)
                 return reply if len(reply) <= limit else wire.build_truncated(reply)
             depends = True  # tcp-only, asked over TCP: the answer must not be replayed to UDP
 
@@ -344,7 +269,7 @@ class Engine:
                 self.query_log.record(client, query, Outcome.CACHED, None, rcode)
             reply = answers.render(answer, query, now)
             if not depends:
-                self._remember(data, reply, query, None, answer, now, tally)
+                self.replays.remember(data, reply, query, None, answer, now, tally)
             return reply if len(reply) <= limit else wire.build_truncated(reply)
         counters.cache_misses += 1
         if verdict is not None:
