@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -119,6 +120,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from resolver.tools.control import ControlError
     from resolver.tools.diff_answers import AnswerError
 
+    if getattr(args, "whole_process", False):
+        # A short-lived process: its million names hold no cycles worth collecting, and
+        # each collection would walk the large lists and tables just made.
+        gc.disable()
     try:
         config, _ = _config(args)
     except SourceError as exc:
