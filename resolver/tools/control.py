@@ -22,6 +22,7 @@ is the set's hash table (about 32 MiB per million names), not the names again.
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -132,10 +133,7 @@ def _pieces(result: BuildResult) -> Iterator[tuple[bytes, int]]:
                 for action in Action
             }
             for text, count in entries.blocks():
-                for ending, line_end in endings.items():
-                    if ending in text:
-                        text = text.replace(ending, line_end)
-                yield text.encode(), count
+                yield _spelled(text, endings).encode(), count
         else:
             for entry in entries:
                 yield _entry_line(entry, tail).encode(), 1
@@ -148,6 +146,24 @@ def _pieces(result: BuildResult) -> Iterator[tuple[bytes, int]]:
             continue  # client-IP triggers name clients, not names
         line = f"{rule.name}\t{rule.form}\t{rule.action.label}\t{rule.policy_id}\n"
         yield line.encode(), 1
+
+
+_NUMBERED = re.compile(r"\t[0-9]+\t[0-9]+\n")  # a line's form and action as numbers
+
+
+def _spelled(text: str, endings: dict[str, str]) -> str:
+    """``text`` with each of ``endings`` replaced by its value: only the endings the text
+    has are replaced, each found by looking for the next one (a block most often has
+    one), so the text is not searched for every ending it does not have."""
+    position = 0
+    while (found := _NUMBERED.search(text, position)) is not None:
+        ending = found.group()
+        if ending in endings:
+            text = text.replace(ending, endings[ending])
+            position = found.start()
+        else:
+            position = found.end()
+    return text
 
 
 def _entry_line(entry: Entry, tail: str) -> str:

@@ -350,7 +350,9 @@ def compare_lines(
         }
         if not changed:
             return []
-        affected = _under(before.distinct, changed) | _under(after.distinct, changed)
+        # The names of both sides, each looked at once: most are on both.
+        affected = _under(before.distinct, changed)
+        affected |= _under(after.distinct.difference(before.distinct), changed)
     relevant = set(affected)
     for name in affected:
         relevant.update(_parents(name))

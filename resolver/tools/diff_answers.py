@@ -20,6 +20,8 @@ import random
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 from resolver.core import wire
@@ -41,6 +43,7 @@ from resolver.tools.dnsanswer import (
 
 PER_POLICY = 200
 SHOWN = 50
+SLICE = 4096  # names of the first layer looked at together
 PROBE_LABEL = b"\x0adiff-probe"  # a name under an entry, for an entry for the names below
 UNCOMPARED = (Action.ALLOW, Action.DROP, Action.TCP_ONLY)
 
@@ -132,41 +135,84 @@ def groups(
     per_policy: dict[str, int] = {}
     not_compared = 0
     for layer, table in enumerate(tables):
-        for name, value in table.table.items():
-            if name in changed_names:
+        for names, values in _slices(table.table, SLICE if not layer else 0):
+            if _counted(found, per_policy, changed_names, separate, names, values):
                 continue
-            if not layer and isinstance(value, Verdict):
-                # The common case at once: one more name of a group already made.
-                group = found.get(id(value))
-                if group is not None and (
-                    name not in separate or per_policy.get(value.policy_id, 0) >= PER_POLICY
-                ):
+            for name, value in zip(names, values, strict=True):
+                if name in changed_names:
+                    continue
+                if not layer and isinstance(value, Verdict):
+                    # The common case at once: one more name of a group already made.
+                    group = found.get(id(value))
+                    if group is not None and (
+                        name not in separate or per_policy.get(value.policy_id, 0) >= PER_POLICY
+                    ):
+                        group.count += 1
+                        if len(group.examples) < SHOWN:
+                            group.examples.append(wire.name_to_text(name))
+                        continue
+                sides = ((name, value),) if isinstance(value, Verdict) else _sides(name, value)
+                for asked, side in sides:
+                    if not isinstance(side, Verdict):
+                        if side is not None:
+                            not_compared += 1  # scoped to clients or dated
+                        continue
+                    if side.action in UNCOMPARED:
+                        continue
+                    if layer and policy.locate(asked)[0] is not side:
+                        continue  # an earlier layer decides
+                    policy_id = side.policy_id
+                    if name in separate and per_policy.get(policy_id, 0) < PER_POLICY:
+                        per_policy[policy_id] = per_policy.get(policy_id, 0) + 1
+                        own.append(Group(side, asked, 1, [_text(name, asked)]))
+                        continue
+                    group = found.get(id(side))
+                    if group is None:
+                        group = found[id(side)] = Group(side, asked)
                     group.count += 1
                     if len(group.examples) < SHOWN:
-                        group.examples.append(wire.name_to_text(name))
-                    continue
-            sides = ((name, value),) if isinstance(value, Verdict) else _sides(name, value)
-            for asked, side in sides:
-                if not isinstance(side, Verdict):
-                    if side is not None:
-                        not_compared += 1  # scoped to clients or dated
-                    continue
-                if side.action in UNCOMPARED:
-                    continue
-                if layer and policy.locate(asked)[0] is not side:
-                    continue  # an earlier layer decides
-                policy_id = side.policy_id
-                if name in separate and per_policy.get(policy_id, 0) < PER_POLICY:
-                    per_policy[policy_id] = per_policy.get(policy_id, 0) + 1
-                    own.append(Group(side, asked, 1, [_text(name, asked)]))
-                    continue
-                group = found.get(id(side))
-                if group is None:
-                    group = found[id(side)] = Group(side, asked)
-                group.count += 1
-                if len(group.examples) < SHOWN:
-                    group.examples.append(_text(name, asked))
+                        group.examples.append(_text(name, asked))
     return [*found.values(), *own], not_compared
+
+
+def _slices(table: dict[bytes, Any], size: int) -> Iterator[tuple[list[bytes], list[Any]]]:
+    """The names of a table and their values, ``size`` at a time (all at once for 0)."""
+    names, values = list(table), list(table.values())
+    if not size:
+        yield names, values
+        return
+    for start in range(0, len(names), size):
+        yield names[start : start + size], values[start : start + size]
+
+
+def _counted(
+    found: dict[int, Group],
+    per_policy: dict[str, int],
+    changed_names: set[bytes],
+    separate: set[bytes],
+    names: list[bytes],
+    values: list[Any],
+) -> bool:
+    """Whether ``names`` (of the first layer) were counted at once: all of one verdict whose
+    group is made, none of them changed, none to be asked on its own. Only the examples
+    the group still lacks are written as text."""
+    first = values[0] if values else None
+    group = found.get(id(first))
+    if (
+        group is None
+        or not all(map(is_, values, repeat(first)))
+        or not changed_names.isdisjoint(names)
+        or (
+            per_policy.get(group.verdict.policy_id, 0) < PER_POLICY
+            and not separate.isdisjoint(names)
+        )
+    ):
+        return False
+    group.count += len(names)
+    room = SHOWN - len(group.examples)
+    if room > 0:
+        group.examples.extend(map(wire.name_to_text, names[:room]))
+    return True
 
 
 def _text(name: bytes, asked: bytes) -> str:
