@@ -44,6 +44,22 @@ _NAMES = re.compile(rb"[^\x00]*\x00")
 CHUNK = 1 << 20  # bytes of names split at once when a view is read
 
 
+def _chunks(
+    table: NameTable, start: int, end: int, end_of_item: bytes, damaged: str
+) -> Iterator[bytes]:
+    """The bytes of the image's extra from ``start`` to ``end``, about CHUNK at a time, each
+    cut after the last ``end_of_item`` it holds (so no item is split between two)."""
+    extra = table.extra
+    position = start
+    while position < end:
+        chunk = bytes(extra[position : min(position + CHUNK, end)])
+        cut = chunk.rfind(end_of_item) + 1
+        if cut == 0:
+            raise TableError(damaged)
+        position += cut
+        yield chunk[:cut]
+
+
 @dataclass(frozen=True)
 class ListedView:
     """The names of one policy's lists (wire form), kept in the image one after another."""
@@ -58,16 +74,9 @@ class ListedView:
 
     def __iter__(self) -> Iterator[bytes]:
         # Every name ends at its one zero byte (the root label), so a run of names splits
-        # at them; a chunk is cut after the last zero byte it holds.
-        extra = self.table.extra
-        position = self.start
-        while position < self.end:
-            chunk = bytes(extra[position : min(position + CHUNK, self.end)])
-            cut = chunk.rfind(b"\x00") + 1
-            if cut == 0:
-                raise TableError("a damaged list of names")
-            position += cut
-            yield from _NAMES.findall(chunk, 0, cut)
+        # at them.
+        for chunk in _chunks(self.table, self.start, self.end, b"\x00", "a damaged list of names"):
+            yield from _NAMES.findall(chunk)
 
     def __contains__(self, name: object) -> bool:
         return any(name == listed for listed in self)
@@ -88,22 +97,15 @@ class EntryView(Sequence[Entry]):
     def blocks(self) -> Iterator[tuple[str, int]]:
         """The lines as kept (name, form and action as numbers), a block of whole lines at
         a time, each with the number of lines it holds."""
-        extra = self.table.extra
-        position = self.start
-        while position < self.end:
-            chunk = bytes(extra[position : min(position + CHUNK, self.end)])
-            cut = chunk.rfind(b"\n") + 1
-            if cut == 0:
-                raise TableError("a damaged list of entries")
-            position += cut
-            text = chunk[:cut].decode()
+        for chunk in _chunks(self.table, self.start, self.end, b"\n", "a damaged list of entries"):
+            text = chunk.decode()
             yield text, text.count("\n")
 
     def __iter__(self) -> Iterator[Entry]:
-        text = bytes(self.table.extra[self.start : self.end]).decode()
-        for line in text.splitlines():
-            name, scope, action = line.split("\t")
-            yield Entry(name, Scope(int(scope)), Action(int(action)))
+        for text, _ in self.blocks():
+            for line in text.splitlines():
+                name, scope, action = line.split("\t")
+                yield Entry(name, Scope(int(scope)), Action(int(action)))
 
     @overload
     def __getitem__(self, index: int) -> Entry: ...

@@ -17,7 +17,6 @@ from resolver.core.layers import LayeredPolicy, PolicyLayer
 from resolver.core.matcher import CompiledPolicy, Scope, TableBuilder
 from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdict
 from resolver.sources.config import Config
-from resolver.sources.files import DEFAULT_MAX_SIZE
 from resolver.sources.lists import ListReport, read_list
 from resolver.sources.policy_entries import Entry
 from resolver.sources.policy_plain import PlainEntries, plain_wire
@@ -144,13 +143,12 @@ def _add_policy(
     order: int,
     report: PolicyReport,
     answers: Answers,
-    limit: int = DEFAULT_MAX_SIZE,
-    already: AlreadyRead | None = None,
+    limit: int,
+    already: AlreadyRead,
 ) -> None:
     """One policy's entries, then its list names (in bulk), each with its (shared)
     verdict; ``limit``: the most bytes read from one list; ``already``: what need not be
     read again."""
-    already = already or AlreadyRead()
     if policy.warning_page is not None:
         answers = policy.warning_page
     if policy.ttl is not None:
