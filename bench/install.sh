@@ -8,7 +8,7 @@ install_debian_tools() {
   local need=() b
   for b in dnsperf:dnsperf unbound:unbound dnsmasq:dnsmasq-base nsd:nsd dig:bind9-dnsutils \
            taskset:util-linux unshare:util-linux bc:bc ps:procps ip:iproute2 curl:curl \
-           openssl:openssl; do
+           openssl:openssl callgrind_control:valgrind; do
     command -v "${b%%:*}" >/dev/null 2>&1 || need+=("${b#*:}")
   done
   case " $SUTS " in *" pdns "*) command -v pdns_recursor >/dev/null 2>&1 || need+=(pdns-recursor) ;; esac

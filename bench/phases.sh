@@ -370,3 +370,57 @@ phase_scale() {
     done
   done
 }
+
+# ---- instructions: CPU instructions per answer, counted by callgrind (sinkhole only) ----
+# Timing on a shared machine is noisy; an instruction count is not. For each revision in
+# INSTR_REVS ("." is the working tree; others are exported with git archive) and each
+# workload in INSTR_WORKLOADS, sinkhole starts under callgrind with counting off, gets
+# ready (and warm, for hit) and two seconds into the workload, then counts for one
+# saturating dnsperf run of INSTR_DUR seconds (-q 20: batches as at saturation, at the
+# slower pace valgrind allows). The
+# figure is the instructions the server executed in user space, start-up excluded,
+# divided by the answers dnsperf got; system calls are not in it.
+phase_instructions() {
+  local rev tree d w pid line total
+  echo -e "rev\tcommit\tworkload\tcompleted\tinstructions\tper_answer" >"$RES/instructions.tsv"
+  for rev in $INSTR_REVS; do
+    tree=$REPO
+    if [ "$rev" != . ]; then
+      tree="$SCRATCH/rev-$rev"; rm -rf "$tree"; mkdir -p "$tree"
+      git -C "$REPO" archive "$rev" resolver | tar -x -C "$tree"
+    fi
+    for w in $INSTR_WORKLOADS; do
+      d="$SCRATCH/instr-$rev-$w"; rm -rf "$d"; mkdir -p "$d"
+      sut_sinkhole prepare "$d" 5394 "$BL_N"
+      # a revision from before the pid_file key gets the configuration without it
+      [ "$rev" = . ] || sed -i '/^pid_file:/d' "$d/config.yaml"
+      # run from $d: `python -m` puts the current directory before PYTHONPATH, and in a
+      # clone that is the working tree's resolver/
+      bg_start "$d" env -C "$d" PYTHONPATH="$tree" valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$d/callgrind.out" "$PY" -m resolver serve --config "$d/config.yaml"
+      pid=$SUT_PID
+      if ! wait_answer 5394 "$(head -1 "$DATA/names-$BL_N.txt")" "$WARN_A" 300 "$(now)" >/dev/null; then
+        log "instructions $rev $w: sinkhole did not answer, see $d/server.log"
+        stop_pid "$pid"; continue
+      fi
+      [ "$w" != hit ] || warm 5394
+      # two seconds of the workload uncounted (names of their own): what a process does
+      # once, such as a module imported on first use, is left out of the count
+      workload "$w" "u$w" "$BL_N" 5394 4000
+      PERF_OUTSTANDING=20 PERF_VERBOSE=0 PERF_PID="" perf "$WL_PORT" "$WL_FILE" 2 "${WL_ARGS[@]}" >/dev/null
+      [ -z "$WL_TMP" ] || rm -f "$WL_TMP"
+      workload "$w" "i$w" "$BL_N" 5394 $((INSTR_DUR * 2000))
+      callgrind_control -i on "$pid" >/dev/null
+      line=$(PERF_OUTSTANDING=20 PERF_VERBOSE=0 PERF_PID="" perf "$WL_PORT" "$WL_FILE" "$INSTR_DUR" "${WL_ARGS[@]}")
+      callgrind_control -i off "$pid" >/dev/null
+      callgrind_control -d "$pid" >/dev/null
+      stop_pid "$pid"
+      [ -z "$WL_TMP" ] || rm -f "$WL_TMP"
+      total=$(cat "$d"/callgrind.out* 2>/dev/null | awk '/^totals:/ {s += $2} END {print s + 0}')
+      line=$(echo "$line" | awk -v t="$total" '{printf "%d\t%d\t%.0f", $2, t, ($2 ? t / $2 : 0)}')
+      printf '%s\t%s\t%s\t%s\n' "$rev" "$(git -C "$REPO" rev-parse --short "${rev/#./HEAD}")" "$w" \
+        "$line" >>"$RES/instructions.tsv"
+      log "instructions $rev $w: $(echo "$line" | awk '{print $3 " per answer (" $1 " answers)"}')"
+    done
+  done
+}

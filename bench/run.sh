@@ -30,13 +30,16 @@ METRICS_REPS=${METRICS_REPS:-$((REPS < 3 ? REPS : 5))}   # 3 % needs more runs t
 SCALE_WORKERS=${SCALE_WORKERS:-"1 2"}
 SCALE_CLIENTS=${SCALE_CLIENTS:-2}   # dnsperf processes at once
 SCALE_WORKLOADS=${SCALE_WORKLOADS:-"blocked mix"}
+INSTR_REVS=${INSTR_REVS:-.}         # revisions counted by callgrind ("." = working tree)
+INSTR_WORKLOADS=${INSTR_WORKLOADS:-"blocked hit miss"}
+INSTR_DUR=${INSTR_DUR:-10}          # seconds of the counted run (<= 30)
 SOAK=${SOAK:-600}                   # seconds of the soak (0: none)
 SOAK_CHUNK=${SOAK_CHUNK:-10}        # seconds per dnsperf run in the soak (<= 30)
 SOAK_SAMPLE=${SOAK_SAMPLE:-5}       # seconds between two memory samples
 SOAK_RELOAD=${SOAK_RELOAD:-60}      # seconds between two reloads
 RESULTS=${BENCH_RESULTS:-$HERE/results}
-if [ "$DUR" -gt 30 ] || [ "$RELOAD_DUR" -gt 30 ] || [ "$SOAK_CHUNK" -gt 30 ]; then
-  echo "DUR, RELOAD_DUR and SOAK_CHUNK must be <= 30" >&2; exit 2
+if [ "$DUR" -gt 30 ] || [ "$RELOAD_DUR" -gt 30 ] || [ "$SOAK_CHUNK" -gt 30 ] || [ "$INSTR_DUR" -gt 30 ]; then
+  echo "DUR, RELOAD_DUR, SOAK_CHUNK and INSTR_DUR must be <= 30" >&2; exit 2
 fi
 [ "$SOAK" -le 3600 ] || { echo "SOAK must be <= 3600" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root (sudo): it needs unshare and may apt-get install" >&2; exit 2; }
@@ -88,13 +91,14 @@ want() {
     tls) [ -z "${SKIP_TLS:-}" ] ;;
     metrics) [ -z "${SKIP_METRICS:-}" ] ;;
     scaling) [ -z "${SKIP_SCALING:-}" ] ;;
+    instructions) [ -z "${SKIP_INSTRUCTIONS:-}" ] ;;
     scale) [ -z "${SKIP_LOAD:-}" ] ;;
     soak) [ "$SOAK" -gt 0 ] ;;
     *) return 1 ;;
   esac
 }
 PHASES=""
-for p in throughput latency settings alone tls metrics scaling scale soak; do
+for p in throughput latency settings alone tls metrics scaling instructions scale soak; do
   if want "$p"; then PHASES="$PHASES $p"; fi
 done
 PHASES=${PHASES# }
@@ -110,7 +114,8 @@ if want latency && ! want throughput; then log "latency needs the throughput pha
     "ALONE_WORKLOADS=\"$ALONE_WORKLOADS\" TLS_WORKLOADS=\"$TLS_WORKLOADS\" DOH_METHOD=$DOH_METHOD" \
     "METRICS_WORKLOADS=\"$METRICS_WORKLOADS\" METRICS_REPS=$METRICS_REPS SCALE_WORKERS=\"$SCALE_WORKERS\"" \
     "SCALE_CLIENTS=$SCALE_CLIENTS SCALE_WORKLOADS=\"$SCALE_WORKLOADS\"" \
-    "SCALE_SERVER_CPUS=$SCALE_SERVER_CPUS SCALE_CLIENT_CPUS=$SCALE_CLIENT_CPUS SOAK=$SOAK" \
+    "SCALE_SERVER_CPUS=$SCALE_SERVER_CPUS SCALE_CLIENT_CPUS=$SCALE_CLIENT_CPUS" \
+    "INSTR_REVS=\"$INSTR_REVS\" INSTR_WORKLOADS=\"$INSTR_WORKLOADS\" INSTR_DUR=$INSTR_DUR SOAK=$SOAK" \
     "SOAK_QPS=${SOAK_QPS:-} SOAK_CHUNK=$SOAK_CHUNK SOAK_SAMPLE=$SOAK_SAMPLE SOAK_RELOAD=$SOAK_RELOAD" \
     "PERF_CLIENTS=${PERF_CLIENTS:-8} PERF_OUTSTANDING=${PERF_OUTSTANDING:-200} PERF_TIMEOUT=${PERF_TIMEOUT:-2}"
   if [ "$REPS" -lt 3 ] || [ "$DUR" -lt 10 ] || { want soak && [ "$SOAK" -lt 600 ]; }; then
@@ -145,6 +150,7 @@ if want alone; then phase_alone; fi
 if want tls; then phase_tls; fi
 if want metrics; then phase_metrics; fi
 if want scaling; then phase_scaling; fi
+if want instructions; then phase_instructions; fi
 if want scale; then phase_scale; fi
 if want soak; then phase_soak; fi
 cleanup_all
@@ -158,6 +164,7 @@ mkdir -p "$RESULTS"
 # everything summarize.py reads, so that `summarize.py bench/results` makes latest.md again
 for f in latest.md latest.png header.txt upstream.tsv correctness.md perf.tsv latency.tsv \
          settings.tsv load.tsv suts.tsv alone.tsv tls.tsv transports.tsv metrics.tsv scaling.tsv \
+         instructions.tsv \
          soak-info.tsv soak-samples.tsv soak-chunks.tsv soak-reloads.tsv soak-minutes.tsv; do
   if [ -f "$RES/$f" ]; then cp "$RES/$f" "$RESULTS/$f"; else rm -f "$RESULTS/$f"; fi
 done

@@ -400,6 +400,37 @@ def scaling_section(rows_: list[Row]) -> list[str]:
     ]
 
 
+def instructions_section(rows_: list[Row]) -> list[str]:
+    revs = list(dict.fromkeys(f"{r['rev']} ({r['commit']})" for r in rows_))
+    per = {(f"{r['rev']} ({r['commit']})", r["workload"]): r for r in rows_}
+    body = []
+    for w in dict.fromkeys(r["workload"] for r in rows_):
+        cells = [w]
+        for rev in revs:
+            r = per.get((rev, w))
+            cells.append(f"{fmt(num(r['per_answer']))} ({r['completed']})" if r else "-")
+        if len(revs) > 1:
+            first, last = per.get((revs[0], w)), per.get((revs[-1], w))
+            change = "-"
+            if first and last and num(first["per_answer"]):
+                change = f"{100 * (num(last['per_answer']) / num(first['per_answer']) - 1):+.1f} %"
+            cells.append(change)
+        body.append(cells)
+    head = ["workload", *[f"{rev}: instructions / answer (answers)" for rev in revs]]
+    if len(revs) > 1:
+        head.append(f"{revs[-1]} vs {revs[0]}")
+    return [
+        "## Instructions per answer (callgrind, sinkhole)",
+        "",
+        "User-space instructions the server executed during one saturating dnsperf run"
+        " (start-up excluded) / answers received: a figure that machine load does not move"
+        " (runs repeat within about 1 %), for comparing revisions of the hot path."
+        ' "." is the working tree.',
+        "",
+        *table(head, body),
+    ]
+
+
 def soak_section(res: Path) -> list[str]:
     info = {r["key"]: r["value"] for r in rows(res / "soak-info.tsv")}
     samples = rows(res / "soak-samples.tsv")
@@ -563,6 +594,9 @@ def main(res: Path) -> None:
     scaling = rows(res / "scaling.tsv")
     if scaling:
         out += scaling_section(scaling)
+    instructions = rows(res / "instructions.tsv")
+    if instructions:
+        out += instructions_section(instructions)
     if (res / "soak-info.tsv").exists():
         out += soak_section(res)
     correctness = res / "correctness.md"
