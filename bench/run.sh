@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: sinkhole against dnsmasq, unbound and a naive dnslib server (see README.md).
 #
-#   sudo bench/run.sh                                        # every phase, about 65 minutes
+#   sudo bench/run.sh                                        # every phase, about 67 minutes
 #   sudo REPS=1 DUR=3 SIZES=100000 SKIP_LOAD=1 SOAK=60 bench/run.sh   # smoke run, about 8 min
 #   sudo ONLY="tls metrics" bench/run.sh                     # some phases only
 #

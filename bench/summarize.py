@@ -400,9 +400,17 @@ def scaling_section(rows_: list[Row]) -> list[str]:
     ]
 
 
+def revision(row: Row) -> str:
+    """A revision as the instructions phase names it: the working tree is "."."""
+    rev, commit = row["rev"], row["commit"]
+    if rev == ".":
+        return f"working tree ({commit})"
+    return rev if commit.startswith(rev) else f"{rev} ({commit})"
+
+
 def instructions_section(rows_: list[Row]) -> list[str]:
-    revs = list(dict.fromkeys(f"{r['rev']} ({r['commit']})" for r in rows_))
-    per = {(f"{r['rev']} ({r['commit']})", r["workload"]): r for r in rows_}
+    revs = list(dict.fromkeys(revision(r) for r in rows_))
+    per = {(revision(r), r["workload"]): r for r in rows_}
     body = []
     for w in dict.fromkeys(r["workload"] for r in rows_):
         cells = [w]
@@ -424,8 +432,8 @@ def instructions_section(rows_: list[Row]) -> list[str]:
         "",
         "User-space instructions the server executed during one saturating dnsperf run"
         " (start-up excluded) / answers received: a figure that machine load does not move"
-        " (runs repeat within about 1 %), for comparing revisions of the hot path."
-        ' "." is the working tree.',
+        " (runs repeat within about 1-2 %), for comparing revisions of the hot path."
+        " System calls are not in it (see bench/README.md).",
         "",
         *table(head, body),
     ]
