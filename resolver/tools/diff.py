@@ -341,6 +341,7 @@ class Lines:
     def __init__(self, lines: list[bytes] | None = None) -> None:
         self.lines: list[bytes] = []
         self.unique: set[bytes] = set()  # the lines, each once
+        self.above: set[bytes] | None = None  # the parents of the names, when worked out
         if lines:
             self.add(lines)
 
@@ -376,9 +377,30 @@ class Lines:
         return {name for name, count in Counter(self.names).items() if count > 1}
 
     def prepare(self) -> None:
-        """Work out the names (and which are repeated) now, not when first asked for: the
-        running server's, while the new files are built."""
+        """Work out now, not when first asked for, the names (and which are repeated) and
+        the names above them (for ``under``): the running server's, while the new files
+        are built."""
         self.repeated  # noqa: B018 - worked out from the names and the distinct names
+        above: set[bytes] = set()
+        level = self.distinct
+        while level:
+            level = {name.partition(b".")[2] for name in level}
+            level.discard(b"")
+            level -= above
+            above |= level
+        self.above = above
+
+    def under(self, changed: set[bytes]) -> set[bytes]:
+        """The names in ``changed`` or under a name in it (_under): when the names above
+        every name are known, only a changed name among them can have names under it,
+        and the names are looked through for those alone, if any."""
+        if self.above is None:
+            return _under(self.distinct, changed)
+        found = self.distinct & changed
+        above = changed & self.above
+        if above:
+            found |= _under(self.distinct, above)
+        return found
 
     def lines_at(self, names: set[bytes]) -> list[bytes]:
         """The lines for ``names``, in order."""
@@ -424,7 +446,7 @@ def compare_lines(
         if not changed:
             return Compared([], len(before.distinct), names_after)
         # The names of both sides, each looked at once: most are on both.
-        affected = _under(before.distinct, changed) | added_names.difference(before.distinct)
+        affected = before.under(changed) | added_names.difference(before.distinct)
     relevant = set(affected)
     for name in affected:
         relevant.update(_parents(name))
