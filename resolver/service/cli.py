@@ -95,7 +95,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from resolver.sources.snapshot import build_snapshot
+    from resolver.sources.snapshot import build_snapshot, load_policies
     from resolver.tools import diff
     from resolver.tools.control import ControlError
     from resolver.tools.diff_answers import AnswerError
@@ -116,7 +116,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     # where one can be forked (else diff reads them when it needs them).
     reading = ReadInChild(server) if server and fork_available() else None
     try:
-        result = build_snapshot(config)
+        policies = load_policies(config)
+        if reading is not None:
+            reading.send_entries(policies)  # while they are built
+        result = build_snapshot(config, policies)
     except SourceError as exc:
         return load_failed(exc, "the new files do not load")
     if not server:

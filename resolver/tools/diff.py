@@ -245,9 +245,10 @@ class Reading(Protocol):
 
     def policies(self) -> dict[str, Any]: ...
 
-    def compare(
-        self, chunks: Iterable[bytes], old: Order, new: Order, everything: bool
-    ) -> Compared: ...
+    def compare(self, result: BuildResult, old: Order, new: Order, everything: bool) -> Compared:
+        """What differs between the running server's entries and the lines of ``result``
+        (entry_lines)."""
+        ...
 
 
 class ReadHere:
@@ -259,12 +260,10 @@ class ReadHere:
     def policies(self) -> dict[str, Any]:
         return self.running.document
 
-    def compare(
-        self, chunks: Iterable[bytes], old: Order, new: Order, everything: bool
-    ) -> Compared:
+    def compare(self, result: BuildResult, old: Order, new: Order, everything: bool) -> Compared:
         before = Lines(self.running.lines)
         after = Lines()
-        after.add_text(chunks)
+        after.add_text(entry_lines(result))
         return compare_lines(before, after, old, new, everything)
 
 
@@ -322,9 +321,7 @@ def diff(
     reordered = kept_old != kept_new or [
         z["id"] for z in running_zones if z["id"] in new_layer
     ] != [z["id"] for z in new_zones if z["id"] in old_layer]
-    compared = reading.compare(
-        entry_lines(result), (old_order, old_layer), (new_order, new_layer), reordered
-    )
+    compared = reading.compare(result, (old_order, old_layer), (new_order, new_layer), reordered)
     out.names_before, out.names_after = compared.names_before, compared.names_after
     out.changes = compared.changes
     if dns is not None:
@@ -402,6 +399,10 @@ class Lines:
             found |= _under(self.distinct, above)
         return found
 
+    def changes_from(self, before: Lines) -> tuple[set[bytes], set[bytes]]:
+        """The lines added since ``before``, and those removed."""
+        return self.unique - before.unique, before.unique - self.unique
+
     def lines_at(self, names: set[bytes]) -> list[bytes]:
         """The lines for ``names``, in order."""
         return list(compress(self.lines, map(names.__contains__, self.names)))
@@ -434,9 +435,9 @@ def compare_lines(
     removed tell which names it has. ``everything``: the policies were reordered, so every
     name is compared.
     """
-    added = after.unique - before.unique
+    added, removed = after.changes_from(before)
     added_names = {_name(line) for line in added}
-    removed_names = {_name(line) for line in before.unique - after.unique}
+    removed_names = {_name(line) for line in removed}
     if everything:
         affected = before.distinct | after.distinct
         names_after = len(after.distinct)

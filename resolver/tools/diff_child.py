@@ -2,10 +2,13 @@
 
 Read in a thread, the million lines of GET /entries held the interpreter lock for most
 of a second while the new files were built. A forked child has an interpreter of its
-own: it reads the running server's policies and entries, and cuts its lines into names,
-on the other core while this process builds the new files; then it takes the new lines
-as they are written (a chunk at a time, through a pipe, each cut as it comes), compares
-both sides, and sends back only what changed (resolver.tools.diff.Compared).
+own: it reads the running server's policies and entries, and works out their names,
+on the other core while this process builds the new files. The new lines go to it
+through a pipe, a chunk at a time, in parts: the lines of the policy files' entries as
+soon as the files are read (sent by a thread that mostly waits on the pipe, while the
+files are compiled), then those of the list names and the zones once built. The child
+cuts them into lines as they come, puts the parts back in entry_lines' order, compares
+both sides and sends back only what changed (resolver.tools.diff.Compared).
 
 What the child raises (the control endpoint could not be read) is sent back and raised
 here, where the diff asks for what the child found.
@@ -16,13 +19,22 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
+from itertools import chain, filterfalse
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
+from operator import is_
 from typing import Any
 
+from resolver.sources.policy_yaml import PolicyFile
+from resolver.sources.snapshot import BuildResult
 from resolver.tools import diff
-from resolver.tools.control import ControlError
+from resolver.tools.control import ControlError, file_entry_lines, list_name_lines, zone_lines
+
+PART = "part"  # a part of the new lines follows: its chunks, then b""
+MESSAGE = 1 << 20
+COMPARE = "compare"  # no more parts: (COMPARE, the parts' order, old, new, everything)
 
 
 def fork_available() -> bool:
@@ -39,22 +51,69 @@ class ReadInChild:
             self.connection.close()
             _child(server, theirs)
         theirs.close()
+        self.sent: Sequence[PolicyFile] = ()  # the policy files whose entries were sent
+        self.sending: threading.Thread | None = None
         atexit.register(self.stop)  # a diff that stops early does not wait for the child
+
+    def send_entries(self, policies: Sequence[PolicyFile]) -> None:
+        """Send the lines of the entries of ``policies`` (as read, before they are built),
+        from a thread, while they are built; once, before compare."""
+
+        def send() -> None:
+            try:
+                for policy in policies:
+                    self._part(file_entry_lines(policy))
+            except OSError:
+                pass  # the child stopped: compare says so
+
+        self.sent = policies
+        self.sending = threading.Thread(target=send, name="diff-new-entries", daemon=True)
+        self.sending.start()
 
     def policies(self) -> dict[str, Any]:
         document: dict[str, Any] = self._received()
         return document
 
     def compare(
-        self, chunks: Iterable[bytes], old: diff.Order, new: diff.Order, everything: bool
+        self, result: BuildResult, old: diff.Order, new: diff.Order, everything: bool
     ) -> diff.Compared:
-        for chunk in chunks:
-            self.connection.send_bytes(chunk)
-        self.connection.send_bytes(b"")  # the end of the new lines
-        self.connection.send((old, new, everything))
+        if self.sending is None:
+            self.send_entries(result.policies)
+        assert self.sending is not None
+        self.sending.join()
+        count = len(result.policies)
+        sent = self.sent
+        if len(sent) != count or not all(map(is_, sent, result.policies)):
+            raise ValueError("the entries sent are not those of the policies built")
+        # The parts, in the order sent: each file's entries, each policy's list names,
+        # the zones; entry_lines has each file's entries then its list names.
+        order = [part for i in range(count) for part in (i, count + i)] + [2 * count]
+        try:
+            for policy, report in zip(result.policies, result.reports, strict=True):
+                self._part(list_name_lines(policy, report))
+            self._part(zone_lines(result))
+            self.connection.send((COMPARE, order, old, new, everything))
+        except OSError:
+            pass  # the child stopped: _received says so
         compared: diff.Compared = self._received()
         self.stop()
         return compared
+
+    def _part(self, chunks: Iterable[bytes]) -> None:
+        """One part of the new lines, in messages of about MESSAGE bytes: few enough that
+        the sending thread seldom waits for the interpreter lock."""
+        self.connection.send((PART,))
+        batch: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= MESSAGE:
+                self.connection.send_bytes(b"".join(batch))
+                batch, size = [], 0
+        if batch:
+            self.connection.send_bytes(b"".join(batch))
+        self.connection.send_bytes(b"")
 
     def _received(self) -> Any:
         try:
@@ -78,6 +137,27 @@ class ReadInChild:
             pass
 
 
+class _NewLines(diff.Lines):
+    """The new lines, told apart from the running server's as they come (while the files
+    are compiled), not all at once at the end."""
+
+    def __init__(self, before: diff.Lines) -> None:
+        super().__init__()
+        self.before = before
+        self.added: set[bytes] = set()
+        self.removed = set(before.unique)  # until a new line is the same
+
+    def add(self, lines: list[bytes]) -> None:
+        super().add(lines)
+        self.added.update(filterfalse(self.before.unique.__contains__, lines))
+        self.removed.difference_update(lines)
+
+    def changes_from(self, before: diff.Lines) -> tuple[set[bytes], set[bytes]]:
+        if before is not self.before:
+            return super().changes_from(before)
+        return self.added, self.removed
+
+
 def _child(server: str, connection: Connection) -> None:
     """Read the running server, compare, send what was found; exit, never returning into
     the caller's code. What fails is sent as (True, the exception)."""
@@ -88,9 +168,15 @@ def _child(server: str, connection: Connection) -> None:
         before = diff.Lines(running.lines)
         del running
         before.prepare()
-        after = diff.Lines()
-        after.add_text(iter(connection.recv_bytes, b""))
-        old, new, everything = connection.recv()
+        after = _NewLines(before)
+        ends = [0]  # where each part's lines end
+        while (message := connection.recv())[0] == PART:
+            after.add_text(iter(connection.recv_bytes, b""))
+            ends.append(len(after.lines))
+        _, order, old, new, everything = message
+        if order != sorted(order):
+            lines = after.lines
+            after.lines = list(chain.from_iterable(lines[ends[i] : ends[i + 1]] for i in order))
         connection.send((False, diff.compare_lines(before, after, old, new, everything)))
         code = 0
     except EOFError:
@@ -100,5 +186,10 @@ def _child(server: str, connection: Connection) -> None:
             connection.send((True, exc))
         except Exception:
             connection.send((True, ControlError(f"{type(exc).__name__}: {exc}")))
+        try:  # what is still sent is read, until the diff stops: a write to a closed
+            while True:  # pipe would end it at once, without a word (SIGPIPE)
+                connection.recv_bytes()
+        except (EOFError, OSError):
+            pass
     finally:
         os._exit(code)
