@@ -31,6 +31,7 @@ from resolver.sources.policy_yaml import PolicyFile
 from resolver.sources.snapshot import BuildResult
 from resolver.tools import diff
 from resolver.tools.control import ControlError, file_entry_lines, list_name_lines, zone_lines
+from resolver.tools.diff_lines import Lines
 
 PART = "part"  # a part of the new lines follows: its chunks, then b""
 MESSAGE = 1 << 20
@@ -137,11 +138,11 @@ class ReadInChild:
             pass
 
 
-class _NewLines(diff.Lines):
+class _NewLines(Lines):
     """The new lines, told apart from the running server's as they come (while the files
     are compiled), not all at once at the end."""
 
-    def __init__(self, before: diff.Lines) -> None:
+    def __init__(self, before: Lines) -> None:
         super().__init__()
         self.before = before
         self.added: set[bytes] = set()
@@ -152,7 +153,7 @@ class _NewLines(diff.Lines):
         self.added.update(filterfalse(self.before.unique.__contains__, lines))
         self.removed.difference_update(lines)
 
-    def changes_from(self, before: diff.Lines) -> tuple[set[bytes], set[bytes]]:
+    def changes_from(self, before: Lines) -> tuple[set[bytes], set[bytes]]:
         if before is not self.before:
             return super().changes_from(before)
         return self.added, self.removed
@@ -165,7 +166,7 @@ def _child(server: str, connection: Connection) -> None:
     try:
         running = diff.read_running(server)
         connection.send((False, running.document))
-        before = diff.Lines(running.lines)
+        before = Lines(running.lines)
         del running
         before.prepare()
         after = _NewLines(before)
