@@ -130,6 +130,10 @@ class ReadInChild:
         if self.pid is None:
             return
         pid, self.pid = self.pid, None
+        if self.sending is not None and self.sending.is_alive():
+            # The diff stopped while the lines were sent: the thread's next write, to a
+            # closed pipe, is to fail, not to end the process (SIGPIPE).
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         try:
             if os.waitpid(pid, os.WNOHANG) == (0, 0):
                 os.kill(pid, signal.SIGKILL)
