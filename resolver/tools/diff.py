@@ -351,7 +351,7 @@ def compare_lines(
         affected = before.distinct | after.distinct
         names_after = len(after.distinct)
     else:
-        names_after = _count_after(before, after, added_names, removed_names)
+        names_after = _count_after(before, removed, added_names, removed_names)
         changed = added_names | removed_names
         if not changed:
             return Compared([], len(before.distinct), names_after)
@@ -364,8 +364,8 @@ def compare_lines(
     if everything:
         new_lines = after.lines_at(relevant)
     else:
-        # A line of the new side is one of the old side's (kept) or one added.
-        keep = {line for line in old_lines if line in after.unique}
+        # A line of the new side is one of the old side's (not removed) or one added.
+        keep = {line for line in old_lines if line not in removed}
         keep.update(line for line in added if line_name(line) in relevant)
         new_lines = list(compress(after.lines, map(keep.__contains__, after.lines)))
     old_tables = compile_layers(map(parse_entry_line, old_lines), *old)
@@ -377,14 +377,14 @@ def compare_lines(
 
 
 def _count_after(
-    before: Lines, after: Lines, added_names: set[bytes], removed_names: set[bytes]
+    before: Lines, removed: set[bytes], added_names: set[bytes], removed_names: set[bytes]
 ) -> int:
     """How many names the new side has: the old side's, less those whose every line was
     removed, with those added."""
     gone = removed_names - added_names
     repeated = gone & before.repeated if gone else set()
     if repeated:  # a name of more than one line is gone only when none of them is kept
-        gone -= {line_name(line) for line in before.lines_at(repeated) if line in after.unique}
+        gone -= {line_name(line) for line in before.lines_at(repeated) if line not in removed}
     return len(before.distinct) - len(gone) + len(added_names - before.distinct)
 
 

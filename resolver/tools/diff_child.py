@@ -144,7 +144,8 @@ class ReadInChild:
 
 class _NewLines(Lines):
     """The new lines, told apart from the running server's as they come (while the files
-    are compiled), not all at once at the end."""
+    are compiled), not all at once at the end; ``unique`` is not kept (changes_from
+    gives what compare_lines needs)."""
 
     def __init__(self, before: Lines) -> None:
         super().__init__()
@@ -153,7 +154,7 @@ class _NewLines(Lines):
         self.removed = set(before.unique)  # until a new line is the same
 
     def add(self, lines: list[bytes]) -> None:
-        super().add(lines)
+        self.lines += lines
         self.added.update(filterfalse(self.before.unique.__contains__, lines))
         self.removed.difference_update(lines)
 
