@@ -95,10 +95,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from resolver.sources.snapshot import build_snapshot
+    from resolver.sources.snapshot import build_snapshot, load_policies
     from resolver.tools import diff
     from resolver.tools.control import ControlError
     from resolver.tools.diff_answers import AnswerError
+    from resolver.tools.diff_child import ReadInChild, fork_available
 
     if getattr(args, "whole_process", False):
         # A short-lived process: its million names hold no cycles worth collecting, and
@@ -111,13 +112,17 @@ def cmd_diff(args: argparse.Namespace) -> int:
     server = args.server or (f"http://{config.control}" if config.control else "")
     if server and "://" not in server:
         server = "http://" + server
-    # The running server's entries are read while the files are built.
-    reading = diff.start_reading(server) if server else None
+    # The running server's entries are read while the files are built, by a child process
+    # where one can be forked (else diff reads them when it needs them).
+    reading = ReadInChild(server) if server and fork_available() else None
     try:
-        result = build_snapshot(config)
+        policies = load_policies(config)
+        if reading is not None:
+            reading.send_entries(policies)  # while they are built
+        result = build_snapshot(config, policies)
     except SourceError as exc:
         return load_failed(exc, "the new files do not load")
-    if not server or reading is None:
+    if not server:
         print(
             "sinkhole: no control endpoint to ask: set control: in the configuration "
             "(such as 127.0.0.1:9154) or pass --server http://127.0.0.1:9154",

@@ -35,9 +35,10 @@ from resolver.core.verdict import Action
 from resolver.core.wire import name_to_text, text_to_name
 from resolver.sources.policy_entries import Entry
 from resolver.sources.policy_plain import PlainEntries
+from resolver.sources.policy_yaml import PolicyFile
 from resolver.sources.rules import FORMS, zone_rules
 from resolver.sources.shared import EntryView
-from resolver.sources.snapshot import BuildResult
+from resolver.sources.snapshot import BuildResult, PolicyReport
 
 CHUNK_LINES = 2000
 SLICE = 10_000  # names compared per step when a reload counts names added and removed
@@ -91,9 +92,29 @@ def entry_lines(result: BuildResult) -> Iterator[bytes]:
     """``name<TAB>form<TAB>action<TAB>policy`` lines, every entry then every list name,
     policy by policy, then the name triggers of the RPZ zones (``policy`` is the zone),
     in chunks of at most CHUNK_LINES lines."""
+    return _chunks(_pieces(result))
+
+
+def file_entry_lines(policy: PolicyFile) -> Iterator[bytes]:
+    """The lines of entry_lines for the entries of one policy file (known once the file
+    is read), in chunks."""
+    return _chunks(_entry_pieces(policy))
+
+
+def list_name_lines(policy: PolicyFile, report: PolicyReport) -> Iterator[bytes]:
+    """The lines of entry_lines for the list names of one policy (known once built)."""
+    return _chunks(_listed_pieces(policy, report))
+
+
+def zone_lines(result: BuildResult) -> Iterator[bytes]:
+    """The lines of entry_lines for the RPZ zones' name triggers."""
+    return _chunks(_zone_pieces(result))
+
+
+def _chunks(pieces: Iterable[tuple[bytes, int]]) -> Iterator[bytes]:
     chunk: list[bytes] = []
     lines = 0
-    for piece, count in _pieces(result):
+    for piece, count in pieces:
         chunk.append(piece)
         lines += count
         if lines >= CHUNK_LINES:
@@ -104,43 +125,54 @@ def entry_lines(result: BuildResult) -> Iterator[bytes]:
 
 
 def _pieces(result: BuildResult) -> Iterator[tuple[bytes, int]]:
-    """The lines of entry_lines a few at a time (at most CHUNK_LINES), with their count.
-
-    The names of a plain block: list (PlainEntries) and of the lists are written a
-    slice at a time with one join, without an Entry object or a line of their own."""
+    """The lines of entry_lines a few at a time (at most CHUNK_LINES), with their count."""
     for policy, report in zip(result.policies, result.reports, strict=True):
-        tail = f"\t{policy.info.id}\n"
-        entries = policy.entries
-        if isinstance(entries, PlainEntries):
-            common = f"\tsubtree\t{entries.action.label}{tail}"
-            items = entries.items
-            for start in range(0, len(items), CHUNK_LINES):
-                part = items[start : start + CHUNK_LINES]
-                if set(map(type, part)) == {str}:
-                    text = common.join(part) + common  # type: ignore[arg-type]
-                else:
-                    text = "".join(
-                        item + common if type(item) is str else _entry_line(item, tail)  # type: ignore[arg-type]
-                        for item in part
-                    )
-                yield text.encode(), len(part)
-        elif isinstance(entries, EntryView):
-            # The image's lines end in the form and action as numbers: each ending replaced
-            # in a whole block (a name has no tab, a policy id no space).
-            endings = {
-                f"\t{int(scope)}\t{int(action)}\n": f"\t{FORMS[scope]}\t{action.label}{tail}"
-                for scope in Scope
-                for action in Action
-            }
-            for text, count in entries.blocks():
-                yield _spelled(text, endings).encode(), count
-        else:
-            for entry in entries:
-                yield _entry_line(entry, tail).encode(), 1
-        middle = f"\tsubtree\t{policy.action.label}{tail}"
-        listed = iter(report.listed)
-        while names := list(islice(listed, CHUNK_LINES)):
-            yield "".join([name_to_text(name) + middle for name in names]).encode(), len(names)
+        yield from _entry_pieces(policy)
+        yield from _listed_pieces(policy, report)
+    yield from _zone_pieces(result)
+
+
+def _entry_pieces(policy: PolicyFile) -> Iterator[tuple[bytes, int]]:
+    """The names of a plain block: list (PlainEntries) are written a slice at a time with
+    one join, without an Entry object or a line of their own."""
+    tail = f"\t{policy.info.id}\n"
+    entries = policy.entries
+    if isinstance(entries, PlainEntries):
+        common = f"\tsubtree\t{entries.action.label}{tail}"
+        items = entries.items
+        for start in range(0, len(items), CHUNK_LINES):
+            part = items[start : start + CHUNK_LINES]
+            if set(map(type, part)) == {str}:
+                text = common.join(part) + common  # type: ignore[arg-type]
+            else:
+                text = "".join(
+                    item + common if type(item) is str else _entry_line(item, tail)  # type: ignore[arg-type]
+                    for item in part
+                )
+            yield text.encode(), len(part)
+    elif isinstance(entries, EntryView):
+        # The image's lines end in the form and action as numbers: each ending replaced
+        # in a whole block (a name has no tab, a policy id no space).
+        endings = {
+            f"\t{int(scope)}\t{int(action)}\n": f"\t{FORMS[scope]}\t{action.label}{tail}"
+            for scope in Scope
+            for action in Action
+        }
+        for text, count in entries.blocks():
+            yield _spelled(text, endings).encode(), count
+    else:
+        for entry in entries:
+            yield _entry_line(entry, tail).encode(), 1
+
+
+def _listed_pieces(policy: PolicyFile, report: PolicyReport) -> Iterator[tuple[bytes, int]]:
+    middle = f"\tsubtree\t{policy.action.label}\t{policy.info.id}\n"
+    listed = iter(report.listed)
+    while names := list(islice(listed, CHUNK_LINES)):
+        yield "".join([name_to_text(name) + middle for name in names]).encode(), len(names)
+
+
+def _zone_pieces(result: BuildResult) -> Iterator[tuple[bytes, int]]:
     for rule in zone_rules(result.snapshot.policy):
         if rule.network is not None:
             continue  # client-IP triggers name clients, not names

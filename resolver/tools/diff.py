@@ -1,13 +1,15 @@
 """`sinkhole diff`: what a reload would change, against what the running server enforces.
 
-The running server's entries come from its control endpoint (GET /entries); the new
-ones are built from the files as a reload would build them, and written as the same
-lines. Lines on one side only name the entries that changed; the names they are for,
-and the names under them, are decided before and after with the server's matcher
-(layer by layer, as the server does): the name itself, and a name under it that no
-entry names. So a new exemption shows up as names unblocked, and a policy moved up
-the list as actions changed. Decisions are those for a client every scope includes,
-with every policy in force (client scopes and dates are the same on both sides).
+The running server's entries come from its control endpoint (GET /entries), read by a
+child process while the new files are built (resolver.tools.diff_child; ReadHere reads
+them in this process); the new ones are built from the files as a reload would build
+them, and written as the same lines. Lines on one side only name the entries that
+changed; the names they are for, and the names under them, are decided before and
+after with the server's matcher (layer by layer, as the server does): the name itself,
+and a name under it that no entry names. So a new exemption shows up as names
+unblocked, and a policy moved up the list as actions changed. Decisions are those for a
+client every scope includes, with every policy in force (client scopes and dates are
+the same on both sides).
 
 A name decided the same way can still be answered otherwise (a new warning page
 address, TTL, redirect target, reference): diff_answers compares the running server's
@@ -17,13 +19,10 @@ answer affects; those names count as changed.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 from resolver.core import wire
 from resolver.core.endpoint import Endpoint
@@ -39,6 +38,7 @@ from resolver.tools.control import (
     parse_entry_line,
 )
 from resolver.tools.diff_answers import AnswerDiff, compare
+from resolver.tools.diff_lines import Entry, Lines, line_name, parents
 
 PROBE = b"\x01\xff"  # a label no policy name has: stands for "any other name under it"
 SHOWN = 50
@@ -142,9 +142,6 @@ def _decision_dict(decision: Decision) -> dict[str, str] | None:
     return {"action": decision[0].label, "policy": decision[1]}
 
 
-Entry = tuple[bytes, Scope, Action, str]  # wire name, scope, action, policy id
-
-
 def compile_layers(
     entries: Iterable[Entry], order: dict[str, int], layer_of: dict[str, int]
 ) -> list[CompiledPolicy]:
@@ -225,20 +222,44 @@ def read_running(server: str) -> Running:
     return Running(document, fetch_entry_lines(server))
 
 
-def start_reading(server: str) -> Future[Running]:
-    """read_running in a thread of its own, to be read while the new files are built: the
-    server writes its entries meanwhile, on another core. A daemon thread: a diff that
-    stops early does not wait for the server."""
-    future: Future[Running] = Future()
+Order = tuple[dict[str, int], dict[str, int]]  # per policy id: its order, its layer
 
-    def run() -> None:
-        try:
-            future.set_result(read_running(server))
-        except Exception as exc:
-            future.set_exception(exc)
 
-    threading.Thread(target=run, name="read-running-server", daemon=True).start()
-    return future
+@dataclass(frozen=True)
+class Compared:
+    """What compare_lines found, and the names in the table on each side."""
+
+    changes: list[Change]
+    names_before: int
+    names_after: int
+
+
+class Reading(Protocol):
+    """The running server's side of a diff: its policies, and its entries compared with
+    the new ones."""
+
+    def policies(self) -> dict[str, Any]: ...
+
+    def compare(self, result: BuildResult, old: Order, new: Order, everything: bool) -> Compared:
+        """What differs between the running server's entries and the lines of ``result``
+        (entry_lines)."""
+        ...
+
+
+class ReadHere:
+    """The running server's side read in this process, at once."""
+
+    def __init__(self, server: str) -> None:
+        self.running = read_running(server)
+
+    def policies(self) -> dict[str, Any]:
+        return self.running.document
+
+    def compare(self, result: BuildResult, old: Order, new: Order, everything: bool) -> Compared:
+        before = Lines(self.running.lines)
+        after = Lines()
+        after.add_text(entry_lines(result))
+        return compare_lines(before, after, old, new, everything)
 
 
 def diff(
@@ -246,13 +267,14 @@ def diff(
     result: BuildResult,
     server: str,
     dns: Endpoint | None = None,
-    reading: Future[Running] | None = None,
+    reading: Reading | None = None,
 ) -> Diff:
     """Compare the server at ``server`` (a control endpoint URL; ``dns``: its DNS address,
     for its answers; ``reading``: its policies and entries, when already asked for) with
     ``result``."""
-    running_server = reading.result() if reading is not None else read_running(server)
-    document = running_server.document
+    if reading is None:
+        reading = ReadHere(server)
+    document = reading.policies()
     running = document.get("policies", [])
     running_zones = document.get("zones", [])
     out = Diff(server, str(document.get("loaded_at", "")))
@@ -294,110 +316,76 @@ def diff(
     reordered = kept_old != kept_new or [
         z["id"] for z in running_zones if z["id"] in new_layer
     ] != [z["id"] for z in new_zones if z["id"] in old_layer]
-    running = Lines(running_server.lines)
-    del running_server
-    file_lines = b"".join(entry_lines(result)).split(b"\n")
-    if file_lines and not file_lines[-1]:
-        file_lines.pop()
-    written = Lines(file_lines)
-    del file_lines
-    out.names_before = len(running.distinct)
-    out.names_after = len(written.distinct)
-    out.changes = compare_lines(
-        running, written, (old_order, old_layer), (new_order, new_layer), reordered
-    )
+    compared = reading.compare(result, (old_order, old_layer), (new_order, new_layer), reordered)
+    out.names_before, out.names_after = compared.names_before, compared.names_after
+    out.changes = compared.changes
     if dns is not None:
         changed_ids = [str(p["id"]) for p in (*out.policies_changed, *out.policies_added)]
         out.answers = compare(result, dns, (c.name for c in out.changes), changed_ids)
     return out
 
 
-class Lines:
-    """/entries lines with the name each is for (text form), read once."""
-
-    def __init__(self, lines: list[bytes]) -> None:
-        self.lines = lines
-        self.names = [line.partition(b"\t")[0] for line in lines]
-        self.distinct = set(self.names)
-
-    def at(self, names: set[bytes]) -> Iterator[Entry]:
-        """The entries of the lines for ``names``, in order."""
-        for line in compress(self.lines, map(names.__contains__, self.names)):
-            yield parse_entry_line(line)
-
-
 def compare_lines(
     before: Lines,
     after: Lines,
-    old: tuple[dict[str, int], dict[str, int]],
-    new: tuple[dict[str, int], dict[str, int]],
+    old: Order,
+    new: Order,
     everything: bool = False,
-) -> list[Change]:
+) -> Compared:
     """The decisions that differ between two sets of entries, as /entries lines (each in
-    the order the server reads them, with its policies' order and layers).
+    the order the server reads them, with its policies' order and layers), and the names
+    on each side.
 
     Only names an entry was added to or removed from, and the names under them, can be
     decided otherwise (a decision comes from entries at the name and its parents), so only
     those are compared, on tables built from the entries at them and their parents: past
     one set difference of the lines, the cost follows the change, not the size of the
-    lists. ``everything``: the policies were reordered, so every name is compared.
+    lists. The new side's names are not worked out line by line: the lines added and
+    removed tell which names it has. ``everything``: the policies were reordered, so every
+    name is compared.
     """
+    added, removed = after.changes_from(before)
+    added_names = {line_name(line) for line in added}
+    removed_names = {line_name(line) for line in removed}
     if everything:
         affected = before.distinct | after.distinct
+        names_after = len(after.distinct)
     else:
-        changed = {
-            line.partition(b"\t")[0] for line in set(before.lines).symmetric_difference(after.lines)
-        }
+        names_after = _count_after(before, removed, added_names, removed_names)
+        changed = added_names | removed_names
         if not changed:
-            return []
+            return Compared([], len(before.distinct), names_after)
         # The names of both sides, each looked at once: most are on both.
-        affected = _under(before.distinct, changed)
-        affected |= _under(after.distinct.difference(before.distinct), changed)
+        affected = before.under(changed) | added_names.difference(before.distinct)
     relevant = set(affected)
     for name in affected:
-        relevant.update(_parents(name))
-    old_tables = compile_layers(before.at(relevant), *old)
-    new_tables = compile_layers(after.at(relevant), *new)
-    return compare_tables(old_tables, new_tables, (wire.text_to_name(n.decode()) for n in affected))
+        relevant.update(parents(name))
+    old_lines = before.lines_at(relevant)
+    if everything:
+        new_lines = after.lines_at(relevant)
+    else:
+        # A line of the new side is one of the old side's (not removed) or one added.
+        keep = {line for line in old_lines if line not in removed}
+        keep.update(line for line in added if line_name(line) in relevant)
+        new_lines = list(compress(after.lines, map(keep.__contains__, after.lines)))
+    old_tables = compile_layers(map(parse_entry_line, old_lines), *old)
+    new_tables = compile_layers(map(parse_entry_line, new_lines), *new)
+    changes = compare_tables(
+        old_tables, new_tables, (wire.text_to_name(n.decode()) for n in affected)
+    )
+    return Compared(changes, len(before.distinct), names_after)
 
 
-def _under(names: set[bytes], changed: set[bytes]) -> set[bytes]:
-    """The names of ``names`` in ``changed`` or under a name in it (text form).
-
-    A name under a changed name ends with a dot and that name: the names whose last few
-    bytes (as many as the shortest changed name has, and its dot) end no changed name
-    are set aside at once, in C; for the others, whether a parent name is, or is under, a
-    changed name is worked out once per parent name."""
-    size = 1 + min(map(len, changed))
-    ends = {(b"." + name)[-size:] for name in changed}
-    maybe = compress(names, map(ends.__contains__, map(itemgetter(slice(-size, None)), names)))
-    known: dict[bytes, bool] = {b"": False}  # per parent name; b"": above the top level
-    found = names & changed
-    for name in maybe:
-        passed = []
-        above = name.partition(b".")[2]
-        while above not in known:
-            if above in changed:
-                known[above] = True
-                break
-            passed.append(above)
-            above = above.partition(b".")[2]
-        under = known[above]
-        for parent in passed:
-            known[parent] = under
-        if under:
-            found.add(name)
-    return found
-
-
-def _parents(name: bytes) -> Iterator[bytes]:
-    """The parents of a name in text form, nearest first."""
-    while True:
-        dot = name.find(b".")
-        if dot < 0:
-            return
-        name = name[dot + 1 :]
-        yield name
+def _count_after(
+    before: Lines, removed: set[bytes], added_names: set[bytes], removed_names: set[bytes]
+) -> int:
+    """How many names the new side has: the old side's, less those whose every line was
+    removed, with those added."""
+    gone = removed_names - added_names
+    repeated = gone & before.repeated if gone else set()
+    if repeated:  # a name of more than one line is gone only when none of them is kept
+        gone -= {line_name(line) for line in before.lines_at(repeated) if line not in removed}
+    return len(before.distinct) - len(gone) + len(added_names - before.distinct)
 
 
 # --- text output ---------------------------------------------------------------------------
