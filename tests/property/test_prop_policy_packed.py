@@ -3,10 +3,11 @@ and names added in bulk compile as the same names added one by one."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver.core import wire
+from resolver.core import matcher, wire
 from resolver.core.matcher import CompiledPolicy, Outcomes, PackedPolicy, Scope, TableBuilder
 from resolver.core.nametable import NameTable
 from resolver.core.verdict import Action, PolicyInfo, Verdict
@@ -46,6 +47,24 @@ def test_packed_match_and_locate_agree(rules: list[tuple[str, Scope, Verdict]]) 
     for qname in QUERIES:
         assert table.match(qname) is policy.match(qname), qname
         assert table.locate(qname) == policy.locate(qname), qname
+    # Again, in the other order: the parents' verdicts now come from what it kept.
+    for qname in reversed(QUERIES):
+        assert table.match(qname) is policy.match(qname), qname
+
+
+@given(plain.rule_sets())
+def test_packed_match_agrees_with_few_parents_kept(
+    rules: list[tuple[str, Scope, Verdict]],
+) -> None:
+    """However small the bound on the parents kept, the verdicts stay the same and the
+    parents kept stay within it."""
+    policy = compile_rules(rules)
+    table = packed(policy)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matcher, "PARENTS_KEPT", 2)
+        for qname in QUERIES + QUERIES[::-1]:
+            assert table.match(qname) is policy.match(qname), qname
+            assert len(table._below) <= 2
 
 
 @given(scoped.rule_sets())
