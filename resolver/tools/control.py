@@ -133,8 +133,9 @@ def _pieces(result: BuildResult) -> Iterator[tuple[bytes, int]]:
 
 
 def _entry_pieces(policy: PolicyFile) -> Iterator[tuple[bytes, int]]:
-    """The names of a plain block: list (PlainEntries) are written a slice at a time with
-    one join, without an Entry object or a line of their own."""
+    """The lines of one policy file's entries, with their count. The names of a plain
+    block: list (PlainEntries) are written a slice at a time with one join, without an
+    Entry object or a line of their own."""
     tail = f"\t{policy.info.id}\n"
     entries = policy.entries
     if isinstance(entries, PlainEntries):

@@ -38,7 +38,7 @@ from resolver.tools.control import (
     parse_entry_line,
 )
 from resolver.tools.diff_answers import AnswerDiff, compare
-from resolver.tools.diff_lines import Entry, Lines, line_name, parents
+from resolver.tools.diff_lines import Lines, line_name, parents
 
 PROBE = b"\x01\xff"  # a label no policy name has: stands for "any other name under it"
 SHOWN = 50
@@ -140,6 +140,9 @@ def _decision_dict(decision: Decision) -> dict[str, str] | None:
     if decision is None:
         return None
     return {"action": decision[0].label, "policy": decision[1]}
+
+
+Entry = tuple[bytes, Scope, Action, str]  # wire name, scope, action, policy id
 
 
 def compile_layers(

@@ -13,12 +13,6 @@ from functools import cached_property
 from itertools import compress
 from operator import itemgetter
 
-from resolver.core.matcher import Scope
-from resolver.core.verdict import Action
-from resolver.tools.control import parse_entry_line
-
-Entry = tuple[bytes, Scope, Action, str]  # wire name, scope, action, policy id
-
 
 class Lines:
     """/entries lines, each kept once in order and once in a set; the names they are for
@@ -50,7 +44,7 @@ class Lines:
     @cached_property
     def names(self) -> list[bytes]:
         """The name of each line."""
-        return [line.partition(b"\t")[0] for line in self.lines]
+        return list(map(line_name, self.lines))
 
     @cached_property
     def distinct(self) -> set[bytes]:
@@ -97,12 +91,9 @@ class Lines:
         """The lines for ``names``, in order."""
         return list(compress(self.lines, map(names.__contains__, self.names)))
 
-    def at(self, names: set[bytes]) -> Iterator[Entry]:
-        """The entries of the lines for ``names``, in order."""
-        return map(parse_entry_line, self.lines_at(names))
-
 
 def line_name(line: bytes) -> bytes:
+    """The name a line is for (text form): its first field."""
     return line.partition(b"\t")[0]
 
 
