@@ -164,10 +164,11 @@ def _usual_answers(data: bytes, pos: int, size: int, count: int, question: bytes
     """The answer section read at once when it has the usual shape: every record owned
     by the question's name (a pointer to it) and of the asked type and class, so all
     of them are kept. None for any other shape, which ``_answers`` then reads."""
-    if not count or question[-4:-2] == b"\x00\x05":  # a CNAME's target is read in full
+    qtype = question[-4:-2]
+    if not count or qtype == b"\x00\x05":  # a CNAME's target is read in full
         return None
     head = b"\xc0\x0c" + question[-4:]
-    address = _ADDRESS_RR.get(wire.U16.unpack_from(question, len(question) - 4)[0], 0) - 10
+    address = _ADDRESS_LENGTH.get(qtype, -1)
     spans: list[Span] = []
     ttls: list[tuple[int, int]] = []
     addresses: list[bytes] = []
@@ -257,6 +258,15 @@ _ADDRESS_RR = {
     wire.TYPE_A: 14,
     wire.TYPE_AAAA: 26,
 }  # fixed part and data of a well-formed address record
+_ADDRESS_LENGTH = {wire.U16.pack(t): n - 10 for t, n in _ADDRESS_RR.items()}  # by type, as sent
+
+# Recent tails (the octets after the answer section) that were read and held nothing
+# to keep, each with the header's NSCOUNT and ARCOUNT: the same octets read the same
+# way, so a tail seen again needs no reading. An upstream sends few distinct ones (its
+# OPT record; a zone's NS records and glue). Bounded in number and size.
+_PLAIN_TAILS: dict[bytes, bytes] = {}
+TAILS_KEPT = 256
+TAIL_MAX = 256
 
 
 class CaseMismatch(FormError):
@@ -291,14 +301,17 @@ def parse_reply(data: bytes, qid: int, question: bytes, sent: bytes = b"") -> Re
         if sent:
             raise CaseMismatch("the reply does not keep the letter case of the question")
     rcode = flags & 0xF
-    answers = _usual_answers(data, qend, size, ancount, question) or _answers(
-        data, qend, size, ancount, question[:-4].lower()
-    )
+    usual = _usual_answers(data, qend, size, ancount, question)
+    answers = usual or _answers(data, qend, size, ancount, question[:-4].lower())
     pos, kept, ttls, addresses, targets, min_ttl, max_ttl, stripped = answers
     answer_end = pos
     keep_authority = False
     negative_ttl: int | None = None
     authority: list[tuple[int, int, int, int]] = []
+    tail = data[pos:] if size - pos <= TAIL_MAX else b""
+    counts = data[8:12]
+    if tail and _PLAIN_TAILS.get(tail) == counts:
+        nscount = arcount = 0  # read before: well formed, nothing to keep
     for _ in range(nscount):
         start = pos
         rtype, ttl, fixed, pos = _record(data, _after_owner(data, pos, size), size)
@@ -321,6 +334,10 @@ def parse_reply(data: bytes, qid: int, question: bytes, sent: bytes = b"") -> Re
         if pos > size:
             raise FormError("resource record runs past the end of the packet")
 
+    if tail and not keep_authority and (nscount or arcount):
+        if len(_PLAIN_TAILS) >= TAILS_KEPT:
+            _PLAIN_TAILS.clear()
+        _PLAIN_TAILS[tail] = counts
     ancount = len(kept)
     negative = rcode == wire.NXDOMAIN or (rcode == wire.NOERROR and ancount == 0)
     if keep_authority:
@@ -337,6 +354,8 @@ def parse_reply(data: bytes, qid: int, question: bytes, sent: bytes = b"") -> Re
         body, ttls = rewrite.write(data, question, kept + authority, wire.read_name)
     elif echoed == question:
         body = data[12:end]
+    elif usual is not None:  # every answer's owner a pointer to the question
+        body = question + data[qend:end]
     else:  # the client's question in place of the one in mixed case
         body = rewrite.own_case(data, question, echoed, kept, end)
     return Reply(

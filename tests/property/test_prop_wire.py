@@ -289,3 +289,59 @@ def test_the_answer_keeps_exactly_the_chain_from_the_query_name(
     assert [str(rr) for rr in decoded.auth] == [str(rr) for rr in original.auth]
     for offset, ttl in reply.ttls:
         assert struct.unpack_from("!I", reply.body, offset)[0] == ttl
+
+
+# --- the tails parse_reply remembers ------------------------------------------------------
+
+tail_records = st.lists(
+    st.tuples(
+        st.sampled_from(["authority", "additional"]),
+        st.sampled_from(["q.example.", "example.", "ns.example.", "other.test."]),
+        st.sampled_from(["NS", "A", "SOA", "NSEC", "TXT"]),
+    ),
+    max_size=4,
+)
+_TAIL_DATA = {
+    "NS": "ns.example.",
+    "A": "192.0.2.53",
+    "SOA": "ns.example. host.example. 1 2 3 4 5",
+    "NSEC": "z.example. A",
+    "TXT": '"t"',
+}
+
+
+def _outcome(data: bytes, qid: int, question: bytes) -> object:
+    try:
+        reply = outbound.parse_reply(data, qid, question)
+    except FormError as exc:
+        return ("FormError", str(exc))
+    return tuple(getattr(reply, field) for field in outbound.Reply.__slots__)
+
+
+@given(tail_records, st.booleans(), st.integers(0, 3), st.integers(0, 3), st.integers(0, 40))
+def test_a_tail_read_before_reads_as_if_afresh(
+    records: list[tuple[str, str, str]], edns: bool, ns: int, ar: int, cut: int
+) -> None:
+    """parse_reply keeps recent tails (the octets after the answers) that held nothing to
+    keep. Another reply with the same tail, but other counts in its header or cut short,
+    parses exactly as it would with nothing kept: the same Reply or the same error."""
+    query = dns.message.make_query("q.example.", "A", use_edns=0 if edns else None)
+    response = dns.message.make_response(query)
+    response.answer.append(dns.rrset.from_text("q.example.", 60, "IN", "A", "192.0.2.1"))
+    for section, owner, rdtype in records:
+        rrset = dns.rrset.from_text(owner, 30, "IN", rdtype, _TAIL_DATA[rdtype])
+        getattr(response, section).append(rrset)
+    data = response.to_wire()
+    question = wire.parse_query(query.to_wire()).question
+    qid = query.id
+    variants = [
+        data[:8] + struct.pack("!HH", ns, ar) + data[12:],
+        data[: max(12, len(data) - cut)],
+    ]
+    for other in variants:
+        outbound._PLAIN_TAILS.clear()
+        afresh = _outcome(other, qid, question)
+        outbound._PLAIN_TAILS.clear()
+        _outcome(data, qid, question)  # may keep its tail
+        assert _outcome(other, qid, question) == afresh
+    outbound._PLAIN_TAILS.clear()
