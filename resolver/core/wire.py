@@ -7,7 +7,9 @@ backwards. A malformed packet raises FormError and nothing else.
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Sequence
 
 from resolver.core.errors import FormError, NotImplementedQuery
 
@@ -437,6 +439,31 @@ def name_to_text(wire_name: bytes) -> str:
         labels.append(label_text(wire_name[pos + 1 : pos + 1 + n]))
         pos += n + 1
     return ".".join(labels) or "."
+
+
+# Names written in bulk: the octets written otherwise than as they are. In the usual
+# name they are its label lengths and its end alone, so they split it into its labels.
+_NOT_PLAIN = bytes(c for c in range(256) if c not in _PLAIN)
+_SPLIT_NOT_PLAIN = re.compile(b"[" + b"".join(b"\\x%02x" % c for c in _NOT_PLAIN) + b"]")
+_LENGTHS = bytes(c for c in _NOT_PLAIN if 0 < c < 64)
+_LENGTH_TO_DOT = bytes.maketrans(_LENGTHS, b"." * len(_LENGTHS))
+
+
+def names_text(names: Sequence[bytes], end: str) -> str:
+    """The text of every name (name_to_text), each followed by ``end``; ``names`` are
+    well-formed wire names. When no label needs an escape and none is the root (the
+    usual list), all of them in a few passes without a step per name or label."""
+    joined = b"".join(names)
+    if names and joined[:1] != b"\x00" and b"\x00\x00" not in joined:
+        marks = joined.translate(None, _PLAIN)  # lengths and ends, if the names are usual
+        labels = list(map(len, _SPLIT_NOT_PLAIN.split(joined)))
+        # Usual: every mark after the first where the one before it says (each label as
+        # long as its length octet; a name's end right before the next name's first
+        # length). The first octet, a length whatever it is, is dropped below.
+        if labels[1:] == list(marks):
+            text = joined.translate(_LENGTH_TO_DOT).decode("ascii")
+            return text[1:-1].replace("\x00.", end) + end
+    return "".join([name_to_text(name) + end for name in names])
 
 
 def text_to_name(text: str) -> bytes:

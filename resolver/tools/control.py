@@ -32,7 +32,7 @@ from typing import Any
 
 from resolver.core.matcher import Scope
 from resolver.core.verdict import Action
-from resolver.core.wire import name_to_text, text_to_name
+from resolver.core.wire import names_text, text_to_name
 from resolver.sources.policy_entries import Entry
 from resolver.sources.policy_plain import PlainEntries
 from resolver.sources.policy_yaml import PolicyFile
@@ -170,7 +170,7 @@ def _listed_pieces(policy: PolicyFile, report: PolicyReport) -> Iterator[tuple[b
     middle = f"\tsubtree\t{policy.action.label}\t{policy.info.id}\n"
     listed = iter(report.listed)
     while names := list(islice(listed, CHUNK_LINES)):
-        yield "".join([name_to_text(name) + middle for name in names]).encode(), len(names)
+        yield names_text(names, middle).encode(), len(names)
 
 
 def _zone_pieces(result: BuildResult) -> Iterator[tuple[bytes, int]]:

@@ -12,7 +12,7 @@ import dns.name
 import dns.rcode
 import dns.rrset
 import dnslib
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from resolver.core import outbound, wire
@@ -345,3 +345,41 @@ def test_a_tail_read_before_reads_as_if_afresh(
         _outcome(data, qid, question)  # may keep its tail
         assert _outcome(other, qid, question) == afresh
     outbound._PLAIN_TAILS.clear()
+
+
+# --- names written in bulk ----------------------------------------------------------------
+
+usual_labels = st.one_of(
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=20),
+    st.integers(1, 63).map(lambda n: "x" * n),  # lengths 33-63 are octets written as they are
+)
+bulk_names = st.lists(
+    st.one_of(
+        st.lists(usual_labels, min_size=1, max_size=5).map(lambda ls: ".".join(ls)),
+        names.map(lambda ls: b"".join(bytes((len(label),)) + label for label in ls) + b"\x00"),
+    ),
+    max_size=30,
+)
+
+
+@given(bulk_names, st.sampled_from(["\n", "\tsubtree\tblock\tp\n", ";"]))
+@example(["a." + "x" * 45, "b.c"], ";")  # a length octet written as it is ("-")
+@example(["x" * 50 + ".a"], ";")  # the same, first
+@example(["a", b"\x00", "b"], "\n")  # the root
+@example(["a", b"\x03a.b\x00", b"\x02\x05a\x00"], "\n")  # escapes
+def test_names_text_is_name_to_text_of_each(items: list[str | bytes], end: str) -> None:
+    """Usual names (written in bulk) and any others (escapes, long labels, the root,
+    written one by one) give the same text as name_to_text, name by name."""
+    wire_names = []
+    for item in items:
+        if isinstance(item, str):
+            try:
+                wire_names.append(wire.text_to_name(item))
+            except ValueError:
+                assume(False)
+        else:
+            assume(len(item) <= 255)
+            wire_names.append(item)
+    assert wire.names_text(wire_names, end) == "".join(
+        wire.name_to_text(name) + end for name in wire_names
+    )
