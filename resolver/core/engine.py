@@ -304,7 +304,7 @@ class Engine:
             self.counters.coalesced += 1
             question.waiters.append(waiter)
             return None
-        question = self.inflight[key] = Question(waiter.query, waiter, self._generation)
+        question = self.inflight[key] = Question(waiter.query, waiter, self._generation, key)
         return question
 
     def complete(
@@ -388,7 +388,9 @@ class Engine:
                 ede = wire.build_ede(verdict.policy.ede, verdict.ede_text)
                 reply = wire.build_reply(query, wire.REFUSED, ede=ede)
         if reply is not None:
-            work.sends.append((waiter, wire.fit(reply, MAX_TCP if tcp else udp_limit(query))))
+            if len(reply) > wire.MAX_UDP_NO_EDNS:  # a reply this short fits any client
+                reply = wire.fit(reply, MAX_TCP if tcp else udp_limit(query))
+            work.sends.append((waiter, reply))
 
     def _servfail(self, waiter: Waiter, clock: float, work: Work) -> None:
         """No upstream answered in time: the cached answer if it expired less than

@@ -109,8 +109,8 @@ class Query:
     def cache_key(self) -> bytes:
         """Name (case-folded), type, class, DO and CD: what must differ between cached answers."""
         if not self._key:
-            bits = (1 if self.do else 0) | (2 if self.flags & CD else 0)
-            self._key = self.qname + self.question[-4:] + bytes((bits,))
+            bits = _KEY_BITS[(1 if self.do else 0) | (2 if self.flags & CD else 0)]
+            self._key = self.qname + self.question[-4:] + bits
         return self._key
 
     def text_name(self) -> str:
@@ -118,6 +118,9 @@ class Query:
         if not self._text:
             self._text = name_to_text(self.qname)
         return self._text
+
+
+_KEY_BITS = tuple(bytes((bits,)) for bits in range(4))  # DO and CD, the cache key's last octet
 
 
 def skip_name(data: bytes, pos: int) -> int:
