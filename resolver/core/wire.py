@@ -460,10 +460,10 @@ def names_text(names: Sequence[bytes], end: str) -> str:
     if names and joined[:1] != b"\x00" and b"\x00\x00" not in joined:
         marks = joined.translate(None, _PLAIN)  # lengths and ends, if the names are usual
         labels = list(map(len, _SPLIT_NOT_PLAIN.split(joined)))
-        # Usual: every mark after the first where the one before it says (each label as
-        # long as its length octet; a name's end right before the next name's first
-        # length). The first octet, a length whatever it is, is dropped below.
-        if labels[1:] == list(marks):
+        # Usual: a mark first, and every mark where the one before it says (each label
+        # as long as its length octet; a name's end right before the next name's first
+        # length), so no length octet was taken for part of a label.
+        if labels[0] == 0 and labels[1:] == list(marks):
             text = joined.translate(_LENGTH_TO_DOT).decode("ascii")
             return text[1:-1].replace("\x00.", end) + end
     return "".join([name_to_text(name) + end for name in names])

@@ -365,6 +365,7 @@ bulk_names = st.lists(
 @given(bulk_names, st.sampled_from(["\n", "\tsubtree\tblock\tp\n", ";"]))
 @example(["a." + "x" * 45, "b.c"], ";")  # a length octet written as it is ("-")
 @example(["x" * 50 + ".a"], ";")  # the same, first
+@example(["x" * 42 + "." + "x" * 42], ";")  # two of them ("*"), the first name's
 @example(["a", b"\x00", "b"], "\n")  # the root
 @example(["a", b"\x03a.b\x00", b"\x02\x05a\x00"], "\n")  # escapes
 def test_names_text_is_name_to_text_of_each(items: list[str | bytes], end: str) -> None:
