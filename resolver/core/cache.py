@@ -112,6 +112,8 @@ class Cache:
         self.evictions = 0  # answers dropped to make room (read by /metrics)
         # Marks the entry under a key recently used; KeyError when there is none.
         self.touch = self._entries.move_to_end
+        # The entry under a key, expired or not, without marking it (None: none).
+        self.entry = self._entries.get
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -132,7 +132,11 @@ class Engine:
             # or evicted), and marks it recently used. At the next second the TTLs are
             # counted down and the answer rendered again.
             if replay.second == now:
-                live = self.cache.holds(answer, now)
+                cache = self.cache
+                key = answer[answers.KEY]
+                live = cache.entry(key) is answer  # not replaced or evicted
+                if live:
+                    cache.touch(key)
             else:
                 live = replay.refresh(self.cache, now)
             if live:
