@@ -52,10 +52,8 @@ class Question:
 
     __slots__ = ("generation", "key", "query", "waiters")
 
-    def __init__(
-        self, query: Query, waiter: Waiter, generation: int = -1, key: bytes = b""
-    ) -> None:
-        self.key = key or query.cache_key
+    def __init__(self, query: Query, waiter: Waiter, generation: int, key: bytes) -> None:
+        self.key = key  # query.cache_key
         self.query = query
         self.waiters = [waiter]
         # The engine's policy generation when it was asked: while it is unchanged, the
