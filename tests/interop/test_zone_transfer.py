@@ -4,7 +4,6 @@ a primary that is down, expiry, and transfers done once for several workers."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from support.procs import Sinkhole, SinkholeFactory
+from support.procs import Sinkhole, SinkholeFactory, bound_pair
 
 from interop.primary import ZONE, BindPrimary, new_secret, zone_text
 from interop.secondaries import Fleet, zone_entry
@@ -228,13 +227,7 @@ def test_wrong_tsig_key_changes_nothing(lab: Lab) -> None:
 @pytest.fixture
 def silent_primary() -> Iterator[str]:
     """A UDP and TCP port on loopback that accepts but never answers: a primary that hangs."""
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    port = udp.getsockname()[1]
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind(("127.0.0.1", port))
-    tcp.listen(8)
+    udp, tcp, port = bound_pair()
     yield f"127.0.0.1:{port}"
     udp.close()
     tcp.close()

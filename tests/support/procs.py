@@ -46,6 +46,26 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
 
+def bound_pair(host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket, int]:
+    """A UDP socket and a listening TCP socket bound to one port on ``host``, left open."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        udp.bind((host, 0))
+        port = int(udp.getsockname()[1])
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((host, port))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        tcp.listen(8)
+        return udp, tcp, port
+    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
+
+
 def dead_port(host: str = "127.0.0.1") -> int:
     """A port that was bound and closed again: nothing listens there."""
     return free_port(host)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import struct
 import threading
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.tsigkeyring
 import pytest
+from support.procs import bound_pair
 
 from resolver.core.endpoint import Endpoint
 from resolver.sources.config_sections import TsigKey, ZoneConfig
@@ -255,19 +255,7 @@ class ScriptedPrimary:
         self.sign = sign
         self.keyring = dns.tsigkeyring.from_text({"xfr-key": ("hmac-sha256", SECRET)})
         self.asked: list[str] = []
-        for _ in range(50):  # a port free for both UDP and TCP
-            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.udp.bind(("127.0.0.1", 0))
-            self.port = self.udp.getsockname()[1]
-            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                self.tcp.bind(("127.0.0.1", self.port))
-                break
-            except OSError:
-                self.udp.close()
-                self.tcp.close()
-        self.tcp.listen(4)
+        self.udp, self.tcp, self.port = bound_pair()
         self.tcp.settimeout(0.2)
         self.udp.settimeout(0.2)
         self.stop = threading.Event()
