@@ -109,6 +109,28 @@ YAML
   esac
 }
 
+# ---- sinkhole at another revision (BASE_REV), for a before/after in one interleaved run ----
+sut_sinkhole_base() {
+  local dir=$2 tree="$SCRATCH/base-${BASE_REV:-}"
+  case $1 in
+    version)
+      echo "sinkhole at $(git -C "$REPO" rev-parse --short "${BASE_REV:?set BASE_REV}")" ;;
+    prepare)
+      sut_sinkhole "$@"
+      sed -i '/^pid_file:/d' "$dir/config.yaml"   # older revisions may not know the key
+      if [ ! -d "$tree" ]; then
+        mkdir -p "$tree"
+        git -C "$REPO" archive "${BASE_REV:?set BASE_REV}" resolver | tar -x -C "$tree"
+      fi ;;
+    start)
+      # from $dir: `python -m` puts the current directory before PYTHONPATH
+      bg_start "$dir" env -C "$dir" PYTHONPATH="$tree" "$PY" -m resolver serve \
+        --config "$dir/config.yaml" ;;
+    transports|tls) return 1 ;;
+    *) sut_sinkhole "$@" ;;
+  esac
+}
+
 # ---- sinkhole with /metrics on (scraped once a second during its runs) ----------------
 sut_sinkhole_metrics() {
   case $1 in
