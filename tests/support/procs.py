@@ -30,22 +30,6 @@ WARNING_IPV6 = "2001:db8::80"
 WARNING_TTL = 123
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port on ``host`` that is free for both UDP and TCP right now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        with socket.socket(family, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(family, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
-
-
 def bound_pair(host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket, int]:
     """A UDP socket and a listening TCP socket bound to one port on ``host``, left open."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -53,8 +37,7 @@ def bound_pair(host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket, i
         udp = socket.socket(family, socket.SOCK_DGRAM)
         udp.bind((host, 0))
         port = int(udp.getsockname()[1])
-        tcp = socket.socket(family, socket.SOCK_STREAM)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp = socket.socket(family, socket.SOCK_STREAM)  # no SO_REUSEADDR: nothing lingers there
         try:
             tcp.bind((host, port))
         except OSError:
@@ -64,6 +47,14 @@ def bound_pair(host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket, i
         tcp.listen(8)
         return udp, tcp, port
     raise RuntimeError(f"no port free for both UDP and TCP on {host}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` that is free for both UDP and TCP right now."""
+    udp, tcp, port = bound_pair(host)
+    udp.close()
+    tcp.close()
+    return port
 
 
 def dead_port(host: str = "127.0.0.1") -> int:
