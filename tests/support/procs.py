@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,15 +31,27 @@ WARNING_IPV6 = "2001:db8::80"
 WARNING_TTL = 123
 
 
+def _outside_ephemeral() -> range:
+    """Ports the kernel never hands out on its own (bind to port 0, a client's source
+    port): a port picked there stays free until a test binds it, whatever the servers
+    and clients of other tests open meanwhile."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(10000, low) if low - 10000 >= 4096 else range(high + 1, 65536)
+
+
 def bound_pair(host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket, int]:
     """A UDP socket and a listening TCP socket bound to one port on ``host``, left open."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
+    ports = _outside_ephemeral()
+    for _ in range(200):
+        port = random.choice(ports)
         udp = socket.socket(family, socket.SOCK_DGRAM)
-        udp.bind((host, 0))
-        port = int(udp.getsockname()[1])
         tcp = socket.socket(family, socket.SOCK_STREAM)  # no SO_REUSEADDR: nothing lingers there
         try:
+            udp.bind((host, port))
             tcp.bind((host, port))
         except OSError:
             udp.close()
