@@ -131,6 +131,30 @@ sut_sinkhole_base() {
   esac
 }
 
+# ---- sinkhole, the optional compiled build (setup.py, SINKHOLE_MYPYC=1) -----------------
+sut_sinkhole_compiled() {
+  local dir=$2 tree="$SCRATCH/compiled"
+  case $1 in
+    version)
+      echo "$(env -C "$tree" PYTHONPATH="$tree" "$PY" -m resolver --version)" \
+        "($(git -C "$REPO" describe --always --dirty 2>/dev/null || echo 'no git'))" ;;
+    prepare)
+      sut_sinkhole "$@"
+      if [ ! -d "$tree" ]; then   # this clone's sources, compiled once per bench run
+        mkdir -p "$tree"
+        cp -r "$REPO/resolver" "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$tree/"
+        find "$tree/resolver" -name '*.so' -delete
+        (cd "$tree" && SINKHOLE_MYPYC=1 "$PY" setup.py -q build_ext --inplace >build.log 2>&1) \
+          || { log "the compiled build failed: $tree/build.log"; return 1; }
+      fi ;;
+    start)
+      bg_start "$dir" env -C "$tree" PYTHONPATH="$tree" "$PY" -m resolver serve \
+        --config "$dir/config.yaml" ;;
+    transports|tls) return 1 ;;
+    *) sut_sinkhole "$@" ;;
+  esac
+}
+
 # ---- sinkhole with /metrics on (scraped once a second during its runs) ----------------
 sut_sinkhole_metrics() {
   case $1 in

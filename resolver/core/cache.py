@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from resolver.core import outbound, wire
 
@@ -21,8 +21,11 @@ COUNTS = struct.Struct("!HHHH")
 # An answer made ready to serve (ID-less, OPT-less, with decrementing TTLs) is a plain
 # tuple of ints and bytes. The cyclic garbage collector stops tracking such tuples, so
 # however many answers the cache holds, its full collections never walk them (an object
-# per answer made each of them cost about 0.5 us per cached answer). Fields by index:
-Answer = tuple[int, int, int, int, bytes, bytes, tuple[tuple[int, int], ...], bytes, bytes]
+# per answer made each of them cost about 0.5 us per cached answer). Its type is a tuple
+# of any length, not one field by field: compiled (mypyc), a typed tuple is unpacked on
+# the way in and built anew on the way out, and an answer must stay the very object the
+# cache holds (``live``, the replay table). Readers name the field's type. Fields by index:
+Answer = tuple[Any, ...]
 EXPIRES: Final = 0  # monotonic second from which it is no longer served
 STORED: Final = 1  # monotonic second it was received: TTLs count down from here
 RCODE: Final = 2
@@ -57,16 +60,20 @@ def _patch(body: bytes, age: int, ttls: tuple[tuple[int, int], ...]) -> bytes:
 
 def render(answer: Answer, query: wire.Query, now: int) -> bytes:
     """The answer to ``query`` at time ``now`` (whole seconds)."""
-    body = answer[BODY]
-    if now != answer[STORED] and answer[TTLS]:
-        body = _patch(body, now - answer[STORED], answer[TTLS])
+    body: bytes = answer[BODY]
+    stored: int = answer[STORED]
+    ttls: tuple[tuple[int, int], ...] = answer[TTLS]
+    if now != stored and ttls:
+        body = _patch(body, now - stored, ttls)
     question = query.question
     if not body.startswith(question):  # the client's letter case differs
         body = question + body[len(question) :]
     flags = wire.U16.pack(answer[FLAGS] | (query.flags & (wire.RD | wire.CD)))
     if query.edns:
-        return query.qid + flags + answer[COUNTS_EDNS] + body + (OPT_DO if query.do else OPT)
-    return query.qid + flags + answer[COUNTS_PLAIN] + body
+        counts: bytes = answer[COUNTS_EDNS]
+        return query.qid + flags + counts + body + (OPT_DO if query.do else OPT)
+    counts = answer[COUNTS_PLAIN]
+    return query.qid + flags + counts + body
 
 
 OPT = wire.build_opt(False)
@@ -77,16 +84,17 @@ STALE_TTL = 30  # RFC 8767 4: the TTL of a stale answer
 def render_stale(answer: Answer, query: wire.Query, ede: bytes) -> bytes:
     """``answer`` served past its expiry (RFC 8767): every TTL STALE_TTL, and ``ede`` (an
     Extended DNS Error option) in the OPT record of a client with EDNS."""
-    ttls = answer[TTLS]
+    ttls: tuple[tuple[int, int], ...] = answer[TTLS]
     body = _patch(answer[BODY], 0, tuple((offset, STALE_TTL) for offset, _ in ttls))
     question = query.question
     if not body.startswith(question):
         body = question + body[len(question) :]
     flags = wire.U16.pack(answer[FLAGS] | (query.flags & (wire.RD | wire.CD)))
     if query.edns:
-        opt = wire.build_opt(query.do, 0, ede)
-        return query.qid + flags + answer[COUNTS_EDNS] + body + opt
-    return query.qid + flags + answer[COUNTS_PLAIN] + body
+        counts: bytes = answer[COUNTS_EDNS]
+        return query.qid + flags + counts + body + wire.build_opt(query.do, 0, ede)
+    counts = answer[COUNTS_PLAIN]
+    return query.qid + flags + counts + body
 
 
 @dataclass(frozen=True, slots=True)

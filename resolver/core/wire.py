@@ -305,10 +305,9 @@ class BadVersion(FormError):
     """An EDNS version we do not speak: answered with BADVERS (RFC 6891 6.1.3), the
     question and an OPT record echoed (``query``)."""
 
-    rcode = BADVERS
-
     def __init__(self, query: Query) -> None:
         super().__init__("unsupported EDNS version")
+        self.rcode = BADVERS  # set here: compiled, a class attribute would not override
         self.query = query
 
 

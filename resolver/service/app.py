@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resolver import compiled_modules
 from resolver.core.cache import Cache
 from resolver.core.clients import ClientAcl
 from resolver.core.engine import Engine
@@ -255,6 +256,7 @@ class App:
             zones=len(result.zones),
             names=result.snapshot.policy.names(),
             udp_batch=config.udp_batch and batching_available(),
+            compiled=compiled_modules(),
         )
         self.log.debug(
             "started_details",

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from resolver import __version__
+from resolver import version_text
 from resolver.core.errors import SourceError
 from resolver.service.cli_shared import command, config_of, load_failed, print_errors
 from resolver.service.cli_verify import add_verify
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A DNS sinkhole resolver: blocked names get a warning page. "
         "`sinkhole COMMAND --help` describes each command.",
     )
-    parser.add_argument("--version", action="version", version=f"sinkhole {__version__}")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = command(
