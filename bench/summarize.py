@@ -76,15 +76,16 @@ def perf_section(perf: list[Row], order: list[str]) -> list[str]:
         body.append([s, *cells])
     out += table(["system", *workloads], body)
 
-    if "sinkhole" in order:
-        bases = [b for b in RATIO_BASES if b in order]
-        if bases:
-            out += ["Ratio of median QPS, sinkhole / peer (above 1: sinkhole is faster)", ""]
-            body = []
-            for w in workloads:
-                mine = med(qps("sinkhole", w))
-                body.append([w, *(fmt(ratio(mine, med(qps(b, w))), 2) for b in bases)])
-            out += table(["workload", *(f"sinkhole / {b}" for b in bases)], body)
+    ours = [s for s in ("sinkhole", "sinkhole_compiled") if s in order]
+    bases = [b for b in RATIO_BASES if b in order]
+    if ours and bases:
+        out += ["Ratio of median QPS, sinkhole / peer (above 1: sinkhole is faster)", ""]
+        pairs = [(s, b) for s in ours for b in bases]
+        body = []
+        for w in workloads:
+            cells = [fmt(ratio(med(qps(s, w)), med(qps(b, w))), 2) for s, b in pairs]
+            body.append([w, *cells])
+        out += table(["workload", *(f"{s} / {b}" for s, b in pairs)], body)
 
     out += [
         "## Details (medians over runs; lost = total over all runs)",

@@ -132,22 +132,29 @@ sut_sinkhole_base() {
 }
 
 # ---- sinkhole, the optional compiled build (setup.py, SINKHOLE_MYPYC=1) -----------------
+# compiled_tree : this clone's sources with the compiled core, built once per bench run
+compiled_tree() {
+  local tree="$SCRATCH/compiled"
+  if [ ! -d "$tree/resolver" ]; then
+    mkdir -p "$tree"
+    cp -r "$REPO/resolver" "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$tree/"
+    find "$tree/resolver" -name '*.so' -delete
+    (cd "$tree" && SINKHOLE_MYPYC=1 "$PY" setup.py -q build_ext --inplace >build.log 2>&1) \
+      || { log "the compiled build failed: $tree/build.log"; return 1; }
+  fi
+  echo "$tree"
+}
+
 sut_sinkhole_compiled() {
-  local dir=$2 tree="$SCRATCH/compiled"
+  local dir=$2 tree
+  tree=$(compiled_tree) || return 1
   case $1 in
     version)
-      echo "$(env -C "$tree" PYTHONPATH="$tree" "$PY" -m resolver --version)" \
+      echo "$(env -C "$tree" "$PY" -m resolver --version)" \
         "($(git -C "$REPO" describe --always --dirty 2>/dev/null || echo 'no git'))" ;;
-    prepare)
-      sut_sinkhole "$@"
-      if [ ! -d "$tree" ]; then   # this clone's sources, compiled once per bench run
-        mkdir -p "$tree"
-        cp -r "$REPO/resolver" "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$tree/"
-        find "$tree/resolver" -name '*.so' -delete
-        (cd "$tree" && SINKHOLE_MYPYC=1 "$PY" setup.py -q build_ext --inplace >build.log 2>&1) \
-          || { log "the compiled build failed: $tree/build.log"; return 1; }
-      fi ;;
+    prepare) sut_sinkhole "$@" ;;
     start)
+      # from the tree: `python -m` puts the current directory before PYTHONPATH
       bg_start "$dir" env -C "$tree" PYTHONPATH="$tree" "$PY" -m resolver serve \
         --config "$dir/config.yaml" ;;
     transports|tls) return 1 ;;

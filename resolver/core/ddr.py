@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from resolver.core import wire
 from resolver.core.endpoint import Endpoint
@@ -25,7 +26,11 @@ DOH_TEMPLATE = DOH_PATH + "{?dns}"
 TTL = 300  # how long a client keeps the designation before asking again
 
 # SvcParamKeys (RFC 9460 section 14.3.2, RFC 9461 section 5).
-KEY_ALPN, KEY_PORT, KEY_IPV4HINT, KEY_IPV6HINT, KEY_DOHPATH = 1, 3, 4, 6, 7
+KEY_ALPN: Final = 1
+KEY_PORT: Final = 3
+KEY_IPV4HINT: Final = 4
+KEY_IPV6HINT: Final = 6
+KEY_DOHPATH: Final = 7
 
 _U16 = struct.Struct("!H")
 _SOA_NAME = wire.text_to_name("resolver.arpa")

@@ -12,7 +12,6 @@ upstream answers and a reload needs no flush.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 from resolver.core import cache as answers
@@ -27,19 +26,11 @@ from resolver.core.matcher import CompiledPolicy
 from resolver.core.outcome import Counters, Outcome, QueryLog
 from resolver.core.replay import RELEASE_SLICE, Replay, Replays, udp_limit
 from resolver.core.screening import AnswerFacts, everyone, stale_verdict
+from resolver.core.snapshot import Snapshot
 from resolver.core.tally import NO_ANSWER, Latency, Tallies
 from resolver.core.verdict import Action, ClientScope, PolicyInfo, Verdict
 
 MAX_TCP = 65535
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything a reload replaces, built off the hot path and swapped as one reference."""
-
-    policy: CompiledPolicy
-    policies: tuple[PolicyInfo, ...] = ()
-    sources: tuple[str, ...] = ()
 
 
 class Engine:
@@ -194,19 +185,19 @@ class Engine:
             return error
         try:
             query = wire.parse_query(data)
-        except wire.BadVersion as exc:
+        except wire.BadVersion as bad_version:
             counters.formerr += 1
-            self.tallies.count(exc.query.qtype, exc.rcode, None, tcp)
-            return wire.build_reply(exc.query, exc.rcode)
-        except FormError as exc:  # the rcode an error implies is the error's own
+            self.tallies.count(bad_version.query.qtype, bad_version.rcode, None, tcp)
+            return wire.build_reply(bad_version.query, bad_version.rcode)
+        except FormError as unreadable:  # the rcode an error implies is the error's own
             counters.formerr += 1
-            error = wire.build_error_reply(data, exc.rcode)
+            error = wire.build_error_reply(data, unreadable.rcode)
             self.tallies.count_reply(error, tcp)
             return error
-        except NotImplementedQuery as exc:
+        except NotImplementedQuery as unserved:
             counters.notimp += 1
-            notimp_query = exc.query if isinstance(exc.query, wire.Query) else None
-            error = wire.build_error_reply(data, exc.rcode, notimp_query)
+            notimp_query = unserved.query if isinstance(unserved.query, wire.Query) else None
+            error = wire.build_error_reply(data, unserved.rcode, notimp_query)
             self.tallies.count_reply(error, tcp)
             return error
         if query.qtype == wire.TYPE_AXFR or query.qtype == wire.TYPE_IXFR:

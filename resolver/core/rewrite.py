@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Final
 
 from resolver.core.errors import FormError
 
-TYPE_CNAME, TYPE_RRSIG, TYPE_DNAME = 5, 46, 39
+TYPE_CNAME: Final = 5
+TYPE_RRSIG: Final = 46
+TYPE_DNAME: Final = 39
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 MAX_POINTER = 0x3FFF  # the largest offset a compression pointer can hold

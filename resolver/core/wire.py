@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Sequence
+from typing import Final
 
 from resolver.core.errors import FormError, NotImplementedQuery
 
@@ -29,22 +30,43 @@ CD = 0x0010
 OPCODE_MASK = 0x7800
 
 # Rcodes.
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+NOERROR: Final = 0
+FORMERR: Final = 1
+SERVFAIL: Final = 2
+NXDOMAIN: Final = 3
+NOTIMP: Final = 4
+REFUSED: Final = 5
 BADVERS = 16
 
 # Types and classes.
-TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA = 1, 2, 5, 6
-TYPE_AAAA, TYPE_OPT, TYPE_DS, TYPE_RRSIG, TYPE_NSEC, TYPE_NSEC3 = 28, 41, 43, 46, 47, 50
-TYPE_IXFR, TYPE_AXFR, TYPE_MAILB, TYPE_MAILA, TYPE_ANY = 251, 252, 253, 254, 255
+TYPE_A: Final = 1
+TYPE_NS: Final = 2
+TYPE_CNAME: Final = 5
+TYPE_SOA: Final = 6
+TYPE_AAAA: Final = 28
+TYPE_OPT: Final = 41
+TYPE_DS: Final = 43
+TYPE_RRSIG: Final = 46
+TYPE_NSEC: Final = 47
+TYPE_NSEC3: Final = 50
+TYPE_IXFR: Final = 251
+TYPE_AXFR: Final = 252
+TYPE_MAILB: Final = 253
+TYPE_MAILA: Final = 254
+TYPE_ANY: Final = 255
 CLASS_IN = 1
 
 # EDNS.
 EDNS_DO = 0x8000
 EDNS_UDP_SIZE = 1232  # the payload size we advertise (DNS flag day 2020)
 EDE_OPTION = 15
-EDE_BLOCKED, EDE_CENSORED, EDE_FILTERED = 15, 16, 17
-EDE_NETWORK_ERROR, EDE_NO_REACHABLE_AUTHORITY = 23, 22
-EDE_STALE, EDE_STALE_NXDOMAIN = 3, 19
+EDE_BLOCKED: Final = 15
+EDE_CENSORED: Final = 16
+EDE_FILTERED: Final = 17
+EDE_NETWORK_ERROR: Final = 23
+EDE_NO_REACHABLE_AUTHORITY: Final = 22
+EDE_STALE: Final = 3
+EDE_STALE_NXDOMAIN: Final = 19
 
 MAX_NAME = 255
 MAX_UDP_NO_EDNS = 512

@@ -256,13 +256,14 @@ class App:
             zones=len(result.zones),
             names=result.snapshot.policy.names(),
             udp_batch=config.udp_batch and batching_available(),
-            compiled=compiled_modules(),
+            compiled=bool(compiled_modules()),  # the optional compiled build (setup.py)
         )
         self.log.debug(
             "started_details",
             policies=[r.as_dict() for r in result.reports],
             zones=[z.as_dict() for z in result.zones],
             query_log=config.query_log,
+            compiled=compiled_modules(),
             metrics=str(config.metrics) if config.metrics else None,
             control=str(config.control) if config.control else None,
         )

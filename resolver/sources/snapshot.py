@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from resolver.core import wire
-from resolver.core.engine import Snapshot
 from resolver.core.errors import PolicyError
 from resolver.core.layers import LayeredPolicy, PolicyLayer
 from resolver.core.matcher import CompiledPolicy, Scope, TableBuilder
+from resolver.core.snapshot import Snapshot
 from resolver.core.verdict import Action, Answers, ClientScope, Redirect, Verdict
 from resolver.sources.config import Config
 from resolver.sources.lists import ListReport, read_list

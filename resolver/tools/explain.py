@@ -23,9 +23,10 @@ from resolver.core.cache import Cache, CacheSettings
 from resolver.core.chain import Chase
 from resolver.core.clients import ClientAcl, client_address
 from resolver.core.codes import rcode_name, type_name
-from resolver.core.engine import Engine, Snapshot
+from resolver.core.engine import Engine
 from resolver.core.flight import Waiter
 from resolver.core.layers import mapped
+from resolver.core.snapshot import Snapshot
 from resolver.core.verdict import Action, ClientScope, Verdict
 from resolver.sources.config import Config
 from resolver.sources.names import normalise

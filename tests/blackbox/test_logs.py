@@ -25,6 +25,7 @@ from support.procs import (
     write_config,
 )
 
+import resolver
 from blackbox.dnsclient import addresses, ask
 
 pytestmark = pytest.mark.blackbox
@@ -50,6 +51,7 @@ def test_json_lines_by_default_with_a_short_started_line(
     assert started["names"] == 2
     assert started["listen"] == [f"127.0.0.1:{server.port}"]
     assert started["upstreams"] == [fake_upstream.endpoint]
+    assert started["compiled"] is bool(resolver.compiled_modules())  # this install's build
     assert len(json.dumps(started)) < 400
     assert not server.events("started_details")  # debug only
     for line in list(server.lines):
@@ -63,6 +65,7 @@ def test_the_details_at_debug(sinkhole_factory: SinkholeFactory) -> None:
     [policy] = details["policies"]
     assert (policy["id"], policy["entries"], len(policy["sha256"])) == ("court", 1, 64)
     assert details["query_log"] == "blocked"
+    assert details["compiled"] == resolver.compiled_modules()
 
 
 def test_console_lines_when_asked(tmp_path: Path, fake_upstream: FakeUpstream) -> None:

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.clients import ClientAcl
-from resolver.core.engine import Engine, Snapshot
+from resolver.core.engine import Engine
 from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.snapshot import Snapshot
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 ANSWERS = Answers(

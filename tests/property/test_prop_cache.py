@@ -13,8 +13,9 @@ from support.engine_driver import forward
 from resolver.core import outbound, wire
 from resolver.core.cache import EXPIRES, Cache, CacheSettings, render
 from resolver.core.clients import ClientAcl
-from resolver.core.engine import Engine, Snapshot
+from resolver.core.engine import Engine
 from resolver.core.matcher import CompiledPolicy
+from resolver.core.snapshot import Snapshot
 
 QNAME = b"\x03www\x07example\x00"
 QUESTION = QNAME + struct.pack("!HH", wire.TYPE_A, wire.CLASS_IN)

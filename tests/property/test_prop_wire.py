@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from resolver.core import outbound, wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.clients import ClientAcl
-from resolver.core.engine import Engine, Snapshot
+from resolver.core.engine import Engine
 from resolver.core.errors import FormError, NotImplementedQuery
 from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.snapshot import Snapshot
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 HEADER = struct.Struct("!HHHHHH")

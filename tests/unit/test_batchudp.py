@@ -558,8 +558,9 @@ def test_close_stops_reading_and_is_idempotent(rig: Rig) -> None:
 def test_a_real_engine_answers_through_the_batch_path(rig: Rig) -> None:
     from resolver.core.cache import Cache, CacheSettings
     from resolver.core.clients import ClientAcl
-    from resolver.core.engine import Engine, Snapshot
+    from resolver.core.engine import Engine
     from resolver.core.matcher import CompiledPolicy, Scope
+    from resolver.core.snapshot import Snapshot
     from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
     answers = Answers(

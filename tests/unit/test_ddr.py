@@ -26,9 +26,10 @@ from resolver.core.ddr import (
     under_resolver_arpa,
 )
 from resolver.core.endpoint import Endpoint
-from resolver.core.engine import Engine, Snapshot
+from resolver.core.engine import Engine
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.outcome import Outcome
+from resolver.core.snapshot import Snapshot
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 from .test_engine import RecordingLog

@@ -17,10 +17,11 @@ from support.engine_driver import Replies, forward
 from resolver.core import outbound, wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.clients import ClientAcl
-from resolver.core.engine import Engine, Snapshot
+from resolver.core.engine import Engine
 from resolver.core.flight import Waiter
 from resolver.core.matcher import CompiledPolicy, Scope
 from resolver.core.outcome import Outcome
+from resolver.core.snapshot import Snapshot
 from resolver.core.verdict import Action, Answers, PolicyInfo, Verdict
 
 from .packets import header, query, question

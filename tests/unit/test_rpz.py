@@ -27,10 +27,11 @@ from support.engine_driver import answer, forward
 from resolver.core import outbound, wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.clients import ClientAcl
-from resolver.core.engine import Engine, Snapshot
+from resolver.core.engine import Engine
 from resolver.core.errors import PolicyError
 from resolver.core.layers import LayeredPolicy, PolicyLayer
 from resolver.core.matcher import CompiledPolicy, Scope
+from resolver.core.snapshot import Snapshot
 from resolver.core.verdict import Action, Answers, ClientScope, PolicyInfo, Verdict
 from resolver.sources import zonefile
 from resolver.sources.config import parse_config

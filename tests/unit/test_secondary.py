@@ -30,9 +30,10 @@ from resolver.core import wire
 from resolver.core.cache import Cache, CacheSettings
 from resolver.core.clients import ClientAcl
 from resolver.core.endpoint import Endpoint
-from resolver.core.engine import Engine, Snapshot
+from resolver.core.engine import Engine
 from resolver.core.errors import FormError, ResolverError
 from resolver.core.matcher import CompiledPolicy
+from resolver.core.snapshot import Snapshot
 from resolver.sources.config_sections import TsigKey, ZoneConfig
 from resolver.zones import errors
 from resolver.zones.errors import BrokenTransfer
