@@ -150,7 +150,7 @@ sut_sinkhole_compiled() {
   tree=$(compiled_tree) || return 1
   case $1 in
     version)
-      echo "$(env -C "$tree" "$PY" -m resolver --version)" \
+      echo "$(env -C "$tree" "$PY" -m resolver --version | paste -sd " ")" \
         "($(git -C "$REPO" describe --always --dirty 2>/dev/null || echo 'no git'))" ;;
     prepare) sut_sinkhole "$@" ;;
     start)
