@@ -2,7 +2,7 @@
 runs through are compiled to C extension modules with mypyc (it ships with mypy).
 Without it (the default) the package is pure Python, as pyproject.toml describes it.
 
-    pip install mypy setuptools
+    pip install mypy setuptools wheel
     SINKHOLE_MYPYC=1 pip install --no-build-isolation -e .
 """
 
