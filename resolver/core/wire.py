@@ -20,14 +20,14 @@ U32 = struct.Struct("!I")
 RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 
 # Header flag bits.
-QR = 0x8000
-AA = 0x0400
-TC = 0x0200
-RD = 0x0100
-RA = 0x0080
-AD = 0x0020
-CD = 0x0010
-OPCODE_MASK = 0x7800
+QR: Final = 0x8000
+AA: Final = 0x0400
+TC: Final = 0x0200
+RD: Final = 0x0100
+RA: Final = 0x0080
+AD: Final = 0x0020
+CD: Final = 0x0010
+OPCODE_MASK: Final = 0x7800
 
 # Rcodes.
 NOERROR: Final = 0
@@ -36,7 +36,7 @@ SERVFAIL: Final = 2
 NXDOMAIN: Final = 3
 NOTIMP: Final = 4
 REFUSED: Final = 5
-BADVERS = 16
+BADVERS: Final = 16
 
 # Types and classes.
 TYPE_A: Final = 1
@@ -54,12 +54,12 @@ TYPE_AXFR: Final = 252
 TYPE_MAILB: Final = 253
 TYPE_MAILA: Final = 254
 TYPE_ANY: Final = 255
-CLASS_IN = 1
+CLASS_IN: Final = 1
 
 # EDNS.
-EDNS_DO = 0x8000
-EDNS_UDP_SIZE = 1232  # the payload size we advertise (DNS flag day 2020)
-EDE_OPTION = 15
+EDNS_DO: Final = 0x8000
+EDNS_UDP_SIZE: Final = 1232  # the payload size we advertise (DNS flag day 2020)
+EDE_OPTION: Final = 15
 EDE_BLOCKED: Final = 15
 EDE_CENSORED: Final = 16
 EDE_FILTERED: Final = 17
@@ -68,8 +68,8 @@ EDE_NO_REACHABLE_AUTHORITY: Final = 22
 EDE_STALE: Final = 3
 EDE_STALE_NXDOMAIN: Final = 19
 
-MAX_NAME = 255
-MAX_UDP_NO_EDNS = 512
+MAX_NAME: Final = 255
+MAX_UDP_NO_EDNS: Final = 512
 
 # Types whose presence in an authority section carries information a client needs
 # (negative caching, DNSSEC proofs); an authority section without them is only
