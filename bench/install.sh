@@ -12,6 +12,7 @@ install_debian_tools() {
     command -v "${b%%:*}" >/dev/null 2>&1 || need+=("${b#*:}")
   done
   case " $SUTS " in *" pdns "*) command -v pdns_recursor >/dev/null 2>&1 || need+=(pdns-recursor) ;; esac
+  case " $SUTS " in *" sinkhole_compiled "*) command -v cc >/dev/null 2>&1 || need+=(build-essential) ;; esac
   [ ${#need[@]} -gt 0 ] || return 0
   echo "installing: ${need[*]}" >&2
   # The unbound, nsd and pdns-recursor packages start a system service when installed;
@@ -54,7 +55,9 @@ install_python_deps() {
 }
 
 _py_has_all() {
-  PYTHONPATH=$REPO "$1" -c 'import resolver.service.app, resolver.service.cli, dnslib, matplotlib' 2>/dev/null
+  PYTHONPATH=$REPO "$1" -c 'import resolver.service.app, resolver.service.cli, dnslib, matplotlib' \
+    2>/dev/null || return 1
+  case " $SUTS " in *" sinkhole_compiled "*) "$1" -c 'import mypyc.build, setuptools' 2>/dev/null ;; esac
 }
 
 _externally_managed() {   # PEP 668: the distribution's Python refuses pip installs
@@ -68,6 +71,9 @@ _pip_missing() {   # PY : pip-install what PY lacks
   PYTHONPATH=$REPO "$1" -c 'import resolver.service.app, resolver.service.cli' 2>/dev/null || want+=(-e "$REPO")
   "$1" -c 'import dnslib' 2>/dev/null || want+=(dnslib)
   "$1" -c 'import matplotlib' 2>/dev/null || want+=(matplotlib)
+  case " $SUTS " in   # the compiled build (setup.py) of sinkhole_compiled
+    *" sinkhole_compiled "*) "$1" -c 'import mypyc.build, setuptools' 2>/dev/null || want+=(mypy setuptools) ;;
+  esac
   [ ${#want[@]} -gt 0 ] || return 0
   echo "pip install ${want[*]}" >&2
   "$1" -m pip install -q "${want[@]}"

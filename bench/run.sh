@@ -17,7 +17,7 @@ BL_N=${BL_N:-100000}                # block-list size for the throughput phase
 SIZES=${SIZES:-"100000 1000000"}    # block-list sizes for the scale phase
 WORKLOADS=${WORKLOADS:-"blocked hit miss mix blocked_tcp"}
 LAT_WORKLOADS=${LAT_WORKLOADS:-"blocked hit mix"}   # latency at half of saturation
-SUTS=${SUTS:-"sinkhole dnsmasq unbound dnslib1k"}   # add "pdns" for PowerDNS Recursor
+SUTS=${SUTS:-"sinkhole sinkhole_compiled dnsmasq unbound dnslib1k"}   # add "pdns" for PowerDNS Recursor
 RELOAD_QPS=${RELOAD_QPS:-2000}      # fixed query rate while reloading
 RELOAD_DUR=${RELOAD_DUR:-25}        # seconds of that run (<= 30); the reload is at t=3 s
 ALONE_SUTS=${ALONE_SUTS:-$(echo " $SUTS " | sed 's/ dnslib1k / /' | xargs)}

@@ -152,13 +152,11 @@ sut_sinkhole_compiled() {
     version)
       echo "$(env -C "$tree" "$PY" -m resolver --version | paste -sd " ")" \
         "($(git -C "$REPO" describe --always --dirty 2>/dev/null || echo 'no git'))" ;;
-    prepare) sut_sinkhole "$@" ;;
     start)
       # from the tree: `python -m` puts the current directory before PYTHONPATH
       bg_start "$dir" env -C "$tree" PYTHONPATH="$tree" "$PY" -m resolver serve \
         --config "$dir/config.yaml" ;;
-    transports|tls) return 1 ;;
-    *) sut_sinkhole "$@" ;;
+    *) sut_sinkhole "$@" ;;   # prepare, reload, transports, tls: as the pure build
   esac
 }
 
