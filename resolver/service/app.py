@@ -244,6 +244,7 @@ class App:
             self._close()
             return 1
 
+        compiled = compiled_modules()  # the optional compiled build (setup.py)
         self.log.info(
             "started",
             pid=os.getpid(),
@@ -256,14 +257,14 @@ class App:
             zones=len(result.zones),
             names=result.snapshot.policy.names(),
             udp_batch=config.udp_batch and batching_available(),
-            compiled=bool(compiled_modules()),  # the optional compiled build (setup.py)
+            compiled=bool(compiled),
         )
         self.log.debug(
             "started_details",
             policies=[r.as_dict() for r in result.reports],
             zones=[z.as_dict() for z in result.zones],
             query_log=config.query_log,
-            compiled=compiled_modules(),
+            compiled=compiled,
             metrics=str(config.metrics) if config.metrics else None,
             control=str(config.control) if config.control else None,
         )
